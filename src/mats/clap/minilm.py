@@ -1,0 +1,44 @@
+"""all-MiniLM-L6-v2 sentence encoder: the text tower of the offline default CLAP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .base import check_texts, l2_normalize
+
+
+class MiniLMTextEncoder:
+    """Mean pooling over token states + L2 norm, as sentence-transformers does for this model."""
+
+    dim = 384
+
+    def __init__(self, path: str | Path | None = None, device: str = "cpu", max_length: int = 128):
+        from transformers import AutoModel, AutoTokenizer
+
+        from .. import store
+
+        path = Path(path) if path is not None else store.model_dir("all-minilm-l6-v2")
+        self.path = path
+        self.tokenizer = AutoTokenizer.from_pretrained(str(path))
+        self.model = AutoModel.from_pretrained(str(path)).to(device).eval()
+        self.device = device
+        self.max_length = max_length
+
+    @torch.inference_mode()
+    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        texts = check_texts(texts)
+        out = []
+        for i in range(0, len(texts), batch_size):
+            batch = self.tokenizer(texts[i:i + batch_size], padding=True, truncation=True,
+                                   max_length=self.max_length, return_tensors="pt").to(self.device)
+            hidden = self.model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            out.append(pooled.float().cpu().numpy())
+        if not out:
+            return np.zeros((0, self.dim), np.float32)
+        return l2_normalize(np.concatenate(out))

