@@ -1,18 +1,30 @@
 """The one interface every CLAP backend implements.
 
 A CLAP maps audio and text into one space. Everything downstream (training, Santa, zero-shot)
-only needs these few members, so a new backend is a single class.
+only needs these few members, so a new backend is a single class: implement ``embed_windows``
+(fixed-length waveforms in, one embedding per window out) and ``encode_text``; loading, resampling,
+deterministic windowing and pooling are shared here.
 """
 
 from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Sequence, Union
 
 import numpy as np
 
 AudioInput = Union[str, os.PathLike, np.ndarray, tuple]  # path, mono waveform at sample_rate, or (waveform, sr)
+
+
+@dataclass
+class WindowEmbeddings:
+    """Per-window audio embeddings of one clip (L2-normalised) with window times in seconds."""
+
+    embeddings: np.ndarray  # [W, D]
+    starts: np.ndarray  # [W]
+    ends: np.ndarray  # [W]
 
 
 class CLAP(ABC):
@@ -22,12 +34,44 @@ class CLAP(ABC):
     dim: int
     sample_rate: int
     clip_seconds: float
+    hop_seconds: float | None = None  # None: windows do not overlap
+    max_seconds: float = 3600.0  # refuse longer inputs (configurable per instance)
 
+    # -- to implement -------------------------------------------------------------------------
     @abstractmethod
-    def encode_audio(self, audio: Sequence[AudioInput], batch_size: int = 16) -> np.ndarray: ...
+    def embed_windows(self, windows: np.ndarray) -> np.ndarray:
+        """[W, clip_samples] float32 waveforms at ``sample_rate`` -> [W, dim] embeddings."""
 
     @abstractmethod
     def encode_text(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray: ...
+
+    # -- shared -------------------------------------------------------------------------------
+    @property
+    def clip_samples(self) -> int:
+        return int(round(self.clip_seconds * self.sample_rate))
+
+    def load(self, audio: AudioInput) -> np.ndarray:
+        from ..audio import load_audio
+        return load_audio(audio, self.sample_rate, max_seconds=self.max_seconds)
+
+    def windows(self, wave: np.ndarray):
+        from ..audio import split_windows
+        return split_windows(wave, self.sample_rate, self.clip_seconds, self.hop_seconds)
+
+    def encode_audio_windows(self, audio: AudioInput, batch_size: int = 16) -> WindowEmbeddings:
+        wins, starts, ends = self.windows(self.load(audio))
+        emb = np.concatenate([self.embed_windows(wins[i:i + batch_size])
+                              for i in range(0, len(wins), batch_size)])
+        return WindowEmbeddings(l2_normalize(emb), np.asarray(starts), np.asarray(ends))
+
+    def encode_audio(self, audio: Sequence[AudioInput], batch_size: int = 16) -> np.ndarray:
+        """One embedding per input: mean of the normalised window embeddings, re-normalised."""
+        if isinstance(audio, (str, os.PathLike)):
+            raise TypeError("encode_audio takes a list of inputs; wrap a single path in a list")
+        out = [self.encode_audio_windows(a, batch_size).embeddings.mean(0) for a in audio]
+        if not out:
+            return np.zeros((0, self.dim), np.float32)
+        return l2_normalize(np.stack(out))
 
     def fingerprint(self) -> str:
         """Identifies the weights + preprocessing, so caches of its embeddings can be invalidated."""
