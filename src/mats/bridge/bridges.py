@@ -1,0 +1,193 @@
+"""Inference-time bridges between CLAP audio embeddings and the text embeddings the model was trained on.
+
+Every bridge maps ``z`` ([N, D] audio embeddings) to ``z'`` ([N, D] float32, unit rows) that is fed to
+the mapper. Select one by name (``BridgeConfig.name``):
+
+``none``
+    ``z`` itself (L2-normalised).
+``noise``
+    the training-time noise applied at inference: ``add_noise(z, noise_variance)``.
+``santa``
+    MATS's Santa (:meth:`SantaMemory.apply`): mix ``z`` with softmax-weighted noisy neighbours from the
+    memory bank (``lam``, ``tau`` = 10, ``top_l`` = 32 by default).
+``nearest``
+    the single closest bank entry by inner product (decode from the closest training text embedding;
+    WSAC's nearest-neighbour inference). Exact search by default.
+``projection``
+    DeCap-style projection onto the span of the bank: ``sum_i softmax(tau * <z, m_i>) m_i``, normalised.
+    Over the whole bank by default (streamed in chunks with an online softmax, so banks of millions of
+    rows need no [N, M] matrix), or over the ``projection_top_l`` exact neighbours. Default ``tau`` =
+    100, i.e. DeCap's temperature 0.01: with unit vectors the logits span at most ``2 * tau``, so
+    ``tau = 10`` (Santa's value) would average a large part of a big bank into a blurred mean, while
+    ``tau = 100`` concentrates the weight on the few nearest entries and ``tau -> inf`` tends to
+    ``nearest``.
+``shift``
+    ``normalise(normalise(z) + shift)``, where ``shift = mean(text) - mean(audio)`` is the modality-gap
+    vector measured by the gap diagnostic (given by the caller).
+
+All bridges are deterministic for a fixed ``seed`` (a fresh ``torch.Generator`` seeded per call).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .noise import NOISE_KINDS, add_noise, l2_normalize
+from .santa import SEARCH_MODES, SantaMemory
+
+__all__ = ["BRIDGES", "DEFAULT_TAU", "BridgeConfig", "BridgeError", "apply_bridge", "projection"]
+
+BRIDGES = ("none", "noise", "santa", "nearest", "projection", "shift")
+
+# tau used when BridgeConfig.tau is None: Santa's 10 (paper) and DeCap's 1 / 0.01 for projection
+DEFAULT_TAU = {"santa": 10.0, "projection": 100.0}
+
+_CHUNK_ELEMS = 1 << 24
+
+
+class BridgeError(ValueError):
+    """A bridge was misconfigured or lacks what it needs (memory bank, shift vector)."""
+
+
+@dataclass
+class BridgeConfig:
+    name: str = "santa"
+    lam: float | None = None  # santa: None -> the memory's config (paper: 0.3)
+    tau: float | None = None  # santa: None -> memory's config (10); projection: None -> 100
+    top_l: int | None = None  # santa: None -> memory's config (32)
+    noise_variance: float | None = None  # noise bridge: None -> 0.015; santa: None -> memory's config
+    noise_kind: str = "gaussian"  # noise bridge only (santa uses the memory's noise_kind)
+    search: str | None = None  # santa: None -> memory's config; nearest / projection top-L: "exact" if None
+    projection_top_l: int | None = None  # projection over the top-L exact neighbours (None: whole bank)
+
+    def __post_init__(self) -> None:
+        if self.name not in BRIDGES:
+            raise BridgeError(f"unknown bridge {self.name!r}; choose one of {BRIDGES}")
+        if self.search is not None and self.search not in SEARCH_MODES:
+            raise BridgeError(f"unknown search mode {self.search!r}; choose one of {SEARCH_MODES}")
+        if self.noise_kind not in NOISE_KINDS:
+            raise BridgeError(f"unknown noise kind {self.noise_kind!r}; choose one of {NOISE_KINDS}")
+        if self.lam is not None and not (0.0 <= self.lam <= 1.0):
+            raise BridgeError(f"lam must lie in [0, 1], got {self.lam}")
+        if self.noise_variance is not None and not (self.noise_variance >= 0.0):
+            raise BridgeError(f"noise_variance must be >= 0, got {self.noise_variance}")
+        for f in ("top_l", "projection_top_l"):
+            v = getattr(self, f)
+            if v is not None and int(v) < 1:
+                raise BridgeError(f"{f} must be >= 1 or None, got {v}")
+
+    @property
+    def needs_memory(self) -> bool:
+        return self.name in ("santa", "nearest", "projection")
+
+    @property
+    def needs_shift(self) -> bool:
+        return self.name == "shift"
+
+
+def _as_array(z) -> np.ndarray:
+    if isinstance(z, torch.Tensor):
+        z = z.detach().to("cpu", torch.float32).numpy()
+    z = np.asarray(z, dtype=np.float32)
+    if z.ndim != 2:
+        raise BridgeError(f"embeddings must be [N, D], got shape {z.shape}")
+    if not np.isfinite(z).all():
+        raise BridgeError("embeddings contain NaN or infinite values")
+    return np.ascontiguousarray(z)
+
+
+def _need_memory(memory: SantaMemory | None, name: str, dim: int) -> SantaMemory:
+    if memory is None:
+        raise BridgeError(f"bridge {name!r} needs a memory bank (a SantaMemory built from training-text "
+                          "embeddings, e.g. SantaMemory.build(bank) or SantaMemory.load(folder)); got None")
+    if memory.dim != dim:
+        raise BridgeError(f"bridge {name!r}: memory bank has dimension {memory.dim}, embeddings have {dim}")
+    return memory
+
+
+def projection(z: np.ndarray, bank: np.ndarray, tau: float = 100.0) -> np.ndarray:
+    """``normalise(sum_i softmax_i(tau * <z, m_i>) m_i)`` over all rows of ``bank``, streamed in chunks
+    (online softmax: running max, running normaliser, running weighted sum). Returns float32 [N, D]."""
+    q = torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32))
+    b = torch.from_numpy(np.ascontiguousarray(bank, dtype=np.float32))
+    n, m = q.shape[0], b.shape[0]
+    out = torch.empty(n, q.shape[1], dtype=torch.float32)
+    qstep = max(1, min(n, 4096))
+    bstep = max(1, _CHUNK_ELEMS // qstep)
+    for s in range(0, n, qstep):
+        qs = q[s : s + qstep].double()
+        run_max = torch.full((qs.shape[0], 1), -float("inf"), dtype=torch.float64)
+        run_sum = torch.zeros(qs.shape[0], 1, dtype=torch.float64)
+        run_vec = torch.zeros(qs.shape[0], q.shape[1], dtype=torch.float64)
+        for t in range(0, m, bstep):
+            bt = b[t : t + bstep].double()
+            logits = tau * (qs @ bt.T)
+            new_max = torch.maximum(run_max, logits.max(1, keepdim=True).values)
+            scale = torch.exp(run_max - new_max)
+            e = torch.exp(logits - new_max)
+            run_sum = run_sum * scale + e.sum(1, keepdim=True)
+            run_vec = run_vec * scale + e @ bt
+            run_max = new_max
+        out[s : s + qstep] = l2_normalize(run_vec / run_sum).float()
+    return out.numpy()
+
+
+def apply_bridge(
+    z,
+    config: BridgeConfig,
+    memory: SantaMemory | None = None,
+    shift: np.ndarray | None = None,
+    seed: int = 0,
+) -> np.ndarray:
+    """Apply the bridge ``config.name`` to audio embeddings ``z`` ([N, D]); returns float32 unit rows.
+
+    ``memory`` is required by santa / nearest / projection, ``shift`` ([D]) by shift. Noise draws
+    (noise, santa) come from a ``torch.Generator`` seeded with ``seed`` for this call.
+    """
+    if isinstance(config, str):
+        config = BridgeConfig(name=config)
+    if config.name not in BRIDGES:
+        raise BridgeError(f"unknown bridge {config.name!r}; choose one of {BRIDGES}")
+    z = _as_array(z)
+    n, d = z.shape
+    q = l2_normalize(z).astype(np.float32)
+    gen = torch.Generator().manual_seed(int(seed))
+    name = config.name
+
+    if name == "none":
+        out = q
+    elif name == "noise":
+        var = 0.015 if config.noise_variance is None else float(config.noise_variance)
+        out = add_noise(torch.from_numpy(q), var, config.noise_kind, gen).numpy()
+    elif name == "santa":
+        mem = _need_memory(memory, name, d)
+        out = mem.apply(q, generator=gen, lam=config.lam, tau=config.tau, noise_variance=config.noise_variance,
+                        top_l=config.top_l, search=config.search)
+    elif name == "nearest":
+        mem = _need_memory(memory, name, d)
+        idx, _ = mem.retrieve_indices(q, top_l=1, search=config.search or "exact")
+        out = mem.bank[idx[:, 0]]
+    elif name == "projection":
+        mem = _need_memory(memory, name, d)
+        tau = DEFAULT_TAU["projection"] if config.tau is None else float(config.tau)
+        if config.projection_top_l is None:
+            out = projection(q, mem.bank, tau)
+        else:
+            idx, sims = mem.retrieve_indices(q, top_l=int(config.projection_top_l), search=config.search or "exact")
+            w = torch.softmax(tau * torch.from_numpy(np.asarray(sims, dtype=np.float64)), dim=1)
+            ent = torch.from_numpy(mem.bank[idx]).double()
+            out = l2_normalize(torch.einsum("nl,nld->nd", w, ent)).float().numpy()
+    elif name == "shift":
+        if shift is None:
+            raise BridgeError("bridge 'shift' needs the gap vector shift = mean(text) - mean(audio) "
+                              "(from the gap diagnostic); got None")
+        s = np.asarray(shift, dtype=np.float32).reshape(-1)
+        if s.shape[0] != d:
+            raise BridgeError(f"bridge 'shift': shift vector has dimension {s.shape[0]}, embeddings have {d}")
+        out = l2_normalize(q + s[None, :])
+    else:  # pragma: no cover - guarded above
+        raise BridgeError(name)
+    return np.ascontiguousarray(out, dtype=np.float32)

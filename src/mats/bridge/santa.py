@@ -1,0 +1,481 @@
+"""Santa: pull an audio embedding towards strongly related (noisy) training-text embeddings.
+
+Method (MATS, ICML 2025; the numbers are the paper's defaults, all in :class:`SantaConfig`):
+
+1. Memory bank: ``M`` training texts, CLAP-text encoded, L2-normalised, clustered with k-means
+   (``K = 100`` clusters, 10 Lloyd iterations, Euclidean distance).
+2. For an audio embedding ``z``: the nearest cluster centre (Euclidean), then the ``L = 32`` bank
+   entries of that cluster with the largest inner product with ``z``. If the cluster holds fewer than
+   ``L`` entries the ranked list is repeated cyclically (``[a, b, c, a, b, ...]``) up to ``L``.
+3. Fresh noise (variance 0.015, see :mod:`mats.bridge.noise`: added to the unit entries, then
+   re-normalised) on each of the ``L`` retrieved entries, independently per query and per slot.
+4. ``w = softmax(tau * <z, m_i>)`` over the ``L`` noisy entries ``m_i`` (``tau = 10`` multiplies the
+   logits); ``z' = normalise((1 - lam) * z + lam * sum_i w_i m_i)`` with ``lam = 0.3``.
+
+Search modes (``SantaConfig.search``):
+
+* ``"cluster"`` — the paper: the nearest centroid's cluster only (exactly as above);
+* ``"exact"`` — the top ``L`` over the whole bank (brute force, chunked);
+* ``"ivf"`` — a faiss ``IndexIVFFlat`` (inner product) whose coarse quantiser holds the same k-means
+  centroids (Euclidean assignment, identical cluster lists); it probes ``ivf_nprobe`` clusters, so
+  ``ivf_nprobe = 1`` reproduces ``"cluster"`` and ``ivf_nprobe = K`` reproduces ``"exact"``. Use it
+  for banks of millions of rows.
+
+The memory is saved as ``santa.safetensors`` (bank, centroids, assignments) + ``santa.json`` (config);
+nothing is ever pickled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .noise import NOISE_KINDS, add_noise, l2_normalize
+
+__all__ = ["SEARCH_MODES", "KMEANS_INITS", "SantaConfig", "SantaMemory", "kmeans"]
+
+SEARCH_MODES = ("cluster", "exact", "ivf")
+KMEANS_INITS = ("k-means++", "random")
+_FORMAT = "mats-santa"
+_FORMAT_VERSION = 1
+_WEIGHTS_FILE = "santa.safetensors"
+_CONFIG_FILE = "santa.json"
+_CHUNK_ELEMS = 1 << 24  # ~64 MB of float32 per similarity block
+_PP_CANDIDATES_PER_CLUSTER = 64  # k-means++ seeding considers at most 64 * K rows
+
+
+@dataclass
+class SantaConfig:
+    clusters: int = 100  # K of k-means (clamped to the number of bank rows)
+    kmeans_iters: int = 10  # Lloyd iterations (Euclidean)
+    top_l: int = 32  # L entries retrieved per query
+    noise_variance: float = 0.015  # fresh noise on the retrieved entries (0 disables)
+    noise_kind: str = "gaussian"  # or "uniform" (same variance)
+    tau: float = 10.0  # multiplies the logits <z, m_i>
+    lam: float = 0.3  # weight of the retrieved mixture
+    search: str = "cluster"  # "cluster" (paper) | "exact" | "ivf"
+    seed: int = 0  # k-means initialisation (and subsampling)
+    ivf_nprobe: int = 8  # clusters probed in "ivf" mode
+    kmeans_max_points: int | None = None  # fit k-means on a seeded subsample of this many rows (None: all)
+    kmeans_init: str = "k-means++"  # or "random" (distinct rows); both seeded by `seed`
+
+    def __post_init__(self) -> None:
+        if self.search not in SEARCH_MODES:
+            raise ValueError(f"unknown Santa search mode {self.search!r}; choose one of {SEARCH_MODES}")
+        if self.noise_kind not in NOISE_KINDS:
+            raise ValueError(f"unknown noise kind {self.noise_kind!r}; choose one of {NOISE_KINDS}")
+        if self.kmeans_init not in KMEANS_INITS:
+            raise ValueError(f"unknown k-means init {self.kmeans_init!r}; choose one of {KMEANS_INITS}")
+        if int(self.clusters) < 1:
+            raise ValueError(f"clusters must be >= 1, got {self.clusters}")
+        if int(self.kmeans_iters) < 0:
+            raise ValueError(f"kmeans_iters must be >= 0, got {self.kmeans_iters}")
+        if int(self.top_l) < 1:
+            raise ValueError(f"top_l must be >= 1, got {self.top_l}")
+        if int(self.ivf_nprobe) < 1:
+            raise ValueError(f"ivf_nprobe must be >= 1, got {self.ivf_nprobe}")
+        if not (0.0 <= float(self.lam) <= 1.0):
+            raise ValueError(f"lam must lie in [0, 1], got {self.lam}")
+        if not math.isfinite(float(self.tau)):
+            raise ValueError(f"tau must be finite, got {self.tau}")
+        if not (float(self.noise_variance) >= 0.0):
+            raise ValueError(f"noise_variance must be >= 0, got {self.noise_variance}")
+        if self.kmeans_max_points is not None and int(self.kmeans_max_points) < 1:
+            raise ValueError(f"kmeans_max_points must be >= 1 or None, got {self.kmeans_max_points}")
+
+
+# --------------------------------------------------------------------------------------------------
+# k-means
+# --------------------------------------------------------------------------------------------------
+def _nearest_centroid_t(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """argmin_k ||x - c_k||^2 for each row of ``x`` (float32, chunked); ties go to the lower index."""
+    cn = (c * c).sum(1)
+    out = torch.empty(x.shape[0], dtype=torch.long)
+    step = max(1, _CHUNK_ELEMS // max(1, c.shape[0]))
+    for s in range(0, x.shape[0], step):
+        d = cn[None, :] - 2.0 * (x[s : s + step] @ c.T)  # ||x||^2 is constant per row
+        out[s : s + step] = d.argmin(1)
+    return out
+
+
+def _kmeans_pp(x: torch.Tensor, k: int, rng: np.random.Generator) -> torch.Tensor:
+    """k-means++ seeding: first centre uniform, each next one drawn with probability ~ D^2.
+
+    Each step reads all candidate rows once, so on large inputs the candidates are a seeded subsample
+    of ``_PP_CANDIDATES_PER_CLUSTER * k`` rows (the Lloyd iterations still use every row)."""
+    if x.shape[0] > _PP_CANDIDATES_PER_CLUSTER * k:
+        sub = np.sort(rng.choice(x.shape[0], _PP_CANDIDATES_PER_CLUSTER * k, replace=False))
+        x = x[torch.from_numpy(sub)]
+    n = x.shape[0]
+    chosen = [int(rng.integers(n))]
+    xn = (x * x).sum(1)
+    d2 = (xn - 2.0 * (x @ x[chosen[0]]) + xn[chosen[0]]).clamp_min(0).double()
+    for _ in range(1, k):
+        p = d2.numpy().copy()
+        p[chosen] = 0.0
+        total = p.sum()
+        if total > 0:
+            nxt = int(rng.choice(n, p=p / total))
+        else:  # fewer distinct rows than k: take any unused row (its cluster will end up empty)
+            nxt = int(rng.choice(np.setdiff1d(np.arange(n), chosen)))
+        chosen.append(nxt)
+        d2 = torch.minimum(d2, (xn - 2.0 * (x @ x[nxt]) + xn[nxt]).clamp_min(0).double())
+    return x[torch.tensor(chosen)].clone()
+
+
+def kmeans(
+    x: np.ndarray,
+    k: int,
+    iters: int = 10,
+    seed: int = 0,
+    max_points: int | None = None,
+    init: str = "k-means++",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic Lloyd's k-means (Euclidean).
+
+    Initialisation from ``numpy.random.default_rng(seed)``: ``"k-means++"`` (D^2 sampling, the usual
+    library default) or ``"random"`` (``k`` distinct rows). If ``max_points`` is set and smaller than
+    ``len(x)``, centres are fitted on a seeded subsample of that many rows. Each iteration
+    assigns every row to its nearest centre, then moves each centre to the mean of its rows (sums in
+    float64; a centre that lost all rows stays where it is). ``k > len(x)`` is clamped (with a
+    warning). After the last update every row of ``x`` is assigned to its nearest final centre and
+    centres without rows are dropped, so every returned cluster is non-empty and every assignment is
+    the nearest returned centre.
+
+    Returns ``(centroids [K', D] float32, assignments [M] int64)`` with ``K' <= k``.
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise ValueError(f"k-means needs a non-empty [M, D] array, got shape {x.shape}")
+    m = x.shape[0]
+    rng = np.random.default_rng(seed)
+    train = x
+    if max_points is not None and m > max_points:
+        train = x[np.sort(rng.choice(m, int(max_points), replace=False))]
+    n = train.shape[0]
+    if k > n:
+        warnings.warn(f"k-means: {k} clusters requested for {n} rows; using {n}", stacklevel=2)
+        k = n
+    xt = torch.from_numpy(train)
+    if init == "random":
+        c = xt[torch.from_numpy(rng.choice(n, k, replace=False))].clone()
+    elif init == "k-means++":
+        c = _kmeans_pp(xt, k, rng)
+    else:
+        raise ValueError(f"unknown k-means init {init!r}; choose one of {KMEANS_INITS}")
+    for _ in range(int(iters)):
+        a = _nearest_centroid_t(xt, c)
+        sums = torch.zeros(k, xt.shape[1], dtype=torch.float64)
+        step = max(1, _CHUNK_ELEMS // max(1, xt.shape[1]))
+        for s in range(0, n, step):  # index_add_ on CPU adds rows in order: deterministic
+            sums.index_add_(0, a[s : s + step], xt[s : s + step].double())
+        counts = torch.bincount(a, minlength=k)
+        nonempty = counts > 0
+        c = c.clone()
+        c[nonempty] = (sums[nonempty] / counts[nonempty, None].double()).float()
+    xa = torch.from_numpy(x)
+    a = _nearest_centroid_t(xa, c)
+    counts = torch.bincount(a, minlength=c.shape[0])
+    keep = torch.nonzero(counts > 0).flatten()
+    relabel = torch.full((c.shape[0],), -1, dtype=torch.long)
+    relabel[keep] = torch.arange(keep.numel())
+    return c[keep].contiguous().numpy(), relabel[a].numpy().astype(np.int64)
+
+
+# --------------------------------------------------------------------------------------------------
+# the memory
+# --------------------------------------------------------------------------------------------------
+def _to_query(z):
+    """-> (float32 CPU tensor [N, D], function restoring the caller's type/shape/device)."""
+    squeeze = False
+    if isinstance(z, torch.Tensor):
+        t = z.detach()
+        if t.ndim == 1:
+            t, squeeze = t[None], True
+        dev, dt = z.device, z.dtype
+        t = t.to(device="cpu", dtype=torch.float32)
+
+        def back(y: torch.Tensor) -> torch.Tensor:
+            y = y[0] if squeeze else y
+            return y.to(device=dev, dtype=dt if dt.is_floating_point else y.dtype)
+
+        return t, back
+    arr = np.asarray(z)
+    if arr.ndim == 1:
+        arr, squeeze = arr[None], True
+    dt = arr.dtype if np.issubdtype(arr.dtype, np.floating) else np.dtype(np.float32)
+    t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+
+    def back_np(y: torch.Tensor) -> np.ndarray:
+        y = y[0] if squeeze else y
+        return y.numpy().astype(dt if y.dtype.is_floating_point else y.numpy().dtype, copy=False)
+
+    return t, back_np
+
+
+def _pad_cyclic(idx: torch.Tensor, sims: torch.Tensor, n_valid: torch.Tensor, length: int):
+    """Repeat the first ``n_valid[i]`` ranked entries of each row cyclically up to ``length``."""
+    rep = torch.arange(length)[None, :] % n_valid.clamp_min(1)[:, None]
+    return idx.gather(1, rep), sims.gather(1, rep)
+
+
+class SantaMemory:
+    """A clustered bank of L2-normalised text embeddings and Santa retrieval/mixing over it."""
+
+    def __init__(self, bank: np.ndarray, centroids: np.ndarray, assignments: np.ndarray,
+                 config: SantaConfig | None = None):
+        self.config = config if config is not None else SantaConfig()
+        bank = np.ascontiguousarray(bank, dtype=np.float32)
+        centroids = np.ascontiguousarray(centroids, dtype=np.float32)
+        assignments = np.ascontiguousarray(assignments, dtype=np.int64)
+        if bank.ndim != 2 or bank.shape[0] == 0:
+            raise ValueError(f"bank must be a non-empty [M, D] array, got shape {bank.shape}")
+        if centroids.ndim != 2 or centroids.shape[1] != bank.shape[1] or centroids.shape[0] == 0:
+            raise ValueError(f"centroids must be [K, {bank.shape[1]}], got shape {centroids.shape}")
+        if assignments.shape != (bank.shape[0],):
+            raise ValueError(f"assignments must be [{bank.shape[0]}], got shape {assignments.shape}")
+        k = centroids.shape[0]
+        if assignments.min() < 0 or assignments.max() >= k:
+            raise ValueError(f"assignments must lie in [0, {k})")
+        self.bank, self.centroids, self.assignments = bank, centroids, assignments
+        self._bank_t = torch.from_numpy(bank)
+        self._cent_t = torch.from_numpy(centroids)
+        a = torch.from_numpy(assignments)
+        self._order = torch.argsort(a, stable=True)  # bank rows grouped by cluster, in bank order
+        counts = torch.bincount(a, minlength=k)
+        self._offsets = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])
+        self._ivf = None
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def build(cls, bank: np.ndarray, config: SantaConfig | None = None, normalize: bool = True) -> "SantaMemory":
+        """Cluster ``bank`` ([M, D] text embeddings) with seeded k-means and return the memory.
+
+        ``normalize`` L2-normalises the rows first (the bank must be unit rows for the method).
+        """
+        config = config if config is not None else SantaConfig()
+        bank = np.ascontiguousarray(bank, dtype=np.float32)
+        if bank.ndim != 2 or bank.shape[0] == 0:
+            raise ValueError(f"bank must be a non-empty [M, D] array, got shape {bank.shape}")
+        if not np.isfinite(bank).all():
+            raise ValueError("bank contains NaN or infinite values")
+        if normalize:
+            bank = np.ascontiguousarray(l2_normalize(bank), dtype=np.float32)
+        centroids, assignments = kmeans(bank, int(config.clusters), int(config.kmeans_iters), int(config.seed),
+                                        config.kmeans_max_points, config.kmeans_init)
+        return cls(bank, centroids, assignments, config)
+
+    # -- introspection -----------------------------------------------------------------------
+    @property
+    def num_entries(self) -> int:
+        return self.bank.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.bank.shape[1]
+
+    @property
+    def num_clusters(self) -> int:
+        return self.centroids.shape[0]
+
+    @property
+    def cluster_sizes(self) -> np.ndarray:
+        return (self._offsets[1:] - self._offsets[:-1]).numpy()
+
+    def members(self, cluster: int) -> np.ndarray:
+        """Bank row indices of one cluster (ascending)."""
+        return self._order[self._offsets[cluster] : self._offsets[cluster + 1]].numpy()
+
+    def nearest_cluster(self, z):
+        """Index of the nearest centroid (Euclidean) for each query row."""
+        q, back = _to_query(z)
+        self._check_dim(q)
+        return back(_nearest_centroid_t(l2_normalize(q), self._cent_t))
+
+    def _check_dim(self, q: torch.Tensor) -> None:
+        if q.ndim != 2 or q.shape[1] != self.dim:
+            raise ValueError(f"queries must be [N, {self.dim}], got shape {tuple(q.shape)}")
+
+    # -- search ------------------------------------------------------------------------------
+    def _search(self, q: torch.Tensor, top_l: int, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if mode == "cluster":
+            return self._search_cluster(q, top_l)
+        if mode == "exact":
+            return self._search_exact(q, top_l)
+        if mode == "ivf":
+            return self._search_ivf(q, top_l)
+        raise ValueError(f"unknown Santa search mode {mode!r}; choose one of {SEARCH_MODES}")
+
+    def _search_exact(self, q: torch.Tensor, top_l: int):
+        n, m = q.shape[0], self.num_entries
+        k = min(top_l, m)
+        idx = torch.empty(n, top_l, dtype=torch.long)
+        sims = torch.empty(n, top_l, dtype=torch.float32)
+        step = max(1, _CHUNK_ELEMS // m)
+        for s in range(0, n, step):
+            sv, si = (q[s : s + step] @ self._bank_t.T).topk(k, dim=1)
+            nv = torch.full((si.shape[0],), k, dtype=torch.long)
+            idx[s : s + step], sims[s : s + step] = _pad_cyclic(si, sv, nv, top_l)
+        return idx, sims
+
+    def _search_cluster(self, q: torch.Tensor, top_l: int):
+        n = q.shape[0]
+        idx = torch.empty(n, top_l, dtype=torch.long)
+        sims = torch.empty(n, top_l, dtype=torch.float32)
+        cl = _nearest_centroid_t(q, self._cent_t)
+        for c in torch.unique(cl).tolist():  # one block per distinct cluster in the batch
+            rows = torch.nonzero(cl == c).flatten()
+            members = self._order[self._offsets[c] : self._offsets[c + 1]]
+            entries = self._bank_t[members]
+            k = min(top_l, members.numel())
+            step = max(1, _CHUNK_ELEMS // max(1, members.numel()))
+            for s in range(0, rows.numel(), step):
+                r = rows[s : s + step]
+                sv, sj = (q[r] @ entries.T).topk(k, dim=1)
+                nv = torch.full((r.numel(),), k, dtype=torch.long)
+                pj, ps = _pad_cyclic(sj, sv, nv, top_l)
+                idx[r], sims[r] = members[pj], ps
+        return idx, sims
+
+    def _ivf_index(self):
+        if self._ivf is None:
+            import faiss
+            from faiss.contrib.ivf_tools import add_preassigned
+
+            quantizer = faiss.IndexFlatL2(self.dim)
+            quantizer.add(self.centroids)
+            index = faiss.IndexIVFFlat(quantizer, self.dim, self.num_clusters, faiss.METRIC_INNER_PRODUCT)
+            if not index.is_trained:  # pragma: no cover - faiss marks it trained when ntotal == nlist
+                raise RuntimeError("faiss IVF index did not accept the k-means centroids")
+            # the same cluster lists as "cluster" mode, not faiss's own re-assignment
+            add_preassigned(index, self.bank, self.assignments)
+            self._ivf = (index, quantizer)
+        return self._ivf[0]
+
+    def _search_ivf(self, q: torch.Tensor, top_l: int):
+        index = self._ivf_index()
+        index.nprobe = int(min(self.config.ivf_nprobe, self.num_clusters))
+        dist, ids = index.search(np.ascontiguousarray(q.numpy(), dtype=np.float32), int(top_l))
+        ids_t = torch.from_numpy(ids.astype(np.int64))
+        sims_t = torch.from_numpy(dist.astype(np.float32))
+        nv = (ids_t >= 0).sum(1)  # faiss pads with -1 after the valid (sorted) results
+        if bool((nv == 0).any()):  # pragma: no cover - the probed lists are never all empty
+            raise RuntimeError("IVF search returned no neighbours")
+        return _pad_cyclic(ids_t, sims_t, nv, top_l)
+
+    def retrieve_indices(self, z, top_l: int | None = None, search: str | None = None):
+        """Bank row indices ``[N, L]`` (int64) and inner products ``[N, L]`` of the retrieved entries,
+        ranked by inner product (padded cyclically when fewer than ``L`` are available)."""
+        q, back = _to_query(z)
+        self._check_dim(q)
+        idx, sims = self._search(l2_normalize(q), int(top_l or self.config.top_l), search or self.config.search)
+        if isinstance(z, torch.Tensor):
+            return idx.to(z.device) if z.ndim == 2 else idx[0].to(z.device), back(sims)
+        return (idx.numpy() if np.asarray(z).ndim == 2 else idx[0].numpy()), back(sims)
+
+    def retrieve(self, z, top_l: int | None = None, search: str | None = None):
+        """``(entries [N, L, D], sims [N, L])`` for queries ``z`` [N, D] (clean entries, no noise).
+
+        Same type as ``z`` (numpy in, numpy out; torch in, torch out on ``z``'s device)."""
+        q, back = _to_query(z)
+        self._check_dim(q)
+        idx, sims = self._search(l2_normalize(q), int(top_l or self.config.top_l), search or self.config.search)
+        return back(self._bank_t[idx]), back(sims)
+
+    # -- the Santa step ----------------------------------------------------------------------
+    def apply(
+        self,
+        z,
+        generator: torch.Generator | None = None,
+        lam: float | None = None,
+        tau: float | None = None,
+        noise_variance: float | None = None,
+        top_l: int | None = None,
+        search: str | None = None,
+    ):
+        """Santa-adjusted, L2-normalised embeddings ``z'`` (same type/shape as ``z``).
+
+        Keyword overrides (``lam``, ``tau``, ``noise_variance``, ``top_l``, ``search``) replace the
+        config values for this call (for sweeps). ``generator`` makes the entry noise reproducible
+        (``None``: torch's global RNG).
+        """
+        cfg = self.config
+        lam = float(cfg.lam if lam is None else lam)
+        tau = float(cfg.tau if tau is None else tau)
+        var = float(cfg.noise_variance if noise_variance is None else noise_variance)
+        top_l = int(top_l or cfg.top_l)
+        mode = search or cfg.search
+        q, back = _to_query(z)
+        self._check_dim(q)
+        q = l2_normalize(q)
+        if lam == 0.0:
+            return back(q)
+        idx, _ = self._search(q, top_l, mode)
+        out = torch.empty_like(q)
+        d = self.dim
+        step = max(1, _CHUNK_ELEMS // (top_l * d))
+        for s in range(0, q.shape[0], step):
+            qs, ent = q[s : s + step], self._bank_t[idx[s : s + step]]  # [n, L, D]
+            if var > 0.0:
+                ent = add_noise(ent.reshape(-1, d), var, cfg.noise_kind, generator).reshape(ent.shape)
+            w = torch.softmax(tau * torch.einsum("nd,nld->nl", qs, ent), dim=1)
+            mix = torch.einsum("nl,nld->nd", w, ent)
+            out[s : s + step] = l2_normalize((1.0 - lam) * qs + lam * mix)
+        return back(out)
+
+    __call__ = apply
+
+    # -- persistence -------------------------------------------------------------------------
+    def save(self, folder: str | os.PathLike) -> Path:
+        """Write ``santa.safetensors`` (bank, centroids, assignments) and ``santa.json`` (config)."""
+        from safetensors.numpy import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({"bank": self.bank, "centroids": self.centroids, "assignments": self.assignments},
+                  str(folder / _WEIGHTS_FILE), metadata={"format": _FORMAT, "version": str(_FORMAT_VERSION)})
+        meta = {"format": _FORMAT, "version": _FORMAT_VERSION, "num_entries": self.num_entries,
+                "dim": self.dim, "num_clusters": self.num_clusters, "config": asdict(self.config)}
+        (folder / _CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike, **overrides) -> "SantaMemory":
+        """Load a saved memory (safetensors + json only). ``overrides`` replace config fields
+        (e.g. ``search="ivf"``, ``ivf_nprobe=16``, ``lam=0.5``)."""
+        from safetensors.numpy import load_file
+
+        folder = Path(folder)
+        wpath, cpath = folder / _WEIGHTS_FILE, folder / _CONFIG_FILE
+        if not wpath.is_file() or not cpath.is_file():
+            raise FileNotFoundError(f"no Santa memory in {folder}: expected {_WEIGHTS_FILE} and {_CONFIG_FILE} "
+                                    "(create one with SantaMemory.build(...).save(folder))")
+        meta = json.loads(cpath.read_text())
+        if meta.get("format") != _FORMAT:
+            raise ValueError(f"{cpath} is not a Santa memory (format {meta.get('format')!r})")
+        if int(meta.get("version", 0)) > _FORMAT_VERSION:
+            raise ValueError(f"{cpath} has format version {meta['version']}; this mats reads <= {_FORMAT_VERSION}")
+        fields = {f.name for f in dataclasses.fields(SantaConfig)}
+        cfg_dict = {k: v for k, v in meta.get("config", {}).items() if k in fields}
+        unknown_overrides = set(overrides) - fields
+        if unknown_overrides:
+            raise TypeError(f"unknown SantaConfig fields: {sorted(unknown_overrides)}")
+        cfg_dict.update(overrides)
+        tensors = load_file(str(wpath))
+        missing = {"bank", "centroids", "assignments"} - set(tensors)
+        if missing:
+            raise ValueError(f"{wpath} lacks tensors {sorted(missing)}")
+        return cls(tensors["bank"], tensors["centroids"], tensors["assignments"], SantaConfig(**cfg_dict))
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"SantaMemory(entries={self.num_entries}, dim={self.dim}, clusters={self.num_clusters}, "
+                f"top_l={c.top_l}, tau={c.tau}, lam={c.lam}, noise_variance={c.noise_variance}, search={c.search!r})")

@@ -1,0 +1,200 @@
+"""The MATS model: mapper + LoRA-tuned LLM, conditioned on one CLAP embedding per sample.
+
+The CLAP itself is not part of this module: training feeds CLAP *text* embeddings (plus noise),
+inference feeds CLAP *audio* embeddings (through a gap bridge). Both arrive here as [B, clap_dim].
+
+A model folder (``save_pretrained``) holds::
+
+    config.json              ModelConfig (+ the training config when saved by the trainer)
+    mapper.safetensors       mapper weights
+    lora/                    peft adapter (adapter_config.json + adapter_model.safetensors)
+    santa/                   Santa memory bank (see mats.bridge.santa), optional
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .config import from_dict, save_json, to_dict
+from .llm import LoRAConfig, add_lora, load_llm, pick_device
+from .mapper import MapperConfig, build_mapper
+from .prompts import get_task, render_prompt
+
+IGNORE = -100
+
+
+@dataclass
+class ModelConfig:
+    clap: str = "yamnet-minilm"
+    llm: str = "smollm2-135m-instruct"
+    mapper: MapperConfig = field(default_factory=MapperConfig)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    prompt_style: str = "chat"  # "chat" (tokenizer's chat template) or "plain" (USER:/ASSISTANT:)
+    system_prompt: str | None = "You are an assistant that listens to audio."
+    max_answer_tokens: int = 64
+
+
+@dataclass
+class Request:
+    """One generation/training item: which task, the instruction (question) and the target answer."""
+
+    task: str
+    instruction: str
+    answer: str | None = None
+
+
+class MATSModel(nn.Module):
+    def __init__(self, config: ModelConfig, llm, tokenizer):
+        super().__init__()
+        self.config = config
+        self.llm = llm
+        self.tokenizer = tokenizer
+        self.mapper = build_mapper(config.mapper)
+        self._prompt_cache: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
+
+    # -- construction ---------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config: ModelConfig, device: str | None = None, dtype: str | None = None,
+                    llm=None, tokenizer=None) -> "MATSModel":
+        """A fresh model (random mapper, zero-initialised LoRA) around the configured LLM."""
+        if llm is None:
+            llm, tokenizer = load_llm(config.llm, device=device, dtype=dtype)
+        hidden = llm.config.hidden_size
+        if config.mapper.llm_hidden != hidden:
+            config.mapper.llm_hidden = hidden
+        llm = add_lora(llm, config.lora)
+        model = cls(config, llm, tokenizer)
+        model.mapper.to(next(llm.parameters()).device)
+        return model
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, device: str | None = None,
+                        dtype: str | None = None) -> "MATSModel":
+        from peft import PeftModel
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        cfg_path = folder / "config.json"
+        if not cfg_path.is_file():
+            raise FileNotFoundError(f"{folder} is not a MATS model folder (no config.json)")
+        raw = json.loads(cfg_path.read_text())
+        if raw.get("format") != "mats":
+            raise ValueError(f"{cfg_path} is not a MATS model config (missing 'format': 'mats')")
+        config = from_dict(ModelConfig, raw["model"], "model")
+        base, tokenizer = load_llm(config.llm, device=device, dtype=dtype)
+        if base.config.hidden_size != config.mapper.llm_hidden:
+            raise ValueError(
+                f"{folder}: mapper was trained for an LLM with hidden size {config.mapper.llm_hidden}, "
+                f"but {config.llm!r} has {base.config.hidden_size}")
+        for name in ("mapper.safetensors", "lora/adapter_model.safetensors"):
+            if not (folder / name).is_file():
+                raise FileNotFoundError(f"{folder}: missing {name}; the model folder is incomplete")
+        llm = PeftModel.from_pretrained(base, str(folder / "lora"), is_trainable=False)
+        model = cls(config, llm, tokenizer)
+        state = load_file(str(folder / "mapper.safetensors"))
+        missing, unexpected = model.mapper.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"{folder}/mapper.safetensors does not match the config "
+                             f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        device_ = next(base.parameters()).device
+        model.mapper.to(device_)
+        model.eval()
+        return model
+
+    def save_pretrained(self, folder: str | Path, extra_config: dict | None = None) -> None:
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().float().cpu().contiguous() for k, v in self.mapper.state_dict().items()}
+        save_file(state, str(folder / "mapper.safetensors"))
+        self.llm.save_pretrained(str(folder / "lora"), safe_serialization=True)
+        save_json({"format": "mats", "model": to_dict(self.config), **(extra_config or {})},
+                  folder / "config.json")
+
+    # -- parameters -------------------------------------------------------------------------------
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach() for n, p in self.named_parameters() if p.requires_grad}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.mapper.parameters()).device
+
+    # -- sequence building ------------------------------------------------------------------------
+    def _prompt_ids(self, task: str, instruction: str) -> tuple[list[int], list[int]]:
+        key = (task, instruction)
+        if key not in self._prompt_cache:
+            before, after = render_prompt(self.tokenizer, task, instruction, self.config.prompt_style,
+                                          self.config.system_prompt)
+            enc = lambda s: self.tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+            if len(self._prompt_cache) > 10000:
+                self._prompt_cache.clear()
+            self._prompt_cache[key] = (enc(before), enc(after))
+        return self._prompt_cache[key]
+
+    def _answer_ids(self, answer: str) -> list[int]:
+        ids = self.tokenizer(answer, add_special_tokens=False)["input_ids"][: self.config.max_answer_tokens]
+        return ids + [self.tokenizer.eos_token_id]
+
+    def build_inputs(self, clap_embeddings: torch.Tensor, requests: Sequence[Request],
+                     with_answers: bool) -> dict[str, torch.Tensor]:
+        """inputs_embeds / attention_mask (/ labels). Right padding for training, left for generation."""
+        device = self.device
+        embed = self.llm.get_input_embeddings()
+        prefix = self.mapper(clap_embeddings.to(device=device, dtype=torch.float32))
+        prefix = prefix.to(embed.weight.dtype)
+        pieces, labels = [], []
+        for i, req in enumerate(requests):
+            before, after = self._prompt_ids(get_task(req.task).name, req.instruction)
+            answer = self._answer_ids(req.answer) if with_answers else []
+            ids_before = torch.tensor(before, device=device, dtype=torch.long)
+            ids_after = torch.tensor(after + answer, device=device, dtype=torch.long)
+            seq = torch.cat([embed(ids_before), prefix[i], embed(ids_after)])
+            pieces.append(seq)
+            n_prompt = len(before) + prefix.shape[1] + len(after)
+            labels.append([IGNORE] * n_prompt + answer)
+        length = max(p.shape[0] for p in pieces)
+        hidden = pieces[0].shape[1]
+        inputs = torch.zeros(len(pieces), length, hidden, device=device, dtype=pieces[0].dtype)
+        mask = torch.zeros(len(pieces), length, device=device, dtype=torch.long)
+        label_t = torch.full((len(pieces), length), IGNORE, device=device, dtype=torch.long)
+        for i, (p, lab) in enumerate(zip(pieces, labels)):
+            n = p.shape[0]
+            sl = slice(0, n) if with_answers else slice(length - n, length)
+            inputs[i, sl] = p
+            mask[i, sl] = 1
+            label_t[i, sl] = torch.tensor(lab, device=device)
+        out = {"inputs_embeds": inputs, "attention_mask": mask}
+        if with_answers:
+            out["labels"] = label_t
+        return out
+
+    def forward(self, clap_embeddings: torch.Tensor, requests: Sequence[Request],
+                reduction: str = "mean") -> torch.Tensor:
+        """Next-token cross-entropy over answer tokens (+ end of sequence) only; prompt and prefix
+        positions are ignored. ``reduction="sum"`` lets the trainer normalise by a global token count."""
+        batch = self.build_inputs(clap_embeddings, requests, with_answers=True)
+        labels = batch.pop("labels")
+        logits = self.llm(**batch).logits
+        shift_logits = logits[:, :-1].float()
+        shift_labels = labels[:, 1:]
+        return nn.functional.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]),
+                                           shift_labels.reshape(-1), ignore_index=IGNORE,
+                                           reduction=reduction)
+
+    @torch.inference_mode()
+    def generate(self, clap_embeddings: torch.Tensor, requests: Sequence[Request], **decoding) -> list[str]:
+        batch = self.build_inputs(clap_embeddings, requests, with_answers=False)
+        tok = self.tokenizer
+        out = self.llm.generate(**batch, do_sample=False, pad_token_id=tok.pad_token_id,
+                                eos_token_id=tok.eos_token_id, **decoding)
+        return [t.strip() for t in tok.batch_decode(out, skip_special_tokens=True)]

@@ -1,0 +1,85 @@
+"""Training checkpoints: trainable weights, optimiser, scheduler and scaler state, all in safetensors/JSON.
+
+A checkpoint folder is written under a temporary name and renamed when complete, so a run killed
+mid-save (even by SIGKILL) leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+PREFIX = "step-"
+
+
+def _dir(out: Path) -> Path:
+    return Path(out) / "checkpoints"
+
+
+def latest_checkpoint(out: str | Path) -> Path | None:
+    d = _dir(Path(out))
+    if not d.is_dir():
+        return None
+    done = sorted(p for p in d.iterdir() if p.name.startswith(PREFIX) and (p / "state.json").is_file())
+    return done[-1] if done else None
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = optimizer.state_dict()
+    tensors = {}
+    for pid, state in sd["state"].items():
+        for key, value in state.items():
+            t = value if torch.is_tensor(value) else torch.tensor(value)
+            tensors[f"{pid}.{key}"] = t.detach().cpu().contiguous()
+    return tensors, {"param_groups": sd["param_groups"]}
+
+
+def save_checkpoint(out: str | Path, step: int, model, optimizer, scheduler, scaler=None, keep: int = 2) -> Path:
+    d = _dir(Path(out))
+    final = d / f"{PREFIX}{step:08d}"
+    tmp = d / f".tmp-{PREFIX}{step:08d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    weights = {k: v.detach().cpu().contiguous() for k, v in model.trainable_state_dict().items()}
+    save_file(weights, str(tmp / "trainable.safetensors"))
+    opt_tensors, opt_meta = _optimizer_tensors(optimizer)
+    save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+    state = {"step": step, "optimizer": opt_meta, "scheduler": scheduler.state_dict(),
+             "scaler": scaler.state_dict() if scaler is not None else None,
+             "torch_rng": torch.get_rng_state().tolist()}
+    (tmp / "state.json").write_text(json.dumps(state))
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    old = sorted(p for p in d.iterdir() if p.name.startswith(PREFIX))
+    for p in old[:-keep] if keep > 0 else []:
+        shutil.rmtree(p, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(path: str | Path, model, optimizer, scheduler, scaler=None) -> int:
+    """Restore everything saved by ``save_checkpoint``; returns the step to continue from."""
+    path = Path(path)
+    state = json.loads((path / "state.json").read_text())
+    weights = load_file(str(path / "trainable.safetensors"))
+    expected = set(model.trainable_state_dict())
+    if set(weights) != expected:
+        missing, extra = sorted(expected - set(weights))[:3], sorted(set(weights) - expected)[:3]
+        raise ValueError(f"checkpoint {path} does not match this model (missing {missing}, unexpected {extra}); "
+                         "was it written with a different config?")
+    model.load_state_dict(weights, strict=False)
+    opt_tensors = load_file(str(path / "optimizer.safetensors"))
+    opt_state: dict[int, dict] = {}
+    for key, value in opt_tensors.items():
+        pid, name = key.split(".", 1)
+        opt_state.setdefault(int(pid), {})[name] = value
+    optimizer.load_state_dict({"state": opt_state, "param_groups": state["optimizer"]["param_groups"]})
+    scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
+    return int(state["step"])

@@ -1,0 +1,288 @@
+"""The training loop: text in, a model folder out. Read it top to bottom.
+
+Determinism and exact resume come from one rule: everything random in step ``s`` (which rows, which
+instruction variant, the noise, LoRA dropout) is drawn from generators seeded by ``(seed, s)``. A run
+killed at any point and resumed from its last checkpoint therefore replays the same steps and ends
+with the same weights as an uninterrupted run.
+
+Multi-process (``torchrun --nproc-per-node N -m mats.cli train ...``): every rank draws the same global
+batch and takes its slice; the loss is normalised by the global number of answer tokens, so gradients
+agree with a single process on the same global batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from ..bridge.noise import add_noise
+from ..config import save_json
+from ..data.corpus import Corpus, CorpusSource, pick_instruction
+from ..llm import pick_device
+from ..model import MATSModel, Request
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .config import RunConfig
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> DistInfo:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return DistInfo(dist.get_rank(), dist.get_world_size())
+
+
+def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warm-up, then cosine decay to ``min_ratio``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def step_generators(seed: int, step: int, device: torch.device):
+    s = seed * 1_000_003 + step
+    torch.manual_seed(s)  # LoRA / mapper dropout
+    gen = torch.Generator(device="cpu").manual_seed(s)
+    return np.random.default_rng([seed, step]), random.Random(s), gen
+
+
+def autocast_context(device: torch.device, precision: str):
+    if precision == "auto":
+        precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if device.type == "cuda" else "fp32"
+    if precision == "fp32":
+        return torch.autocast(device.type, enabled=False), None
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+    return torch.autocast(device.type, dtype=dtype), scaler
+
+
+def train(cfg: RunConfig, resume: bool = True, progress: bool = True) -> Path:
+    from ..clap import load_clap
+    from ..data.cache import EmbeddingCache
+
+    tc = cfg.train
+    device = pick_device(tc.device)
+    dinfo = init_distributed(device)
+    if dinfo.world > 1 and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", dinfo.rank)))
+        torch.cuda.set_device(device)
+    out = Path(tc.out_dir)
+    if dinfo.main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_json({"format": "mats-run", **cfg.to_dict()}, out / "run_config.json")
+
+    # 1. Data: corpus rows and their CLAP text embeddings (cached on disk across runs).
+    corpus = Corpus.load([CorpusSource(c.path, c.weight) for c in tc.corpus])
+    train_rows, held_rows = corpus.split(tc.held_out, tc.seed)
+    probs = corpus.sampling_probabilities()[train_rows]
+    probs = probs / probs.sum()
+    clap = load_clap(cfg.model.clap)
+    if clap.dim != cfg.model.mapper.clap_dim:
+        raise ValueError(f"mapper.clap_dim={cfg.model.mapper.clap_dim} but CLAP {clap.name} has dim {clap.dim}")
+    text_emb = EmbeddingCache().embed(corpus.texts(), clap, batch_size=tc.embed_batch_size,
+                                      progress=progress and dinfo.main, rank=dinfo.rank,
+                                      world_size=dinfo.world)
+
+    # 2. Model, optimiser, schedule.
+    torch.manual_seed(tc.seed)
+    model = MATSModel.from_config(cfg.model, device=str(device))
+    model.train()
+    params = model.trainable_parameters()
+    optimizer = torch.optim.AdamW(params, lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, tc.warmup_steps, tc.steps, tc.min_lr_ratio))
+    autocast, scaler = autocast_context(device, tc.precision)
+    ddp_model = model
+    if dinfo.world > 1:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    start = 0
+    ckpt = latest_checkpoint(out) if resume else None
+    if ckpt is not None:
+        start = load_checkpoint(ckpt, model, optimizer, scheduler, scaler)
+        if dinfo.main:
+            print(f"[mats] resumed from {ckpt} at step {start}")
+
+    def make_batch(rows: np.ndarray, rng: random.Random, gen: torch.Generator):
+        """Noisy CLAP text embeddings and prompts for ``rows`` (the whole global batch)."""
+        z = torch.from_numpy(np.ascontiguousarray(text_emb[rows])).float()
+        z = add_noise(z, tc.noise_variance, tc.noise_kind, generator=gen)
+        reqs = [Request(s.task, pick_instruction(s, rng), s.answer) for s in (corpus.samples[r] for r in rows)]
+        return z, reqs
+
+    def answer_tokens(reqs) -> int:
+        return sum(len(model._answer_ids(r.answer)) for r in reqs)
+
+    # 3. Held-out loss: fixed rows, fixed noise, no dropout.
+    def held_out_loss() -> float:
+        if len(held_rows) == 0:
+            return float("nan")
+        model.eval()
+        rng, gen = random.Random(tc.seed), torch.Generator().manual_seed(tc.seed)
+        total, tokens = 0.0, 0
+        with torch.no_grad():
+            for i in range(0, len(held_rows), 32):
+                z, reqs = make_batch(held_rows[i:i + 32], rng, gen)
+                with autocast:
+                    total += model(z.to(device), reqs, reduction="sum").item()
+                tokens += answer_tokens(reqs)
+        model.train()
+        return total / max(tokens, 1)
+
+    log_path = out / "log.csv"
+    if dinfo.main and start == 0:
+        with open(log_path, "w", newline="") as f:
+            csv.writer(f).writerow(["step", "lr", "loss", "held_out_loss", "samples_per_s", "elapsed_s"])
+        if tc.held_out:
+            _append_log(log_path, [0, 0.0, "", f"{held_out_loss():.5f}", "", 0.0])
+
+    micro = tc.batch_size // (tc.grad_accum * dinfo.world)
+    if micro * tc.grad_accum * dinfo.world != tc.batch_size:
+        raise ValueError(f"batch_size {tc.batch_size} must be divisible by grad_accum x processes "
+                         f"({tc.grad_accum} x {dinfo.world})")
+    bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, disable=not (progress and dinfo.main),
+               desc="train", unit="step", dynamic_ncols=True)
+    t0, window_t, window_n, running = time.time(), time.time(), 0, None
+    for step in bar:
+        # 4. One optimiser step over the global batch, drawn reproducibly from (seed, step).
+        np_rng, py_rng, gen = step_generators(tc.seed, step, device)
+        rows = train_rows[np_rng.choice(len(train_rows), size=tc.batch_size, replace=True, p=probs)]
+        # Noise and prompts are drawn for the whole global batch, then each process takes its slice:
+        # 1 process or N, the same step sees the same data.
+        z_all, reqs_all = make_batch(rows, py_rng, gen)
+        n_tokens = answer_tokens(reqs_all)
+        step_loss = 0.0
+        for k in range(tc.grad_accum):
+            lo = (dinfo.rank * tc.grad_accum + k) * micro
+            sync = k == tc.grad_accum - 1 or dinfo.world == 1
+            ctx = contextlib.nullcontext() if sync or ddp_model is model else ddp_model.no_sync()
+            with ctx, autocast:
+                # Sum over answer tokens / global token count; DDP averages gradients over
+                # processes, hence the factor world.
+                loss = ddp_model(z_all[lo:lo + micro].to(device), reqs_all[lo:lo + micro],
+                                 reduction="sum") / n_tokens * dinfo.world
+            (scaler.scale(loss) if scaler else loss).backward()
+            step_loss += loss.item() / dinfo.world
+        if scaler:
+            scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
+        (scaler.step(optimizer), scaler.update()) if scaler else optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        if dinfo.world > 1:
+            t = torch.tensor([step_loss], device=device)
+            dist.all_reduce(t)
+            step_loss = t.item()
+
+        running = step_loss if running is None else 0.9 * running + 0.1 * step_loss
+        window_n += tc.batch_size
+        done = step + 1
+        if dinfo.main:
+            bar.set_postfix(loss=f"{running:.3f}", sps=f"{window_n / max(time.time() - window_t, 1e-9):.1f}")
+        held = ""
+        if tc.held_out and (done % tc.eval_every == 0 or done == tc.steps):
+            held = f"{held_out_loss():.5f}"
+        if dinfo.main and (done % tc.log_every == 0 or held or done == tc.steps):
+            sps = window_n / max(time.time() - window_t, 1e-9)
+            _append_log(log_path, [done, f"{scheduler.get_last_lr()[0]:.3e}", f"{step_loss:.5f}", held,
+                                   f"{sps:.2f}", f"{time.time() - t0:.1f}"])
+            window_t, window_n = time.time(), 0
+        if done % tc.save_every == 0 or done == tc.steps:
+            if dinfo.main:
+                save_checkpoint(out, done, model, optimizer, scheduler, scaler, tc.keep_checkpoints)
+            if dinfo.world > 1:
+                dist.barrier()
+
+    # 5. The model folder: weights, config, the Santa memory bank, and a loss plot.
+    final = out / "model"
+    if dinfo.main:
+        model.save_pretrained(final, extra_config={"train": cfg.to_dict()["train"]})
+        build_santa_memory(final, text_emb, train_rows, corpus, cfg)
+        shutil.copy(log_path, final / "log.csv")
+        plot_log(log_path, final / "loss.png")
+    if dinfo.world > 1:
+        dist.barrier()
+    return final
+
+
+def build_santa_memory(folder: Path, text_emb: np.ndarray, train_rows: np.ndarray, corpus: Corpus,
+                       cfg: RunConfig) -> None:
+    from ..bridge.santa import SantaConfig, SantaMemory
+
+    sb = cfg.train.santa
+    # Unique texts only: repeated descriptions would just pull Santa towards popular rows.
+    seen, unique_rows = set(), []
+    for r in train_rows:
+        t = corpus.samples[r].text
+        if t not in seen:
+            seen.add(t)
+            unique_rows.append(r)
+    rng = np.random.default_rng(cfg.train.seed)
+    take = np.sort(rng.choice(unique_rows, size=min(sb.bank_size, len(unique_rows)), replace=False))
+    bank = np.asarray(text_emb[take], dtype=np.float32)
+    memory = SantaMemory.build(bank, SantaConfig(clusters=sb.clusters, kmeans_iters=sb.kmeans_iters,
+                                                 top_l=sb.top_l, tau=sb.tau, lam=sb.lam,
+                                                 noise_variance=sb.noise_variance, seed=cfg.train.seed))
+    memory.save(folder / "santa")
+    with open(folder / "santa" / "texts.txt", "w", encoding="utf-8") as f:
+        for r in take:
+            f.write(corpus.samples[r].text.replace("\n", " ") + "\n")
+
+
+def _append_log(path: Path, row: list) -> None:
+    with open(path, "a", newline="") as f:
+        csv.writer(f).writerow(row)
+
+
+def plot_log(log_path: Path, png: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps, loss, hsteps, held = [], [], [], []
+    with open(log_path) as f:
+        for row in csv.DictReader(f):
+            if row["loss"]:
+                steps.append(int(row["step"]))
+                loss.append(float(row["loss"]))
+            if row["held_out_loss"]:
+                hsteps.append(int(row["step"]))
+                held.append(float(row["held_out_loss"]))
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+    if steps:
+        ax.plot(steps, loss, lw=0.8, alpha=0.7, label="train (per step)")
+    if hsteps:
+        ax.plot(hsteps, held, "o-", lw=1.5, label="held-out")
+    ax.set_xlabel("step")
+    ax.set_ylabel("answer-token cross-entropy")
+    ax.set_title("MATS text-only training")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png)
+    plt.close(fig)
