@@ -1,11 +1,25 @@
+import sys
 import os
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return ROOT
+
+
+@pytest.fixture(scope="session")
+def tiny_llm(tmp_path_factory) -> Path:
+    from tiny import make_tiny_llm
+    return make_tiny_llm(tmp_path_factory.mktemp("tiny-llm"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, tiny_llm) -> Path:
+    from tiny import make_tiny_model
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-model"), tiny_llm)

@@ -1,0 +1,125 @@
+"""`mats caption | tag | music | ask | chat`: run a model on audio files."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+
+from .bridge.bridges import BRIDGES
+
+EPILOG = """\
+Inputs: audio files (WAV, FLAC, OGG, MP3 where libsndfile reads them) or folders, which expand to
+the audio files inside (recursively, sorted). Long recordings are cut into the CLAP's windows and
+pooled; --per-window gives one answer per window with start/end seconds instead.
+
+Output formats:
+  text   FILE<TAB>answer   (default)
+  jsonl  one JSON object per input: {"file", "task", "text"[, "tags", "start", "end", "error"]}
+  csv    file,task,start,end,text,error
+
+A file that cannot be read is reported on its own line (with "error") and the batch goes on; the
+exit code is 1 if any file failed. Output is deterministic: the same files, seed and model give the
+same text."""
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="model folder (default: the offline default model)")
+    p.add_argument("--format", choices=("text", "jsonl", "csv"), default="text")
+    p.add_argument("--bridge", choices=BRIDGES, default="santa",
+                   help="how the audio embedding reaches the text space (default: santa)")
+    p.add_argument("--per-window", action="store_true", help="one answer per CLAP window of long audio")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--beams", type=int, help="beam size (default: per task)")
+    p.add_argument("--max-new-tokens", type=int, help="answer length limit (default: per task)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bridge's noise (default 0)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: best available)")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    fmt = argparse.RawDescriptionHelpFormatter
+    for name, task, help_ in (("caption", "caption", "describe each audio file in one sentence"),
+                              ("tag", "tags", "list the sound events in each audio file"),
+                              ("music", "music", "describe music recordings")):
+        p = sub.add_parser(name, help=help_, description=help_.capitalize() + ".", epilog=EPILOG,
+                           formatter_class=fmt)
+        p.add_argument("paths", nargs="+", metavar="PATH")
+        _common(p)
+        p.set_defaults(func=_run, task=task, question=None)
+    p = sub.add_parser("ask", help="answer a question about each audio file",
+                       description="Answer a free-form question about each audio file.", epilog=EPILOG,
+                       formatter_class=fmt)
+    p.add_argument("paths", nargs="+", metavar="PATH", help="audio files/folders, then the question last")
+    _common(p)
+    p.set_defaults(func=_run_ask, task="qa")
+    p = sub.add_parser("chat", help="talk about one audio file, turn by turn",
+                       description="Interactive questions about one audio file. Empty line or Ctrl-D ends.")
+    p.add_argument("path")
+    p.add_argument("--model")
+    p.add_argument("--bridge", choices=BRIDGES, default="santa")
+    p.add_argument("--device")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_chat)
+
+
+def _load(args):
+    from .pipeline import MATS
+    return MATS.from_pretrained(args.model, device=args.device)
+
+
+def _run_ask(args) -> int:
+    if len(args.paths) < 2:
+        raise ValueError("usage: mats ask PATH... \"question\"")
+    args.question = args.paths[-1]
+    args.paths = args.paths[:-1]
+    if not args.question.strip():
+        raise ValueError("the question is empty")
+    return _run(args)
+
+
+def _run(args) -> int:
+    from .audio import expand_paths
+
+    files = expand_paths(args.paths)
+    if not files:
+        raise ValueError("no audio files found in the given paths")
+    m = _load(args)
+    failed = 0
+    writer = csv.writer(sys.stdout) if args.format == "csv" else None
+    if writer:
+        writer.writerow(["file", "task", "start", "end", "text", "error"])
+    for r in m.run(files, args.task, question=args.question, per_window=args.per_window,
+                   bridge=args.bridge, seed=args.seed, batch_size=args.batch_size,
+                   progress=sys.stderr.isatty() or len(files) > 1,
+                   num_beams=args.beams, max_new_tokens=args.max_new_tokens):
+        failed += r.error is not None
+        if args.format == "jsonl":
+            print(json.dumps(r.to_dict(), ensure_ascii=False), flush=True)
+        elif writer:
+            writer.writerow([r.file, r.task, r.start if r.start is not None else "",
+                             r.end if r.end is not None else "", r.text or "", r.error or ""])
+        else:
+            where = r.file + (f" [{r.start:.1f}-{r.end:.1f}s]" if r.start is not None else "")
+            print(f"{where}\t{'ERROR: ' + r.error if r.error else r.text}", flush=True)
+    return 1 if failed else 0
+
+
+def _chat(args) -> int:
+    m = _load(args)
+    emb = m.embed_audio([args.path])
+    print(f"Listening to {args.path}. Ask a question (empty line to quit).", file=sys.stderr)
+    history: list[tuple[str, str]] = []
+    while True:
+        try:
+            q = input("you> ").strip()
+        except EOFError:
+            break
+        if not q:
+            break
+        # Earlier turns go into the instruction, so follow-up questions keep their context.
+        context = "".join(f"Q: {a}\nA: {b}\n" for a, b in history[-3:])
+        answer = m.generate(emb, "qa", questions=[context + q], bridge=args.bridge, seed=args.seed)[0]
+        history.append((q, answer))
+        print(f"mats> {answer}", flush=True)
+    return 0
