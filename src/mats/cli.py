@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "mats.tasks_cli",          # caption / tag / ask / chat
     "mats.evaluation.cli",     # eval
     "mats.server",             # serve
+    "mats.demo",               # demo
 ]
 
 DESCRIPTION = """\

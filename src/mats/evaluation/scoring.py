@@ -439,3 +439,24 @@ __all__ = ["TASKS", "canonical_task", "normalize_answer", "label_text", "mention
            "label_similarity", "nearest_label", "average_precision", "mean_average_precision",
            "choose_option", "score_classification", "score_tagging", "score_qa", "score_captions",
            "score_task", "label_vocabulary"]
+
+
+# ----------------------------------------------------------------------------- keyword accuracy
+def keyword_hits(items: Sequence[Any], predictions: Sequence[str]) -> list[bool]:
+    """Per item: does the prediction mention one of the item's labels, by the label itself or one
+    of its synonyms (word-boundary, plural-tolerant match of :func:`mentioned_labels`)?"""
+    _check_len(items, predictions)
+    out = []
+    for it, pred in zip(items, predictions):
+        labels = list(_get(it, "labels") or [])
+        out.append(bool(labels) and bool(mentioned_labels(pred, labels, _get(it, "synonyms") or {})))
+    return out
+
+
+def keyword_accuracy(items: Sequence[Any], predictions: Sequence[str]) -> float:
+    """Fraction of items whose prediction mentions (a synonym of) one of its labels."""
+    hits = keyword_hits(items, predictions)
+    return sum(hits) / len(hits) if hits else float("nan")
+
+
+__all__ += ["keyword_hits", "keyword_accuracy"]

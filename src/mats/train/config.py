@@ -53,6 +53,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     log_every: int = 10
     embed_batch_size: int = 256
+    cache_dir: str | None = None  # CLAP text-embedding cache; None = $MATS_HOME/embeddings
     santa: SantaBuild = field(default_factory=SantaBuild)
 
 

@@ -103,9 +103,9 @@ def train(cfg: RunConfig, resume: bool = True, progress: bool = True) -> Path:
     clap = load_clap(cfg.model.clap)
     if clap.dim != cfg.model.mapper.clap_dim:
         raise ValueError(f"mapper.clap_dim={cfg.model.mapper.clap_dim} but CLAP {clap.name} has dim {clap.dim}")
-    text_emb = EmbeddingCache().embed(corpus.texts(), clap, batch_size=tc.embed_batch_size,
-                                      progress=progress and dinfo.main, rank=dinfo.rank,
-                                      world_size=dinfo.world)
+    text_emb = EmbeddingCache(tc.cache_dir).embed(corpus.texts(), clap, batch_size=tc.embed_batch_size,
+                                                 progress=progress and dinfo.main, rank=dinfo.rank,
+                                                 world_size=dinfo.world)
 
     # 2. Model, optimiser, schedule.
     torch.manual_seed(tc.seed)
