@@ -195,6 +195,24 @@ class MATSModel(nn.Module):
     def generate(self, clap_embeddings: torch.Tensor, requests: Sequence[Request], **decoding) -> list[str]:
         batch = self.build_inputs(clap_embeddings, requests, with_answers=False)
         tok = self.tokenizer
+        # The prompt is inputs_embeds, so there are no prompt ids: repetition penalty and n-gram
+        # blocking act on the generated tokens, as intended. They are given as our own processors
+        # rather than generate's options: for repetition_penalty, transformers takes each row's left
+        # padding for a prompt length to skip, so in a padded batch (questions of different
+        # lengths) the first generated tokens of shorter prompts escaped the penalty and a clip's
+        # answer depended on its batch; both options also warned on every call.
+        from transformers import LogitsProcessorList, NoRepeatNGramLogitsProcessor, RepetitionPenaltyLogitsProcessor
+        processors = LogitsProcessorList(decoding.pop("logits_processor", None) or [])
+        penalty = decoding.pop("repetition_penalty", None)
+        if penalty is not None and float(penalty) != 1.0:
+            processors.append(RepetitionPenaltyLogitsProcessor(float(penalty)))
+        ngram = decoding.pop("no_repeat_ngram_size", None)
+        if ngram:
+            processors.append(NoRepeatNGramLogitsProcessor(int(ngram)))
+        if penalty is not None:
+            decoding["repetition_penalty"] = 1.0
+        if ngram is not None:
+            decoding["no_repeat_ngram_size"] = 0
         out = self.llm.generate(**batch, do_sample=False, pad_token_id=tok.pad_token_id,
-                                eos_token_id=tok.eos_token_id, **decoding)
+                                eos_token_id=tok.eos_token_id, logits_processor=processors, **decoding)
         return [t.strip() for t in tok.batch_decode(out, skip_special_tokens=True)]

@@ -70,12 +70,31 @@ def _load(args):
 
 def _run_ask(args) -> int:
     if len(args.paths) < 2:
-        raise ValueError("usage: mats ask PATH... \"question\"")
+        raise ValueError("mats ask needs audio file(s) and then the question: mats ask PATH... \"question\"")
     args.question = args.paths[-1]
     args.paths = args.paths[:-1]
     if not args.question.strip():
         raise ValueError("the question is empty")
+    if _looks_like_audio(args.question):
+        raise ValueError(f"the last argument must be the question, but {args.question!r} is an audio "
+                         "file or folder; usage: mats ask PATH... \"question\"")
     return _run(args)
+
+
+def _looks_like_audio(arg: str) -> bool:
+    from pathlib import Path
+
+    from .audio import AUDIO_EXTENSIONS
+    p = Path(arg).expanduser()
+    try:
+        return p.is_dir() or (p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+    except OSError:  # a long question is not a valid file name
+        return False
+
+
+def _one_line(s: str) -> str:
+    """Text format is one line per answer: newlines and tabs inside an answer become spaces."""
+    return " ".join(s.split())
 
 
 def _run(args) -> int:
@@ -101,7 +120,7 @@ def _run(args) -> int:
                              r.end if r.end is not None else "", r.text or "", r.error or ""])
         else:
             where = r.file + (f" [{r.start:.1f}-{r.end:.1f}s]" if r.start is not None else "")
-            print(f"{where}\t{'ERROR: ' + r.error if r.error else r.text}", flush=True)
+            print(f"{where}\t{'ERROR: ' + _one_line(r.error) if r.error else _one_line(r.text)}", flush=True)
     return 1 if failed else 0
 
 

@@ -405,6 +405,17 @@ def load_mmau(data_dir: str | Path, split: str | None = None, missing: str = "sk
 
 
 # ----------------------------------------------------------------------------- generic folder
+def _synonyms(value, labels: list[str]) -> dict[str, list[str]]:
+    """``{label: [...]}`` as given, or a plain list (single-label rows) attached to the first label."""
+    if not value:
+        return {}
+    if isinstance(value, dict):
+        return {k: list(v) for k, v in value.items()}
+    if isinstance(value, list) and labels:
+        return {labels[0]: [str(v) for v in value]}
+    raise BenchmarkLayoutError(f"'synonyms' must be an object {{label: [...]}} or a list, got {value!r}")
+
+
 def load_folder(data_dir: str | Path, split: str | None = None, missing: str = "skip") -> Benchmark:
     """Generic folder: audio files and ``metadata.jsonl`` (or ``metadata_{split}.jsonl``), one JSON
     object a line: ``{"file": "x.wav", "captions": [...]}`` and/or ``"labels": [...]`` (optionally
@@ -441,7 +452,7 @@ def load_folder(data_dir: str | Path, split: str | None = None, missing: str = "
         n_multi += len(labels) >= 1
         known = {"file", "captions", "caption", "labels", "label", "synonyms", "question", "answer", "choices", "id"}
         items.append(EvalItem(file=f, captions=list(caps), labels=list(labels),
-                              synonyms={k: list(v) for k, v in (d.get("synonyms") or {}).items()},
+                              synonyms=_synonyms(d.get("synonyms"), labels),
                               question=d.get("question"), answer=d.get("answer"),
                               choices=list(d.get("choices") or []), id=str(d.get("id") or d["file"]),
                               meta={k: v for k, v in d.items() if k not in known}))

@@ -1,0 +1,557 @@
+"""Evaluation runner: a benchmark in, ``results.json`` + ``report.md`` (+ plots) out.
+
+    from mats.evaluation.runner import EvalConfig, run_eval
+    results = run_eval(EvalConfig(data="data/clotho", task="caption", out="eval/clotho", ablation=True))
+
+Steps: load the benchmark (:func:`load_benchmark`), load the model, embed every clip's audio ONCE
+(a clip whose audio cannot be read is recorded under ``failed`` and left out of every metric), then
+decode once per bridge configuration -- the chosen ``bridge`` alone, or with ``ablation`` every bridge
+and Santa's parameters swept one at a time -- all from the same embeddings, and score each run.
+
+For sets with labels (the generic ``metadata.jsonl`` format with ``labels`` + ``synonyms``, ESC-50,
+...) the runner also reports
+
+* ``keyword_accuracy``: fraction of clips whose generated text mentions the clip's label or one of
+  its synonyms (word-boundary, plural-tolerant, :func:`mats.evaluation.scoring.keyword_hits`);
+* the CLAP zero-shot accuracy on the same clips (``zero_shot.accuracy``): top-1 of
+  :func:`mats.zeroshot.zero_shot` over the sorted set of all the benchmark's labels equals the clip's
+  label. It is the ceiling of what the text-trained decoder can recover from the same CLAP, so the
+  tables read "zero-shot ceiling vs each bridge".
+
+Deterministic: same data, model, seed and options give identical predictions and metrics
+(timings aside).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .ablation import (DEFAULT_GRID, QUICK_GRID, RunSpec, bridge_key, merge_grids, plan_ablation,
+                       resolve_bridge)
+
+__all__ = ["EvalConfig", "Evaluation", "run_eval", "load_eval_benchmark", "write_results", "EVAL_TASKS", "primary_metric",
+           "RESULTS_FILE", "REPORT_FILE"]
+
+RESULTS_FILE = "results.json"
+REPORT_FILE = "report.md"
+
+# evaluation task -> (prompt task of mats.prompts, scoring task of mats.evaluation.scoring)
+EVAL_TASKS = {"caption": ("caption", "caption"), "tag": ("tags", "tag"), "classify": ("tags", "classify"),
+              "qa": ("qa", "qa")}
+_TASK_ALIASES = {"tags": "tag", "tagging": "tag", "captioning": "caption", "classification": "classify",
+                 "aqa": "qa"}
+
+
+def canonical_eval_task(task: str) -> str:
+    t = _TASK_ALIASES.get(task.strip().lower(), task.strip().lower())
+    if t not in EVAL_TASKS:
+        raise ValueError(f"unknown eval task {task!r}; choose one of {', '.join(EVAL_TASKS)}")
+    return t
+
+
+@dataclass
+class EvalConfig:
+    data: str | os.PathLike
+    task: str = "caption"
+    benchmark: str | None = None          # adapter name; None: detect from the folder's files
+    split: str | None = None
+    model: str | os.PathLike | None = None  # model folder; None: the default model
+    bridge: str = "santa"                 # the main run's bridge
+    limit: int | None = None              # first N clips of the benchmark
+    seed: int = 0
+    batch_size: int = 8
+    out: str | os.PathLike | None = None  # folder for results.json / report.md / plots
+    ablation: bool = False                # every bridge + Santa sweeps
+    sweep: dict[str, list[float]] | None = None  # grid overrides (only these parameters are swept)
+    quick: bool = False                   # the small QUICK_GRID instead of DEFAULT_GRID
+    sweeps: bool = True                   # False: the ablation compares bridges only
+    shift: str | os.PathLike | None = None  # shift vector file for the 'shift' bridge
+    num_beams: int | None = None
+    max_new_tokens: int | None = None
+    metrics: list[str] | None = None      # caption metrics (default: all of caption_metrics)
+    device: str | None = None
+    zero_shot: bool = True
+    zero_shot_prompt: str = "the sound of {label}"
+    progress: bool = True
+    plots: bool = True
+
+    def __post_init__(self) -> None:
+        self.task = canonical_eval_task(self.task)
+        if self.limit is not None and int(self.limit) < 1:
+            raise ValueError(f"limit must be >= 1, got {self.limit}")
+        if int(self.batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+    def sweep_grid(self) -> dict[str, list[float]]:
+        if not self.sweeps:
+            return {}
+        if self.sweep:
+            return merge_grids({}, self.sweep, only_override=True)
+        return merge_grids(QUICK_GRID if self.quick else DEFAULT_GRID, {})
+
+    @property
+    def run_ablation(self) -> bool:
+        return bool(self.ablation or self.sweep)
+
+
+# ----------------------------------------------------------------------------- helpers
+def _jsonable(x: Any) -> Any:
+    """NaN/inf -> None, numpy scalars -> Python, Paths -> str (strict JSON)."""
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.floating, float)):
+        v = float(x)
+        return v if math.isfinite(v) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, Path):
+        return str(x)
+    return x
+
+
+def _scalar_metrics(m: dict) -> dict[str, float | None]:
+    return {k: (float(v) if v is not None else None) for k, v in m.items()
+            if v is None or isinstance(v, (int, float, np.floating, np.integer))}
+
+
+def primary_metric(task: str, metrics: dict) -> str | None:
+    """The number tables and plots lead with."""
+    order = {"caption": ("cider_d", "keyword_accuracy", "sbert_sim", "bleu_4"),
+             "tag": ("keyword_accuracy", "map", "f1_string"),
+             "classify": ("keyword_accuracy", "accuracy"),
+             "qa": ("accuracy", "exact_match")}[canonical_eval_task(task)]
+    for k in order:
+        if metrics.get(k) is not None:
+            return k
+    return next((k for k, v in metrics.items() if v is not None), None)
+
+
+class _EmbeddedCLAP:
+    """A CLAP whose audio side answers from embeddings already computed (so zero-shot reuses the
+    run's embeddings instead of decoding the audio again); text goes to the real CLAP."""
+
+    def __init__(self, clap, table: dict[str, np.ndarray]):
+        self._clap, self._table = clap, table
+
+    def encode_text(self, texts, *args, **kwargs):
+        return self._clap.encode_text(texts, *args, **kwargs)
+
+    def encode_audio(self, audio, *args, **kwargs):
+        return np.stack([self._table[str(a)] for a in audio])
+
+    def __getattr__(self, name):
+        return getattr(self._clap, name)
+
+
+# ----------------------------------------------------------------------------- evaluation
+class Evaluation:
+    """A benchmark embedded once with a model's CLAP; decode and score any task / bridge from it.
+
+    ``items``: the clips that embedded; ``failed``: ``[{"id", "file", "error"}]`` for the others.
+    Decodes are cached by (task, resolved bridge parameters, seed, decoding), so a sweep point equal
+    to a bridge run is decoded once.
+    """
+
+    def __init__(self, mats, benchmark, limit: int | None = None, progress: bool = True,
+                 batch_size: int = 8):
+        from tqdm import tqdm
+
+        self.mats = mats
+        self.benchmark = benchmark
+        all_items = list(benchmark.items)
+        self.all_items = all_items[:limit] if limit else all_items
+        self.progress = progress
+        self.items: list = []
+        self.failed: list[dict] = []
+        rows = []
+        t0 = time.perf_counter()
+        for it in tqdm(self.all_items, desc="embed audio", unit="clip", disable=not progress,
+                       dynamic_ncols=True, file=sys.stderr):
+            try:
+                e = np.asarray(mats.embed_audio([str(it.file)]), dtype=np.float32)
+                if e.shape[0] != 1 or not np.isfinite(e).all():
+                    raise ValueError("CLAP returned no finite embedding")
+            except Exception as err:  # one unreadable clip must not stop the evaluation
+                self.failed.append({"id": it.id or str(it.file), "file": str(it.file),
+                                    "error": f"{type(err).__name__}: {err}"})
+                continue
+            self.items.append(it)
+            rows.append(e[0])
+        self.embed_seconds = time.perf_counter() - t0
+        dim = getattr(mats.clap, "dim", 0)
+        self.embeddings = np.stack(rows) if rows else np.zeros((0, dim), np.float32)
+        self._decoded: dict[tuple, list[str]] = {}
+        self._zero_shot: dict | None = None
+        self.generate_seconds = 0.0
+        self.score_seconds = 0.0
+        self.zero_shot_seconds = 0.0
+
+    # -- decoding ------------------------------------------------------------------------------
+    def decoding_params(self, prompt_task: str, num_beams: int | None = None,
+                        max_new_tokens: int | None = None) -> dict[str, Any]:
+        from ..prompts import get_task
+        t = get_task(prompt_task)
+        d = {"num_beams": t.num_beams, "max_new_tokens": t.max_new_tokens,
+             "repetition_penalty": t.repetition_penalty, "no_repeat_ngram_size": t.no_repeat_ngram_size}
+        if num_beams is not None:
+            d["num_beams"] = int(num_beams)
+        if max_new_tokens is not None:
+            d["max_new_tokens"] = int(max_new_tokens)
+        return d
+
+    def questions(self, prompt_task: str) -> list[str] | None:
+        if prompt_task not in ("qa", "open"):
+            return None
+        out = []
+        for it in self.items:
+            if not (it.question or "").strip():
+                raise ValueError(f"clip {it.id or it.file} has no question: the qa task needs one per clip")
+            q = it.question.strip()
+            if it.choices:
+                q = f"{q} Choose one of: " + "; ".join(str(c) for c in it.choices) + "."
+            out.append(q)
+        return out
+
+    def decode(self, prompt_task: str, bridge, seed: int = 0, batch_size: int = 8,
+               decoding: dict | None = None, bar=None) -> list[str]:
+        decoding = dict(decoding or {})
+        key = (prompt_task, bridge_key(bridge, self.mats.santa), int(seed), int(batch_size),
+               tuple(sorted(decoding.items())))
+        if key in self._decoded:
+            return self._decoded[key]
+        qs = self.questions(prompt_task)
+        out: list[str] = []
+        t0 = time.perf_counter()
+        for i in range(0, len(self.items), batch_size):
+            out.extend(self.mats.generate(self.embeddings[i:i + batch_size], prompt_task,
+                                          questions=qs[i:i + batch_size] if qs else None, bridge=bridge,
+                                          seed=seed, batch_size=batch_size, **decoding))
+            if bar is not None:
+                bar.update(min(batch_size, len(self.items) - i))
+        self.generate_seconds += time.perf_counter() - t0
+        self._decoded[key] = out
+        return out
+
+    # -- scoring -------------------------------------------------------------------------------
+    def has_labels(self) -> bool:
+        return bool(self.items) and all(it.labels for it in self.items)
+
+    def score(self, task: str, predictions: Sequence[str], caption_metrics: list[str] | None = None) -> dict:
+        """``{"metrics", "per_item" (one dict per clip), "unavailable"}`` for one run."""
+        from .scoring import keyword_hits, score_task
+
+        task = canonical_eval_task(task)
+        t0 = time.perf_counter()
+        items = self.items
+        metrics: dict[str, Any] = {}
+        unavailable: dict[str, str] = {}
+        per = [dict() for _ in items]
+        extras: dict[str, Any] = {}
+
+        def merge(res: dict) -> None:
+            metrics.update(_scalar_metrics(res.get("metrics", {})))
+            unavailable.update(res.get("unavailable") or {})
+            for row, extra in zip(per, res.get("per_item") or []):
+                row.update({k: v for k, v in extra.items() if k not in ("id", "prediction")})
+            for k in ("implementations", "tokenizer"):
+                if res.get(k):
+                    extras[k] = res[k]
+
+        if task == "caption":
+            if all(it.captions for it in items):
+                merge(score_task("caption", items, predictions, metrics=caption_metrics))
+            else:
+                unavailable["caption_metrics"] = ("the clips have no reference captions; only label-based "
+                                                  "metrics (keyword_accuracy) are reported")
+        elif task in ("tag", "classify"):
+            if not self.has_labels():
+                raise ValueError(f"task {task!r} needs labels for every clip; {self.benchmark.name} has none")
+            vocab = self.benchmark.labels or None
+            merge(score_task("tag", items, predictions, labels=vocab))
+            if task == "classify" or all(len(it.labels) == 1 for it in items):
+                merge(score_task("classify", items, predictions, labels=vocab))
+        elif task == "qa":
+            merge(score_task("qa", items, predictions))
+        if self.has_labels():
+            hits = keyword_hits(items, predictions)
+            metrics["keyword_accuracy"] = sum(hits) / len(hits)
+            for row, h in zip(per, hits):
+                row["keyword_hit"] = h
+        self.score_seconds += time.perf_counter() - t0
+        return {"metrics": metrics, "per_item": per, "unavailable": unavailable, **extras}
+
+    # -- zero-shot ceiling ---------------------------------------------------------------------
+    def zero_shot(self, prompt: str = "the sound of {label}") -> dict:
+        """CLAP zero-shot top-1 accuracy over the sorted set of all the benchmark's labels, on the
+        clips that embedded (their embeddings are reused, not recomputed)."""
+        if self._zero_shot is not None:
+            return self._zero_shot
+        from ..zeroshot import zero_shot
+
+        labels = sorted(set(self.benchmark.labels or [lab for it in self.items for lab in it.labels]))
+        if not self.has_labels():
+            self._zero_shot = {"available": False, "reason": "the clips have no labels"}
+            return self._zero_shot
+        if len(labels) < 2:
+            self._zero_shot = {"available": False, "reason": "zero-shot needs at least two labels in the set"}
+            return self._zero_shot
+        t0 = time.perf_counter()
+        table = {str(it.file): e for it, e in zip(self.items, self.embeddings)}
+        rows = zero_shot(_EmbeddedCLAP(self.mats.clap, table), [it.file for it in self.items], labels,
+                         prompt=prompt, top_k=3)
+        per = [{"label": r["label"], "score": r["score"], "correct": r["label"] in it.labels}
+               for r, it in zip(rows, self.items)]
+        self.zero_shot_seconds += time.perf_counter() - t0
+        self._zero_shot = {"available": True, "accuracy": sum(p["correct"] for p in per) / len(per),
+                           "n": len(per), "labels": labels, "prompt": prompt,
+                           "clap": getattr(self.mats.clap, "name", None), "per_item": per}
+        return self._zero_shot
+
+
+# ----------------------------------------------------------------------------- the run
+def load_eval_benchmark(data: str | os.PathLike, name: str | None = None, split: str | None = None):
+    """:func:`load_benchmark`, also for generic folders whose rows give ``synonyms`` as a list (the
+    format :func:`mats.sounds.fetch_real_sounds` writes: the synonyms of the row's label(s)); such
+    rows are read as ``{label: synonyms}`` for each of the row's labels."""
+    import tempfile
+
+    from .adapters import detect_benchmark, load_benchmark, load_folder
+
+    root = Path(data)
+    key = (name or (detect_benchmark(root) if root.is_dir() else "")).lower()
+    jl = root / (f"metadata_{split}.jsonl" if split else "metadata.jsonl")
+    if key not in ("folder", "generic", "jsonl") or not jl.is_file():
+        return load_benchmark(root, name, split)
+    rows = [json.loads(line) for line in jl.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not any(isinstance(r.get("synonyms"), list) for r in rows):
+        return load_benchmark(root, name, split)
+    with tempfile.TemporaryDirectory(prefix="mats-eval-") as tmp:
+        with open(Path(tmp) / jl.name, "w", encoding="utf-8") as f:
+            for r in rows:
+                r = dict(r)
+                if isinstance(r.get("synonyms"), list):
+                    labels = r.get("labels") or ([r["label"]] if r.get("label") else [])
+                    labels = [labels] if isinstance(labels, str) else labels
+                    r["synonyms"] = {lab: list(r["synonyms"]) for lab in labels}
+                if "file" in r:
+                    r["file"] = str((root / r["file"]).absolute())
+                f.write(json.dumps(r) + "\n")
+        bench = load_folder(tmp, split=split)
+    bench.root = root
+    bench.missing = [str(Path(m).relative_to(root.absolute())) if Path(m).is_absolute() and
+                     Path(m).is_relative_to(root.absolute()) else m for m in bench.missing]
+    for it in bench.items:
+        if it.id and Path(it.id).is_absolute() and Path(it.id).is_relative_to(root.absolute()):
+            it.id = str(Path(it.id).relative_to(root.absolute()))
+    return bench
+
+
+def _load_mats(config: EvalConfig):
+    from ..pipeline import MATS
+    m = MATS.from_pretrained(config.model, device=config.device)
+    if config.shift is not None:
+        from ..gap import load_shift
+        p = Path(config.shift)
+        if not p.exists():
+            raise FileNotFoundError(f"shift vector file not found: {p}")
+        m.shift = load_shift(p)
+    return m
+
+
+def _describe_model(mats) -> dict:
+    d: dict[str, Any] = {"folder": str(Path(mats.folder).resolve())}
+    try:
+        d["llm"] = mats.model.config.llm
+        d["clap_spec"] = mats.model.config.clap
+        d["mapper"] = dataclasses.asdict(mats.model.config.mapper)
+    except Exception:  # pragma: no cover - a stand-in model without a dataclass config
+        pass
+    try:
+        d["clap"] = mats.clap.describe()
+    except Exception:  # pragma: no cover
+        d["clap"] = {"name": getattr(mats.clap, "name", None)}
+    d["santa"] = (dataclasses.asdict(mats.santa.config) | {"num_entries": int(mats.santa.num_entries)}
+                  if mats.santa is not None else None)
+    d["has_shift"] = mats.shift is not None
+    return d
+
+
+def _versions() -> dict:
+    from .. import __version__
+    v = {"mats": __version__, "python": platform.python_version()}
+    for mod in ("torch", "transformers", "peft", "numpy"):
+        try:
+            v[mod] = __import__(mod).__version__
+        except Exception:  # pragma: no cover
+            pass
+    return v
+
+
+def run_eval(config: EvalConfig, mats=None, benchmark=None, evaluation: Evaluation | None = None) -> dict:
+    """Run one evaluation (optionally the ablation) and return the results dict; with
+    ``config.out`` also write ``results.json``, ``report.md`` and the plots there.
+
+    ``mats`` / ``benchmark`` / ``evaluation`` may be passed in to reuse a loaded model, a loaded
+    benchmark, or embeddings already computed (e.g. several tasks over one set)."""
+    from tqdm import tqdm
+
+    from ..bridge.bridges import BridgeConfig
+
+    t_start = time.perf_counter()
+    task = config.task
+    prompt_task, _ = EVAL_TASKS[task]
+    if evaluation is not None:
+        mats, benchmark = evaluation.mats, evaluation.benchmark
+    if benchmark is None:
+        benchmark = load_eval_benchmark(config.data, config.benchmark, config.split)
+    if prompt_task == "caption" and benchmark.name == "musiccaps":
+        prompt_task = "music"
+    t_load = time.perf_counter()
+    if mats is None:
+        mats = _load_mats(config)
+    load_seconds = time.perf_counter() - t_load
+    if evaluation is None:
+        evaluation = Evaluation(mats, benchmark, limit=config.limit, progress=config.progress)
+    ev = evaluation
+    if not ev.items:
+        raise RuntimeError(f"none of the {len(ev.all_items)} clips could be embedded; first error: "
+                           f"{ev.failed[0]['error'] if ev.failed else 'no clips in the benchmark'}")
+    decoding = ev.decoding_params(prompt_task, config.num_beams, config.max_new_tokens)
+
+    # -- the runs ------------------------------------------------------------------------------
+    primary = RunSpec(config.bridge, BridgeConfig(name=config.bridge), kind="primary")
+    specs: list[RunSpec] = []
+    if config.run_ablation:
+        shift_reason = None
+        specs = plan_ablation(mats.santa, shift_available=mats.shift is not None, shift_reason=shift_reason,
+                              grid=config.sweep_grid())
+    if primary.bridge.needs_memory and mats.santa is None:
+        raise ValueError(f"bridge {config.bridge!r} needs the model's Santa memory (santa/santa.json), "
+                         f"which {mats.folder} lacks; use --bridge none or noise")
+    if primary.bridge.needs_shift and mats.shift is None:
+        raise ValueError("bridge 'shift' needs a shift vector: the model has no shift.safetensors; pass --shift FILE")
+    todo = [s for s in [primary, *specs] if not s.skipped]
+    unique = {bridge_key(s.bridge, mats.santa) for s in todo}
+    bar = tqdm(total=len(unique) * len(ev.items), desc=f"decode {task}", unit="clip",
+               disable=not config.progress, dynamic_ncols=True, file=sys.stderr)
+    scored: dict[str, dict] = {}
+    runs: list[dict] = []
+    for spec in [primary, *specs]:
+        row: dict[str, Any] = {"name": spec.name, "kind": spec.kind, "param": spec.param, "value": spec.value,
+                               "bridge": resolve_bridge(spec.bridge, mats.santa)}
+        if spec.skipped:
+            row.update(status="skipped", reason=spec.skipped, metrics={})
+        else:
+            key = bridge_key(spec.bridge, mats.santa)
+            preds = ev.decode(prompt_task, spec.bridge, config.seed, config.batch_size, decoding, bar=bar)
+            if key not in scored:
+                scored[key] = ev.score(task, preds, config.metrics)
+            row.update(status="ok", metrics=scored[key]["metrics"], predictions=list(preds))
+        if spec.kind != "primary":
+            runs.append(row)
+    bar.close()
+
+    key = bridge_key(primary.bridge, mats.santa)
+    main = scored[key]
+    main_preds = ev.decode(prompt_task, primary.bridge, config.seed, config.batch_size, decoding)
+    zs = ev.zero_shot(config.zero_shot_prompt) if config.zero_shot else {"available": False,
+                                                                          "reason": "disabled (--no-zero-shot)"}
+    metrics = dict(main["metrics"])
+    if zs.get("available"):
+        metrics["zero_shot_accuracy"] = zs["accuracy"]
+
+    predictions = []
+    from ..pipeline import split_tags
+    for i, (it, p) in enumerate(zip(ev.items, main_preds)):
+        r: dict[str, Any] = {"id": it.id or str(it.file), "file": str(it.file), "prediction": p}
+        if prompt_task == "tags":
+            r["tags"] = split_tags(p)
+        if it.labels:
+            r["labels"] = list(it.labels)
+        if it.captions:
+            r["references"] = list(it.captions)
+        if it.question is not None:
+            r["question"] = it.question
+            r["answer"] = it.answer
+        r.update(main["per_item"][i])
+        if zs.get("available"):
+            r["zero_shot_label"] = zs["per_item"][i]["label"]
+            r["zero_shot_correct"] = zs["per_item"][i]["correct"]
+        predictions.append(r)
+
+    pm = primary_metric(task, metrics)
+    results: dict[str, Any] = {
+        "format": "mats-eval/1",
+        "task": task,
+        "benchmark": {"name": benchmark.name, "split": benchmark.split, "data": str(Path(config.data).resolve()),
+                      "n_total": len(benchmark.items), "n_selected": len(ev.all_items),
+                      "n_missing_audio": len(benchmark.missing), "missing": list(benchmark.missing[:50]),
+                      "labels": list(benchmark.labels)},
+        "config": {
+            "model": _describe_model(mats),
+            "task": task, "prompt_task": prompt_task,
+            "bridge": resolve_bridge(primary.bridge, mats.santa),
+            "seed": config.seed, "batch_size": config.batch_size, "limit": config.limit,
+            "decoding": decoding, "caption_metrics": config.metrics,
+            "ablation": config.run_ablation,
+            "sweep_grid": config.sweep_grid() if config.run_ablation else None,
+            "shift_file": str(config.shift) if config.shift else None,
+            "zero_shot_prompt": config.zero_shot_prompt if config.zero_shot else None,
+            "device": str(getattr(mats.model, "device", "")) or None,
+            "mats_version": _versions()["mats"], "versions": _versions(),
+        },
+        "n_evaluated": len(ev.items),
+        "n_failed": len(ev.failed),
+        "failed": ev.failed,
+        "primary_metric": pm,
+        "metrics": metrics,
+        "unavailable": main["unavailable"],
+        "zero_shot": {k: v for k, v in zs.items() if k != "per_item"},
+        "predictions": predictions,
+        "ablation": ({"runs": runs, "bridges": [r["name"] for r in runs if r["kind"] == "bridge"]}
+                     if config.run_ablation else None),
+        "timings": {},
+    }
+    for k in ("implementations", "tokenizer"):
+        if main.get(k):
+            results[k] = main[k]
+    results["timings"] = {"load_model_seconds": round(load_seconds, 3),
+                          "embed_seconds": round(ev.embed_seconds, 3),
+                          "generate_seconds": round(ev.generate_seconds, 3),
+                          "score_seconds": round(ev.score_seconds, 3),
+                          "zero_shot_seconds": round(ev.zero_shot_seconds, 3),
+                          "total_seconds": round(time.perf_counter() - t_start, 3)}
+    if config.out is not None:
+        write_results(results, config.out, plots=config.plots)
+    return results
+
+
+def write_results(results: dict, out: str | os.PathLike, plots: bool = True) -> Path:
+    """``results.json`` + plots + ``report.md`` in ``out``; returns the folder."""
+    from .report import make_plots, render_report
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if plots and results.get("ablation"):
+        results["plots"] = make_plots(results, out)
+    (out / RESULTS_FILE).write_text(json.dumps(_jsonable(results), indent=2, ensure_ascii=False) + "\n",
+                                    encoding="utf-8")
+    (out / REPORT_FILE).write_text(render_report(results), encoding="utf-8")
+    return out
