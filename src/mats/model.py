@@ -107,14 +107,25 @@ class MATSModel(nn.Module):
         model.eval()
         return model
 
-    def save_pretrained(self, folder: str | Path, extra_config: dict | None = None) -> None:
+    def save_pretrained(self, folder: str | Path, extra_config: dict | None = None,
+                        state: dict[str, torch.Tensor] | None = None) -> None:
+        """Write the model folder. ``state``: full trainable weights, when the live ones are sharded
+        (FSDP) — by default the model's own parameters."""
+        from peft import get_peft_model_state_dict
         from safetensors.torch import save_file
 
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().float().cpu().contiguous() for k, v in self.mapper.state_dict().items()}
-        save_file(state, str(folder / "mapper.safetensors"))
-        self.llm.save_pretrained(str(folder / "lora"), safe_serialization=True)
+        (folder / "lora").mkdir(parents=True, exist_ok=True)
+        if state is None:
+            state = self.trainable_state_dict()
+        mapper = {k[len("mapper."):]: v.detach().float().cpu().contiguous()
+                  for k, v in state.items() if k.startswith("mapper.")}
+        save_file(mapper, str(folder / "mapper.safetensors"))
+        llm_state = {k[len("llm."):]: v for k, v in state.items() if k.startswith("llm.")}
+        adapter = get_peft_model_state_dict(self.llm, state_dict=llm_state)
+        save_file({k: v.detach().cpu().contiguous() for k, v in adapter.items()},
+                  str(folder / "lora" / "adapter_model.safetensors"), metadata={"format": "pt"})
+        self.llm.peft_config["default"].save_pretrained(str(folder / "lora"))
         save_json({"format": "mats", "model": to_dict(self.config), **(extra_config or {})},
                   folder / "config.json")
 

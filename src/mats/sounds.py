@@ -16,7 +16,6 @@ later calls return at once, offline.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import re
@@ -29,7 +28,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from .store import mats_home
+from .store import mats_home, sha256_file
 
 __all__ = ["fetch_real_sounds", "read_metadata", "RULES", "PACKAGES", "SoundsError"]
 
@@ -142,14 +141,6 @@ def _label(package: str, name: str):
 
 # -- .deb handling ----------------------------------------------------------------------------------
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _download_deb(pkg: DebPackage, folder: Path) -> Path:
     """apt-get (uses the system's signed indexes) first, plain HTTP with a pinned sha256 second."""
     errors = []
@@ -167,7 +158,7 @@ def _download_deb(pkg: DebPackage, folder: Path) -> Path:
     except OSError as e:
         errors.append(f"{url}: {e}")
         raise SoundsError(f"could not download the Debian package {pkg.name}:\n  " + "\n  ".join(errors)) from None
-    if pkg.sha256 and _sha256(out) != pkg.sha256:
+    if pkg.sha256 and sha256_file(out) != pkg.sha256:
         raise SoundsError(f"{url}: sha256 mismatch (expected {pkg.sha256}); not the pinned release")
     return out
 

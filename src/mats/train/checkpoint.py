@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from .parallel import full_state, load_full_state, shard_like
+
 PREFIX = "step-"
 
 
@@ -35,19 +37,26 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
     for pid, state in sd["state"].items():
         for key, value in state.items():
             t = value if torch.is_tensor(value) else torch.tensor(value)
-            tensors[f"{pid}.{key}"] = t.detach().cpu().contiguous()
+            t = t.detach()
+            if type(t).__name__ == "DTensor":  # FSDP: gather the shards (every rank takes part)
+                t = t.full_tensor()
+            tensors[f"{pid}.{key}"] = t.cpu().contiguous()
     return tensors, {"param_groups": sd["param_groups"]}
 
 
-def save_checkpoint(out: str | Path, step: int, model, optimizer, scheduler, scaler=None, keep: int = 2) -> Path:
+def save_checkpoint(out: str | Path, step: int, model, optimizer, scheduler, scaler=None, keep: int = 2,
+                    write: bool = True) -> Path:
+    """Gather the state (every rank must call this under FSDP); only ``write=True`` touches disk."""
     d = _dir(Path(out))
     final = d / f"{PREFIX}{step:08d}"
+    weights = full_state(model)
+    opt_tensors, opt_meta = _optimizer_tensors(optimizer)
+    if not write:
+        return final
     tmp = d / f".tmp-{PREFIX}{step:08d}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    weights = {k: v.detach().cpu().contiguous() for k, v in model.trainable_state_dict().items()}
     save_file(weights, str(tmp / "trainable.safetensors"))
-    opt_tensors, opt_meta = _optimizer_tensors(optimizer)
     save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
     state = {"step": step, "optimizer": opt_meta, "scheduler": scheduler.state_dict(),
              "scaler": scaler.state_dict() if scaler is not None else None,
@@ -65,18 +74,18 @@ def load_checkpoint(path: str | Path, model, optimizer, scheduler, scaler=None) 
     """Restore everything saved by ``save_checkpoint``; returns the step to continue from."""
     path = Path(path)
     state = json.loads((path / "state.json").read_text())
-    weights = load_file(str(path / "trainable.safetensors"))
-    expected = set(model.trainable_state_dict())
-    if set(weights) != expected:
-        missing, extra = sorted(expected - set(weights))[:3], sorted(set(weights) - expected)[:3]
-        raise ValueError(f"checkpoint {path} does not match this model (missing {missing}, unexpected {extra}); "
-                         "was it written with a different config?")
-    model.load_state_dict(weights, strict=False)
+    try:
+        load_full_state(model, load_file(str(path / "trainable.safetensors")))
+    except ValueError as e:
+        raise ValueError(f"checkpoint {path}: {e}") from None
     opt_tensors = load_file(str(path / "optimizer.safetensors"))
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     opt_state: dict[int, dict] = {}
     for key, value in opt_tensors.items():
         pid, name = key.split(".", 1)
-        opt_state.setdefault(int(pid), {})[name] = value
+        p = params[int(pid)]
+        # moments have the parameter's shape (and FSDP sharding); the step counter is a scalar
+        opt_state.setdefault(int(pid), {})[name] = shard_like(value, p) if value.shape == p.shape else value
     optimizer.load_state_dict({"state": opt_state, "param_groups": state["optimizer"]["param_groups"]})
     scheduler.load_state_dict(state["scheduler"])
     if scaler is not None and state.get("scaler"):

@@ -38,6 +38,8 @@ def _run(args) -> int:
     if not cfg.train.corpus:
         raise ValueError("no corpus configured: set train.corpus in the config "
                          "(run `mats corpus build` for the default corpus)")
+    import os
     final = train(cfg, resume=not args.no_resume)
-    print(f"model saved to {final}")
+    if os.environ.get("RANK", "0") == "0":
+        print(f"model saved to {final}")
     return 0

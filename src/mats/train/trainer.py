@@ -32,6 +32,7 @@ from ..config import save_json
 from ..data.corpus import Corpus, CorpusSource, pick_instruction
 from ..llm import pick_device
 from ..model import MATSModel, Request
+from .parallel import full_state, wrap_model
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import RunConfig
 
@@ -123,10 +124,7 @@ def train(cfg: RunConfig, resume: bool = True, progress: bool = True) -> Path:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, tc.warmup_steps, tc.steps, tc.min_lr_ratio))
     autocast, scaler = autocast_context(device, tc.precision)
-    ddp_model = model
-    if dinfo.world > 1:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+    ddp_model = wrap_model(model, tc.strategy, dinfo.world, device)
 
     start = 0
     ckpt = latest_checkpoint(out) if resume else None
@@ -190,8 +188,8 @@ def train(cfg: RunConfig, resume: bool = True, progress: bool = True) -> Path:
             sync = k == tc.grad_accum - 1 or dinfo.world == 1
             ctx = contextlib.nullcontext() if sync or ddp_model is model else ddp_model.no_sync()
             with ctx, autocast:
-                # Sum over answer tokens / global token count; DDP averages gradients over
-                # processes, hence the factor world.
+                # Sum over answer tokens / global token count; DDP and FSDP average gradients
+                # over processes, hence the factor world.
                 loss = ddp_model(z_all[lo:lo + micro].to(device), reqs_all[lo:lo + micro],
                                  reduction="sum") / n_tokens * dinfo.world
             (scaler.scale(loss) if scaler else loss).backward()
@@ -221,15 +219,16 @@ def train(cfg: RunConfig, resume: bool = True, progress: bool = True) -> Path:
                                    f"{sps:.2f}", f"{time.time() - t0:.1f}"])
             window_t, window_n = time.time(), 0
         if done % tc.save_every == 0 or done == tc.steps:
-            if dinfo.main:
-                save_checkpoint(out, done, model, optimizer, scheduler, scaler, tc.keep_checkpoints)
+            save_checkpoint(out, done, model, optimizer, scheduler, scaler, tc.keep_checkpoints,
+                            write=dinfo.main)
             if dinfo.world > 1:
                 dist.barrier()
 
     # 5. The model folder: weights, config, the Santa memory bank, and a loss plot.
     final = out / "model"
+    state = full_state(model)  # a collective under FSDP
     if dinfo.main:
-        model.save_pretrained(final, extra_config={"train": cfg.to_dict()["train"]})
+        model.save_pretrained(final, extra_config={"train": cfg.to_dict()["train"]}, state=state)
         build_santa_memory(final, text_emb, train_rows, corpus, cfg)
         shutil.copy(log_path, final / "log.csv")
         plot_log(log_path, final / "loss.png")
