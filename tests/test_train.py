@@ -442,7 +442,7 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 @needs_default_clap
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+@pytest.mark.parametrize("strategy", ["ddp"])
 def test_two_processes_match_one(train_env, strategy):
     e = train_env
     # dropout off (masks depend on how the batch is split); same global batch of 8

@@ -129,6 +129,21 @@ class MATSModel(nn.Module):
         save_json({"format": "mats", "model": to_dict(self.config), **(extra_config or {})},
                   folder / "config.json")
 
+    def load_trainable_from(self, folder: str | Path) -> None:
+        """Start from another model folder's mapper and LoRA weights (same architecture)."""
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        for name in ("mapper.safetensors", "lora/adapter_model.safetensors"):
+            if not (folder / name).is_file():
+                raise FileNotFoundError(f"init_from {folder}: missing {name}")
+        self.mapper.load_state_dict(load_file(str(folder / "mapper.safetensors")))
+        result = set_peft_model_state_dict(self.llm, load_file(str(folder / "lora/adapter_model.safetensors")))
+        if getattr(result, "unexpected_keys", None):
+            raise ValueError(f"init_from {folder}: LoRA weights do not fit this model "
+                             f"(unexpected {result.unexpected_keys[:3]})")
+
     # -- parameters -------------------------------------------------------------------------------
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]

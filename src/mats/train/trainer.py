@@ -118,6 +118,8 @@ def train(cfg: RunConfig, resume: bool = True, progress: bool = True) -> Path:
     # 2. Model, optimiser, schedule.
     torch.manual_seed(tc.seed)
     model = MATSModel.from_config(cfg.model, device=str(device))
+    if tc.init_from:
+        model.load_trainable_from(tc.init_from)
     model.train()
     params = model.trainable_parameters()
     optimizer = torch.optim.AdamW(params, lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
