@@ -45,6 +45,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .jsonl import iter_jsonl
+
 __all__ = [
     "GapReport",
     "measure_gap",
@@ -437,19 +439,13 @@ def read_paired_metadata(metadata: str | os.PathLike, template: str = DEFAULT_TE
     if not metadata.is_file():
         raise FileNotFoundError(f"no metadata file {metadata}")
     out = []
-    for ln, line in enumerate(metadata.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{metadata}:{ln}: not JSON ({e.msg})") from None
-        f = row.get("file") or row.get("audio") or row.get("path")
+    for where, row in iter_jsonl(metadata):
+        f = row.get("file") or row.get("audio") or row.get("path") if isinstance(row, dict) else None
         if not f:
-            raise ValueError(f"{metadata}:{ln}: row has no 'file'")
+            raise ValueError(f"{where}: row has no 'file'")
         texts = _row_texts(row, template)
         if not texts:
-            raise ValueError(f"{metadata}:{ln}: row has neither captions nor labels")
+            raise ValueError(f"{where}: row has neither captions nor labels")
         p = Path(f)
         out.append((p if p.is_absolute() else metadata.parent / p, texts))
     if not out:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .config import from_dict, save_json, to_dict
-from .llm import LoRAConfig, add_lora, load_llm, pick_device
+from .llm import LoRAConfig, add_lora, load_llm
 from .mapper import MapperConfig, build_mapper
 from .prompts import get_task, render_prompt
 

@@ -20,6 +20,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from ..jsonl import iter_jsonl
 from ..prompts import TASKS
 
 REQUIRED = ("text", "task", "answer")
@@ -65,16 +66,7 @@ def read_jsonl(path: str | Path) -> list[Sample]:
     path = Path(path)
     if not path.is_file():
         raise CorpusError(f"corpus file {path} does not exist")
-    samples = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise CorpusError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
-            samples.append(validate_row(row, f"{path}:{lineno}"))
+    samples = [validate_row(row, where) for where, row in iter_jsonl(path, CorpusError)]
     if not samples:
         raise CorpusError(f"{path}: the corpus is empty")
     return samples

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from ..jsonl import iter_jsonl
+
 AUDIO_EXTS = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".opus", ".mp4", ".mkv", ".webm")
 
 
@@ -427,15 +429,9 @@ def load_folder(data_dir: str | Path, split: str | None = None, missing: str = "
     _need(jl, "generic benchmark metadata (one JSON object per line)")
     items, miss = [], []
     n_single = n_multi = n_cap = n_qa = 0
-    for ln, line in enumerate(jl.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            d = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise BenchmarkLayoutError(f"{jl}:{ln}: not valid JSON ({e})") from None
-        if "file" not in d:
-            raise BenchmarkLayoutError(f"{jl}:{ln}: row has no 'file' key")
+    for where, d in iter_jsonl(jl, BenchmarkLayoutError):
+        if not isinstance(d, dict) or "file" not in d:
+            raise BenchmarkLayoutError(f"{where}: row has no 'file' key")
         f = root / d["file"]
         if not f.is_file():
             miss.append(str(d["file"]))
