@@ -95,3 +95,11 @@ def check_texts(texts: Sequence[str]) -> list[str]:
         if not isinstance(t, str) or not t.strip():
             raise ValueError(f"text #{i} is empty; CLAP text inputs must be non-empty strings")
     return out
+
+
+def encode_texts_batched(texts: Sequence[str], batch_size: int, dim: int, encode_batch) -> np.ndarray:
+    """Validate ``texts``, run ``encode_batch(list[str]) -> [n, dim]`` over batches, L2-normalise."""
+    texts = check_texts(texts)
+    out = [np.asarray(encode_batch(texts[i:i + batch_size]), dtype=np.float32)
+           for i in range(0, len(texts), batch_size)]
+    return l2_normalize(np.concatenate(out)) if out else np.zeros((0, dim), np.float32)

@@ -38,7 +38,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .base import CLAP, check_texts, l2_normalize
+from .base import CLAP, encode_texts_batched, l2_normalize
 
 __all__ = ["LaionCLAP", "CheckpointError", "pick_device", "files_digest"]
 
@@ -218,18 +218,14 @@ class LaionCLAP(CLAP):
     def encode_text(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         import torch
 
-        texts = check_texts(texts)
-        out = []
-        for i in range(0, len(texts), batch_size):
-            tok = self.tokenizer(texts[i:i + batch_size], padding=True, truncation=True,
+        def encode_batch(batch: list[str]) -> np.ndarray:
+            tok = self.tokenizer(batch, padding=True, truncation=True,
                                  max_length=self.text_max_length, return_tensors="pt")
             tok = {k: v.to(self.device) for k, v in tok.items() if k in ("input_ids", "attention_mask")}
             with torch.inference_mode():
-                emb = self._pooled(self.model.get_text_features(**tok))
-            out.append(emb.float().cpu().numpy())
-        if not out:
-            return np.zeros((0, self.dim), np.float32)
-        return l2_normalize(np.concatenate(out))
+                return self._pooled(self.model.get_text_features(**tok)).float().cpu().numpy()
+
+        return encode_texts_batched(texts, batch_size, self.dim, encode_batch)
 
     # -- identity ----------------------------------------------------------------------------
     def fingerprint(self) -> str:

@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .base import check_texts, l2_normalize
+from .base import encode_texts_batched
 
 
 class MiniLMTextEncoder:
@@ -30,15 +30,11 @@ class MiniLMTextEncoder:
 
     @torch.inference_mode()
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        texts = check_texts(texts)
-        out = []
-        for i in range(0, len(texts), batch_size):
-            batch = self.tokenizer(texts[i:i + batch_size], padding=True, truncation=True,
+        def encode_batch(texts_: list[str]) -> np.ndarray:
+            batch = self.tokenizer(texts_, padding=True, truncation=True,
                                    max_length=self.max_length, return_tensors="pt").to(self.device)
             hidden = self.model(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            out.append(pooled.float().cpu().numpy())
-        if not out:
-            return np.zeros((0, self.dim), np.float32)
-        return l2_normalize(np.concatenate(out))
+            return ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)).float().cpu().numpy()
+
+        return encode_texts_batched(texts, batch_size, self.dim, encode_batch)

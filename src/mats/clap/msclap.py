@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import CLAP, check_texts, l2_normalize
+from .base import CLAP, encode_texts_batched, l2_normalize
 from .laion import CheckpointError, files_digest, pick_device
 
 __all__ = ["MSCLAP", "MSCLAPModel", "CheckpointError", "load_state_dict", "convert_checkpoint",
@@ -711,16 +711,12 @@ class MSCLAP(CLAP):
         return {k: tok[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in tok}
 
     def encode_text(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        texts = check_texts(texts)
-        out = []
-        for i in range(0, len(texts), batch_size):
-            tok = {k: v.to(self.device) for k, v in self._tokenize(texts[i:i + batch_size]).items()}
+        def encode_batch(batch: list[str]) -> np.ndarray:
+            tok = {k: v.to(self.device) for k, v in self._tokenize(batch).items()}
             with torch.inference_mode():
-                emb = self.model.caption_encoder(**tok, pad_id=self.pad_id)
-            out.append(emb.float().cpu().numpy())
-        if not out:
-            return np.zeros((0, self.dim), np.float32)
-        return l2_normalize(np.concatenate(out))
+                return self.model.caption_encoder(**tok, pad_id=self.pad_id).float().cpu().numpy()
+
+        return encode_texts_batched(texts, batch_size, self.dim, encode_batch)
 
     # -- identity ----------------------------------------------------------------------------
     def fingerprint(self) -> str:
