@@ -10,6 +10,7 @@ subprocess for the end-to-end runs. Embeddings are cached in a per-session tempo
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import signal
 import socket
@@ -442,7 +443,7 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 @needs_default_clap
-@pytest.mark.parametrize("strategy", ["ddp"])
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_two_processes_match_one(train_env, strategy):
     e = train_env
     # dropout off (masks depend on how the batch is split); same global batch of 8
@@ -488,3 +489,14 @@ def test_two_processes_match_one(train_env, strategy):
         rows = (out / "log.csv").read_text().splitlines()[1:]
         return [float(r.split(",")[2]) for r in rows if r.split(",")[2]]
     assert losses(two_dir) == pytest.approx(losses(e["root"] / "ddp-one"), rel=1e-4)
+
+    # Resuming a sharded run from its step-2 checkpoint (weights and optimiser state scattered back
+    # to the shards) ends with the same weights.
+    shutil.rmtree(two_dir / "model")
+    shutil.rmtree(two_dir / "checkpoints" / "step-00000003")
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, f"torchrun resume failed:\n{p.stdout[-3000:]}\n{p.stderr[-4000:]}"
+    assert "resumed from" in p.stdout and "step 2" in p.stdout
+    resumed = final_tensors(two_dir / "model")
+    for k in two:
+        torch.testing.assert_close(resumed[k], two[k], rtol=0, atol=1e-6, msg=lambda m: f"{k}: {m}")

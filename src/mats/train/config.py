@@ -45,7 +45,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     noise_variance: float = 0.015
     noise_kind: str = "gaussian"
-    strategy: str = "ddp"  # with several processes: "ddp" (replicate; see train/parallel.py)
+    strategy: str = "ddp"  # with several processes: "ddp" (replicate) or "fsdp" (shard; train/parallel.py)
     precision: str = "auto"  # auto | fp32 | bf16 | fp16 (autocast; auto = bf16 on capable GPUs, else fp32)
     device: str = "auto"
     held_out: int = 256  # corpus rows kept out of training for the held-out loss

@@ -1,8 +1,11 @@
-"""Data parallelism on torch.distributed (DDP), and moving trainable state in and out of the model.
+"""Data parallelism on torch.distributed: DDP, or FSDP (``fully_shard``) for LLMs too big to replicate.
 
-``full_state`` / ``load_full_state`` / ``shard_like`` also accept DTensor (sharded) parameters, so a
-sharded strategy only has to add its wrapping here. FSDP (``fully_shard``) is not offered yet: on
-CPU/gloo its backward deadlocked in our 2-process test, and it could not be checked on a GPU.
+With FSDP every decoder layer of the LLM is its own shard unit and the rest (embeddings, LM head,
+mapper) sits in the root unit; frozen base weights are sharded like the trainable ones, so a
+7B-class LLM needs a 1/N share of its weights per GPU. Parameters become DTensors: ``full_state``
+gathers them (a collective: every rank calls it) and ``load_full_state`` scatters a full state back.
+Two rules follow for the trainer: wrap before building the optimiser (the parameters are replaced),
+and run every forward -- held-out loss included -- on all ranks (it all-gathers).
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-STRATEGIES = ("ddp",)
+STRATEGIES = ("ddp", "fsdp")
 
 
 def _is_dtensor(t) -> bool:
@@ -23,8 +26,20 @@ def wrap_model(model: nn.Module, strategy: str, world: int, device: torch.device
         raise ValueError(f"unknown train.strategy {strategy!r}; choose one of {STRATEGIES}")
     if world <= 1:
         return model
-    return nn.parallel.DistributedDataParallel(
-        model, device_ids=[device.index] if device.type == "cuda" else None)
+    if strategy == "ddp":
+        return nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh(device.type, (world,))
+    layers = [m for m in model.llm.modules() if type(m).__name__.endswith("DecoderLayer")]
+    if not layers:
+        raise ValueError("FSDP: found no *DecoderLayer modules in the LLM to shard")
+    for layer in layers:
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model
 
 
 def full_state(model: nn.Module) -> dict[str, torch.Tensor]:

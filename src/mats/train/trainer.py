@@ -121,12 +121,13 @@ def train(cfg: RunConfig, resume: bool = True, progress: bool = True) -> Path:
     if tc.init_from:
         model.load_trainable_from(tc.init_from)
     model.train()
+    # Wrap before building the optimiser: FSDP replaces the parameters by sharded ones.
+    ddp_model = wrap_model(model, tc.strategy, dinfo.world, device)
     params = model.trainable_parameters()
     optimizer = torch.optim.AdamW(params, lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, tc.warmup_steps, tc.steps, tc.min_lr_ratio))
     autocast, scaler = autocast_context(device, tc.precision)
-    ddp_model = wrap_model(model, tc.strategy, dinfo.world, device)
 
     start = 0
     ckpt = latest_checkpoint(out) if resume else None
@@ -162,11 +163,14 @@ def train(cfg: RunConfig, resume: bool = True, progress: bool = True) -> Path:
         return total / max(tokens, 1)
 
     log_path = out / "log.csv"
-    if dinfo.main and start == 0:
-        with open(log_path, "w", newline="") as f:
-            csv.writer(f).writerow(["step", "lr", "loss", "held_out_loss", "samples_per_s", "elapsed_s"])
-        if tc.held_out:
-            _append_log(log_path, [0, 0.0, "", f"{held_out_loss():.5f}", "", 0.0])
+    if start == 0:
+        # Every rank runs the forward: under FSDP it is a collective (parameters are all-gathered).
+        held0 = f"{held_out_loss():.5f}" if tc.held_out else None
+        if dinfo.main:
+            with open(log_path, "w", newline="") as f:
+                csv.writer(f).writerow(["step", "lr", "loss", "held_out_loss", "samples_per_s", "elapsed_s"])
+            if held0 is not None:
+                _append_log(log_path, [0, 0.0, "", held0, "", 0.0])
     elapsed0 = _truncate_log(log_path, start) if dinfo.main and start > 0 else 0.0
 
     micro = tc.batch_size // (tc.grad_accum * dinfo.world)
