@@ -6,6 +6,9 @@ each bridge (none, noise, santa, nearest, projection, shift when the model has a
 the score is the keyword accuracy: the fraction of clips whose text mentions the clip's label or
 one of its synonyms. The same CLAP's zero-shot top-1 accuracy over all the set's labels, on the same
 clips, is the ceiling: the decoder only sees what the CLAP embedding carries.
+A second reference row: the keyword accuracy of the Santa-bank training text nearest to each
+clip's audio embedding, read as is -- what a decoder that reproduced the closest training text
+would score.
 
 Audio is embedded once and shared by both tasks and all bridges. Prints the results as JSON, then a
 Markdown table. With --out, also writes OUT/quality.json, OUT/quality.md and the full runner output
@@ -56,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out) / task if args.out else None
         per_task[task] = run_eval(EvalConfig(task=task, out=out, **base), evaluation=ev)
 
+    bank_text = nearest_bank_text_accuracy(mats, ev)
     first = per_task[TASKS[0]]
     zs = first["zero_shot"]
     bridges = [r["name"] for r in first["ablation"]["runs"] if r["kind"] == "bridge"]
@@ -73,12 +77,15 @@ def main(argv: list[str] | None = None) -> int:
         "n_clips": first["n_evaluated"], "n_failed": first["n_failed"], "failed": first["failed"],
         "n_labels": len(zs.get("labels") or []),
         "zero_shot_accuracy": zs.get("accuracy"),
+        "nearest_bank_text_accuracy": bank_text,
         "keyword_accuracy": table,
         "decoding": {t: per_task[t]["config"]["decoding"] for t in TASKS},
         "seconds": round(time.perf_counter() - t0, 1),
     }
     header = ["bridge", *[f"{t} keyword acc." for t in TASKS]]
     rows = [["CLAP zero-shot (ceiling)", *[zs.get("accuracy")] * len(TASKS)]]
+    if bank_text is not None:
+        rows.append(["nearest Santa-bank text, no decoder (reference)", *[bank_text] * len(TASKS)])
     rows += [[b if "skipped" not in table[b] else f"{b} (skipped)", *[table[b][t] for t in TASKS]]
              for b in bridges]
     md = (f"Quality gate: {summary['n_clips']} real clips, {summary['n_labels']} labels, CLAP "
@@ -97,6 +104,26 @@ def main(argv: list[str] | None = None) -> int:
         (Path(args.out) / "quality.json").write_text(text + "\n")
         (Path(args.out) / "quality.md").write_text(md)
     return 0
+
+
+def nearest_bank_text_accuracy(mats, ev) -> float | None:
+    """Keyword accuracy of the Santa bank's training text nearest to each clip's audio embedding.
+
+    What the text side can carry at best: a decoder that reproduced the closest training text word
+    for word would score this. None when the model folder has no bank texts (santa/texts.txt)."""
+    import numpy as np
+
+    from mats.evaluation.scoring import keyword_hits
+
+    texts_file = mats.folder / "santa" / "texts.txt"
+    if mats.santa is None or not texts_file.is_file() or not len(ev.items):
+        return None
+    texts = texts_file.read_text(encoding="utf-8").splitlines()
+    if len(texts) != mats.santa.num_entries:
+        return None
+    nearest = np.argmax(ev.embeddings @ mats.santa.bank.T, axis=1)
+    hits = keyword_hits(ev.items, [texts[j] for j in nearest])
+    return sum(hits) / len(hits)
 
 
 if __name__ == "__main__":
