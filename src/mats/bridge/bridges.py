@@ -6,7 +6,8 @@ the mapper. Select one by name (``BridgeConfig.name``):
 ``none``
     ``z`` itself (L2-normalised).
 ``noise``
-    the training-time noise applied at inference: ``add_noise(z, noise_variance)``.
+    the training-time noise applied at inference: ``add_noise(z, noise_variance)``; by default the
+    variance the model was trained with (its Santa memory records it), 0.015 without a memory.
 ``santa``
     MATS's Santa (:meth:`SantaMemory.apply`): mix ``z`` with softmax-weighted noisy neighbours from the
     memory bank (``lam``, ``tau`` = 10, ``top_l`` = 32 by default).
@@ -38,7 +39,7 @@ import torch
 from .noise import NOISE_KINDS, add_noise, l2_normalize
 from .santa import SEARCH_MODES, SantaMemory
 
-__all__ = ["BRIDGES", "DEFAULT_TAU", "BridgeConfig", "BridgeError", "apply_bridge", "projection"]
+__all__ = ["BRIDGES", "DEFAULT_TAU", "BridgeConfig", "BridgeError", "apply_bridge", "noise_bridge_variance", "projection"]
 
 BRIDGES = ("none", "noise", "santa", "nearest", "projection", "shift")
 
@@ -58,7 +59,7 @@ class BridgeConfig:
     lam: float | None = None  # santa: None -> the memory's config (paper: 0.3)
     tau: float | None = None  # santa: None -> memory's config (10); projection: None -> 100
     top_l: int | None = None  # santa: None -> memory's config (32)
-    noise_variance: float | None = None  # noise bridge: None -> 0.015; santa: None -> memory's config
+    noise_variance: float | None = None  # None -> the memory's config (the model's training noise), else 0.015
     noise_kind: str = "gaussian"  # noise bridge only (santa uses the memory's noise_kind)
     search: str | None = None  # santa: None -> memory's config; nearest / projection top-L: "exact" if None
     projection_top_l: int | None = None  # projection over the top-L exact neighbours (None: whole bank)
@@ -106,6 +107,14 @@ def _need_memory(memory: SantaMemory | None, name: str, dim: int) -> SantaMemory
     if memory.dim != dim:
         raise BridgeError(f"bridge {name!r}: memory bank has dimension {memory.dim}, embeddings have {dim}")
     return memory
+
+
+def noise_bridge_variance(config: BridgeConfig, memory: SantaMemory | None = None) -> float:
+    """The noise bridge's variance: the configured one, else the noise the model was trained with
+    (recorded in its Santa memory), else the paper's 0.015."""
+    if config.noise_variance is not None:
+        return float(config.noise_variance)
+    return float(memory.config.noise_variance) if memory is not None else 0.015
 
 
 def projection(z: np.ndarray, bank: np.ndarray, tau: float = 100.0) -> np.ndarray:
@@ -160,7 +169,7 @@ def apply_bridge(
     if name == "none":
         out = q
     elif name == "noise":
-        var = 0.015 if config.noise_variance is None else float(config.noise_variance)
+        var = noise_bridge_variance(config, memory)
         out = add_noise(torch.from_numpy(q), var, config.noise_kind, gen).numpy()
     elif name == "santa":
         mem = _need_memory(memory, name, d)

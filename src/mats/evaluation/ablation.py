@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
-from ..bridge.bridges import BRIDGES, DEFAULT_TAU, BridgeConfig
+from ..bridge.bridges import BRIDGES, DEFAULT_TAU, BridgeConfig, noise_bridge_variance
 
 __all__ = ["SWEEP_PARAMS", "PARAM_ALIASES", "DEFAULT_GRID", "QUICK_GRID", "RunSpec", "parse_sweep",
            "merge_grids", "resolve_bridge", "bridge_key", "plan_ablation"]
@@ -114,7 +114,7 @@ def resolve_bridge(config: BridgeConfig, santa=None) -> dict[str, Any]:
     name = config.name
     out: dict[str, Any] = {"name": name}
     if name == "noise":
-        out["noise_variance"] = 0.015 if config.noise_variance is None else float(config.noise_variance)
+        out["noise_variance"] = noise_bridge_variance(config, santa)
         out["noise_kind"] = config.noise_kind
     elif name == "santa":
         cfg = santa.config if santa is not None else None
