@@ -292,6 +292,16 @@ def transformer_mapper_params(clap_dim, clip, prefix, width, depth, mlp_ratio, h
             + width * hidden + hidden)  # to_llm
 
 
+def test_unknown_strategy_is_refused_when_the_config_is_read(tmp_path):
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"train": {"strategy": "zero3"}}))
+    with pytest.raises(ValueError, match="unknown train.strategy 'zero3'; choose one of ddp, fsdp"):
+        RunConfig.load(path)
+    with pytest.raises(ValueError, match="unknown train.strategy"):
+        RunConfig.load(None, ["train.strategy=\"deepspeed\""])
+    assert RunConfig.load(None, ["train.strategy=\"fsdp\""]).train.strategy == "fsdp"
+
+
 def test_paper_config_parses():
     cfg = RunConfig.load(PAPER_CONFIG)
     m, t = cfg.model, cfg.train

@@ -9,6 +9,8 @@ from pathlib import Path
 from ..config import apply_overrides, from_dict, to_dict
 from ..model import ModelConfig
 
+STRATEGIES = ("ddp", "fsdp")  # how several processes share the model (train/parallel.py)
+
 
 @dataclass
 class CorpusSpec:
@@ -57,6 +59,11 @@ class TrainConfig:
     init_from: str | None = None  # a model folder whose mapper + LoRA weights start this run (fine-tuning)
     cache_dir: str | None = None  # CLAP text-embedding cache; None = $MATS_HOME/embeddings
     santa: SantaBuild = field(default_factory=SantaBuild)
+
+    def __post_init__(self) -> None:
+        # Checked when the config is read, not after the corpus has been embedded.
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown train.strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
 
 
 @dataclass

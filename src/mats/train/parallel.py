@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-STRATEGIES = ("ddp", "fsdp")
+from .config import STRATEGIES
 
 
 def _is_dtensor(t) -> bool:
