@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -251,3 +252,33 @@ def test_cli_real_default_clap_on_real_sounds(tmp_path, capsys):
     assert doc["offset_norm"] > 0.01
     assert (out / "gap.png").stat().st_size > 5000
     assert "suggested training noise variance" in capsys.readouterr().out
+
+
+def test_cli_skips_unreadable_audio_and_keeps_the_rest(tmp_path, capsys):
+    """A zero-length clip among real ones is reported and left out (with its captions, in paired
+    mode); the measurement uses the others."""
+    folder = _real_sounds()
+    if folder is None:
+        pytest.skip("default CLAP models or the real-sound set (`mats.sounds.fetch_real_sounds`) not cached")
+    import shutil
+
+    import soundfile as sf
+
+    from mats.cli import main
+
+    rows = [json.loads(line) for line in (folder / "metadata.jsonl").read_text().splitlines()[:2]]
+    data = tmp_path / "data"
+    data.mkdir()
+    for r in rows:
+        shutil.copy(folder / r["file"], data / Path(r["file"]).name)
+    sf.write(data / "empty.wav", np.zeros(0, np.float32), 16000)
+    with open(data / "metadata.jsonl", "w") as f:
+        for r in rows:
+            f.write(json.dumps({"file": Path(r["file"]).name, "labels": r["labels"]}) + "\n")
+        f.write(json.dumps({"file": "empty.wav", "labels": ["nothing"]}) + "\n")
+    out = tmp_path / "gap"
+    assert main(["gap", "--audio", str(data), "--out", str(out), "--no-cache", "--no-plot"]) == 0
+    err = capsys.readouterr().err
+    assert "skipped" in err and "empty.wav" in err
+    doc = json.loads((out / "gap.json").read_text())
+    assert doc["paired"] and doc["n_audio"] == 2 and doc["n_text"] == 2

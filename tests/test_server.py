@@ -102,6 +102,8 @@ def test_json_path(server, model, clips, endpoint, task):
     assert r["file"] == str(clips[0]) and r["task"] == task and isinstance(r["text"], str)
     if endpoint == "tag":
         assert isinstance(r["tags"], list) and all(isinstance(t, str) for t in r["tags"])
+    status, top_beam = call(server, "POST", f"/v1/{endpoint}", {"path": str(clips[0]), "rerank": 0, **FAST})
+    assert status == 200 and top_beam == next(model.run([clips[0]], task, rerank=0, **FAST)).to_dict()
 
 
 def test_ask_json(server, clips):
@@ -156,6 +158,8 @@ def test_client_errors(server, clips, tmp_path):
     status, r = call(server, "POST", "/v1/caption", {"path": str(clips[0]), "per_window": "maybe"})
     assert status == 400 and "per_window" in r["error"]
     assert call(server, "POST", "/v1/caption", {"path": str(clips[0]), "max_new_tokens": 0})[0] == 400
+    status, r = call(server, "POST", "/v1/caption", {"path": str(clips[0]), "rerank": -1})
+    assert status == 400 and "rerank" in r["error"]
     assert call(server, "POST", "/v1/caption", {"path": str(tmp_path / "missing.wav")})[0] == 404
     assert call(server, "POST", "/v1/caption", {"path": str(tmp_path)})[0] == 400
     corrupt = tmp_path / "corrupt.wav"

@@ -272,3 +272,42 @@ def test_python_api(model, clips, broken):
     assert results[0].text == caps[0] and results[1].error and results[1].text is None
     with pytest.raises(ValueError, match="question"):
         list(model.run([clips[0]], "qa"))
+
+
+# -- CLAP reranking of beam candidates --------------------------------------------------------------
+
+def test_rerank_picks_the_candidate_closest_to_the_audio(model):
+    texts = ["the sound of a cow mooing", "a telephone is ringing", "sheep bleating in a field"]
+    # Stand-ins for audio embeddings whose closest text is known: the texts' own embeddings.
+    targets = np.asarray(model.clap.encode_text([texts[2], texts[0], texts[1]]), np.float32)
+    picked = model.rerank(targets, [texts, texts, ["", texts[1], texts[0]]])
+    assert picked == [texts[2], texts[0], texts[1]]
+    assert model.rerank(targets[:1], [["", "  "]]) == [""]  # nothing to score: empty answer, no error
+
+
+def test_rerank_in_generate(model, clips):
+    import torch
+
+    from mats.model import Request
+    from mats.prompts import instruction_for
+
+    emb = model.embed_audio(clips)
+    z = model.bridge(emb, "santa")
+    reqs = [Request("caption", instruction_for("caption"))] * len(clips)
+    beams = model.model.generate(torch.from_numpy(z), reqs, num_beams=4, num_return_sequences=4,
+                                 max_new_tokens=6, repetition_penalty=1.3, no_repeat_ngram_size=3)
+    candidates = [beams[i:i + 4] for i in range(0, len(beams), 4)]
+    out = model.generate(emb, "caption", max_new_tokens=6, rerank=4)
+    assert out == model.rerank(emb, candidates)  # scored against the raw audio, not the bridged one
+    assert all(o in c for o, c in zip(out, candidates))
+    assert model.generate(emb, "caption", max_new_tokens=6, rerank=4) == out  # deterministic
+    assert [model.generate(emb[i:i + 1], "caption", max_new_tokens=6, rerank=4)[0] for i in range(3)] == out
+    top_beam = model.generate(emb, "caption", max_new_tokens=6, rerank=0)
+    assert top_beam == [c[0] for c in candidates]
+    with pytest.raises(ValueError, match="rerank"):
+        model.generate(emb, "caption", rerank=-1)
+
+
+def test_rerank_option_on_the_cli(cli, tiny_model, clips):
+    rc, out, _ = cli("caption", *clips, "--model", tiny_model, "--format", "jsonl", "--rerank", "0", *TOKENS)
+    assert rc == 0 and len(jsonl(out)) == 3

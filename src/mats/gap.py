@@ -505,14 +505,33 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
-def _embed_audio(clap, paths: list[Path], batch_size: int) -> np.ndarray:
+def _embed_audio(clap, paths: list[Path], batch_size: int) -> tuple[np.ndarray, list[int]]:
+    """Embeddings of the readable files and their indices in ``paths``. A file the front end
+    refuses (empty, corrupt, ...) is reported on stderr and left out: one bad clip in a folder of
+    hundreds should not cost the measurement."""
     from tqdm.auto import tqdm
 
-    out = []
+    from .audio import AudioError
+
+    out, kept, skipped = [], [], []
     for i in tqdm(range(0, len(paths), batch_size), desc="CLAP audio embeddings", unit="batch",
                   file=sys.stderr, disable=len(paths) <= batch_size):
-        out.append(clap.encode_audio([str(p) for p in paths[i:i + batch_size]], batch_size=batch_size))
-    return np.concatenate(out)
+        chunk = list(range(i, min(i + batch_size, len(paths))))
+        try:
+            out.append(clap.encode_audio([str(paths[j]) for j in chunk], batch_size=batch_size))
+            kept += chunk
+        except AudioError:
+            for j in chunk:  # find the bad file(s) and keep the rest
+                try:
+                    out.append(clap.encode_audio([str(paths[j])]))
+                    kept.append(j)
+                except AudioError as e:
+                    skipped.append(str(e))
+    for msg in skipped:
+        print(f"mats gap: skipped {msg}", file=sys.stderr)
+    if not kept:
+        raise ValueError(f"none of the {len(paths)} audio files could be read")
+    return np.concatenate(out), kept
 
 
 def _embed_texts(clap, texts: list[str], use_cache: bool) -> np.ndarray:
@@ -564,8 +583,9 @@ def _run(args) -> int:
 
     from .clap import load_clap
     clap = load_clap(args.clap, device=args.device)
-    audio = _embed_audio(clap, paths, args.batch_size)
+    audio, kept = _embed_audio(clap, paths, args.batch_size)
     if pairs is not None:
+        pairs = [pairs[i] for i in kept]
         rows = [i for i, (_, ts) in enumerate(pairs) for _ in ts]
         texts = [t for _, ts in pairs for t in ts]
         audio_rows = audio[rows]

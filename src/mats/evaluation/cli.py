@@ -49,6 +49,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--beams", type=int, help="beam size (default: per task)")
     p.add_argument("--max-new-tokens", type=int, help="answer length limit (default: per task)")
+    p.add_argument("--rerank", type=int, metavar="K",
+                   help="beam candidates the CLAP scores against the recording; the best match is the answer (default: per task, 8 for caption and tag; 0 = the top beam as is)")
     p.add_argument("--metrics", help="caption metrics, comma-separated (default: all; e.g. bleu,cider,rouge,meteor)")
     p.add_argument("--out", required=True, metavar="OUTDIR", help="folder for results.json and report.md")
     p.add_argument("--ablation", action="store_true", help="every bridge + Santa parameter sweeps")
@@ -75,7 +77,7 @@ def _run(args) -> int:
                         batch_size=args.batch_size, out=args.out, ablation=args.ablation,
                         sweep=parse_sweep(args.sweep) or None, quick=args.quick,
                         sweeps=not args.no_sweeps, shift=args.shift,
-                        num_beams=args.beams, max_new_tokens=args.max_new_tokens,
+                        num_beams=args.beams, max_new_tokens=args.max_new_tokens, rerank=args.rerank,
                         metrics=[m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None,
                         device=args.device, zero_shot=not args.no_zero_shot, progress=not args.quiet,
                         plots=not args.no_plots)

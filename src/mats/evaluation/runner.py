@@ -79,6 +79,7 @@ class EvalConfig:
     shift: str | os.PathLike | None = None  # shift vector file for the 'shift' bridge
     num_beams: int | None = None
     max_new_tokens: int | None = None
+    rerank: int | None = None             # CLAP-scored beam candidates (default: per task)
     metrics: list[str] | None = None      # caption metrics (default: all of caption_metrics)
     device: str | None = None
     zero_shot: bool = True
@@ -205,11 +206,14 @@ class Evaluation:
 
     # -- decoding ------------------------------------------------------------------------------
     def decoding_params(self, prompt_task: str, num_beams: int | None = None,
-                        max_new_tokens: int | None = None) -> dict[str, Any]:
+                        max_new_tokens: int | None = None, rerank: int | None = None) -> dict[str, Any]:
         from ..prompts import get_task
         t = get_task(prompt_task)
         d = {"num_beams": t.num_beams, "max_new_tokens": t.max_new_tokens,
-             "repetition_penalty": t.repetition_penalty, "no_repeat_ngram_size": t.no_repeat_ngram_size}
+             "repetition_penalty": t.repetition_penalty, "no_repeat_ngram_size": t.no_repeat_ngram_size,
+             "rerank": t.rerank}
+        if rerank is not None:
+            d["rerank"] = int(rerank)
         if num_beams is not None:
             d["num_beams"] = int(num_beams)
         if max_new_tokens is not None:
@@ -433,7 +437,7 @@ def run_eval(config: EvalConfig, mats=None, benchmark=None, evaluation: Evaluati
     if not ev.items:
         raise RuntimeError(f"none of the {len(ev.all_items)} clips could be embedded; first error: "
                            f"{ev.failed[0]['error'] if ev.failed else 'no clips in the benchmark'}")
-    decoding = ev.decoding_params(prompt_task, config.num_beams, config.max_new_tokens)
+    decoding = ev.decoding_params(prompt_task, config.num_beams, config.max_new_tokens, config.rerank)
 
     # -- the runs ------------------------------------------------------------------------------
     primary = RunSpec(config.bridge, BridgeConfig(name=config.bridge), kind="primary")
