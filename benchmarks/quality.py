@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", help="cpu, cuda, ... (default: best available)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
+    if args.rerank is not None and args.rerank < 0:
+        ap.error(f"--rerank must be >= 0, got {args.rerank}")
 
     from mats.evaluation.report import markdown_table
     from mats.evaluation.runner import EvalConfig, Evaluation, _load_mats, load_eval_benchmark, run_eval

@@ -61,3 +61,28 @@ def test_zero_shot_top_labels(clap, sounds):
     res = zero_shot(clap, [_file(sounds, f) for f in files], classes)
     assert [r["label"] for r in res] == list(files.values())
     assert abs(sum(t["score"] for t in res[0]["top_k"]) - 1) < 0.05
+
+
+def test_unlabelled_sounds_are_disjoint_from_the_labelled_set(tmp_path):
+    """The two folders split one package's clips by RULES: no clip in both, none lost."""
+    from mats.sounds import SoundsError, fetch_unlabelled_sounds
+
+    pkg = ("sound-theme-freedesktop",)  # 0.4 MB
+    try:
+        labelled = fetch_real_sounds(tmp_path / "labelled", packages=pkg)
+        unlabelled = fetch_unlabelled_sounds(tmp_path / "unlabelled", packages=pkg)
+    except Exception as e:
+        pytest.skip(f"sound package unavailable: {e}")
+    import json
+    rows = [json.loads(line) for line in (unlabelled / "sources.jsonl").read_text().splitlines()]
+    assert rows and not (unlabelled / "metadata.jsonl").exists()
+    assert all("labels" not in r and (unlabelled / r["file"]).is_file() for r in rows)
+    names = {r["file"] for r in rows}
+    labelled_names = {r["file"] for r in read_metadata(labelled)}
+    assert labelled_names and not names & labelled_names
+    on_disk = {str(p.relative_to(d)) for d in (labelled, unlabelled) for p in (d / "clips").rglob("*.oga")}
+    assert on_disk == names | labelled_names
+
+    with pytest.raises(SoundsError, match="unknown sound package 'nope'"):
+        fetch_unlabelled_sounds(tmp_path / "bad", packages=("nope",))
+    assert not (tmp_path / "bad").exists()

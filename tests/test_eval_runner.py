@@ -184,6 +184,9 @@ def test_cli_exit_codes_and_shift(eval_set, tiny_model, tmp_path, capsys):
                  "--model", str(tiny_model)]) == 2
     with pytest.raises(SystemExit):
         main(["eval", "--data", str(eval_set), "--task", "bogus", "--out", str(tmp_path / "y")])
+    assert main(["eval", "--data", str(eval_set), "--task", "tag", "--out", str(tmp_path / "z"),
+                 "--model", str(tiny_model), "--rerank", "-1"]) == 2
+    assert "rerank must be >= 0" in capsys.readouterr().err and not (tmp_path / "z").exists()
 
 
 def test_reproduce_script_corpus_stage(tmp_path, repo_root):

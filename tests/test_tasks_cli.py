@@ -311,3 +311,5 @@ def test_rerank_in_generate(model, clips):
 def test_rerank_option_on_the_cli(cli, tiny_model, clips):
     rc, out, _ = cli("caption", *clips, "--model", tiny_model, "--format", "jsonl", "--rerank", "0", *TOKENS)
     assert rc == 0 and len(jsonl(out)) == 3
+    rc, out, err = cli("tag", clips[0], "--model", tiny_model, "--rerank", "-1")
+    assert rc == 2 and out == "" and "--rerank must be >= 0" in err and "Traceback" not in err

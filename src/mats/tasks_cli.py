@@ -102,6 +102,8 @@ def _one_line(s: str) -> str:
 def _run(args) -> int:
     from .audio import expand_paths
 
+    if args.rerank is not None and args.rerank < 0:  # refused before the model loads
+        raise ValueError(f"--rerank must be >= 0, got {args.rerank}")
     files = expand_paths(args.paths)
     if not files:
         raise ValueError("no audio files found in the given paths")

@@ -91,6 +91,8 @@ class EvalConfig:
         self.task = canonical_eval_task(self.task)
         if self.limit is not None and int(self.limit) < 1:
             raise ValueError(f"limit must be >= 1, got {self.limit}")
+        if self.rerank is not None and int(self.rerank) < 0:
+            raise ValueError(f"rerank must be >= 0, got {self.rerank}")
         if int(self.batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
 
