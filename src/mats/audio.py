@@ -177,10 +177,23 @@ def _is_file_like(src) -> bool:
     return isinstance(src, (bytes, bytearray, memoryview)) or hasattr(src, "read")
 
 
+class _Bytes(io.BytesIO):
+    """In-memory audio for libsndfile's virtual I/O: a damaged header can make it seek before the
+    start; that lands on 0 (and fails as a short read) instead of raising inside a C callback."""
+
+    def seek(self, pos, whence=0):
+        try:
+            return super().seek(pos, whence)
+        except ValueError:
+            if self.closed:
+                raise
+            return super().seek(0)
+
+
 def _source(src):
     """(what soundfile opens, the name used in messages) for a path, bytes or a binary file."""
     if isinstance(src, (bytes, bytearray, memoryview)):
-        return io.BytesIO(bytes(src)), "<bytes>"
+        return _Bytes(bytes(src)), "<bytes>"
     if hasattr(src, "read"):
         name = getattr(src, "name", None)
         return src, str(name) if isinstance(name, (str, os.PathLike)) else "<stream>"
