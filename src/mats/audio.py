@@ -224,6 +224,12 @@ def _check_path(path: Path, what: str) -> None:
         raise AudioError(f"{what}: {describe_os_error(e)}") from None
 
 
+def _fs_name(path: Path) -> bytes:
+    # The file system's own bytes: soundfile encodes str names strictly, which fails for names
+    # that are not valid UTF-8 (held by Python as surrogate escapes).
+    return os.fsencode(path)
+
+
 def _open_info(target, what: str):
     import soundfile as sf
     if hasattr(target, "seek"):
@@ -232,7 +238,7 @@ def _open_info(target, what: str):
         except (OSError, ValueError):
             pass
     try:
-        return sf.info(target if hasattr(target, "read") else str(target))
+        return sf.info(target if hasattr(target, "read") else _fs_name(target))
     except Exception as e:  # soundfile raises LibsndfileError/RuntimeError for unknown formats
         raise AudioError(f"{what}: not a readable audio file ({_one_line(e)}); supported formats are "
                          "those of libsndfile (WAV, FLAC, OGG/Vorbis/Opus, MP3, AIFF)") from None
@@ -288,7 +294,7 @@ def _decode_mono(target, what: str, info: AudioInfo) -> np.ndarray:
     mono = np.empty(info.frames, np.float32)
     pos = 0
     try:
-        with sf.SoundFile(target if hasattr(target, "read") else str(target)) as f:
+        with sf.SoundFile(target if hasattr(target, "read") else _fs_name(target)) as f:
             while pos < info.frames:
                 block = f.read(min(BLOCK_FRAMES, info.frames - pos), dtype="float32", always_2d=True)
                 n = len(block)
