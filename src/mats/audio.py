@@ -245,7 +245,11 @@ def _open_info(target, what: str):
 
 
 def _one_line(e: Exception) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
+    # libsndfile's own words, without soundfile's "Error opening <name>:" (the caller names the file)
+    msg = getattr(e, "error_string", None) or str(e)
+    if "does not exist or is not a regular file" in msg:  # what it says when no decoder takes a file
+        msg = "format not recognised"
+    return " ".join(msg.split()) or type(e).__name__
 
 
 def _header(target, what: str):

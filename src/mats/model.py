@@ -49,6 +49,17 @@ class Request:
     answer: str | None = None
 
 
+def _check_safetensors(path: Path) -> None:
+    """A damaged weights file is named in one line (safetensors' own error names no file)."""
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), "pt") as f:
+            f.keys()
+    except Exception as e:
+        raise ValueError(f"{path}: not a readable safetensors file ({' '.join(str(e).split())}); "
+                         "the model folder is damaged") from None
+
+
 class MATSModel(nn.Module):
     def __init__(self, config: ModelConfig, llm, tokenizer):
         super().__init__()
@@ -83,8 +94,11 @@ class MATSModel(nn.Module):
         cfg_path = folder / "config.json"
         if not cfg_path.is_file():
             raise FileNotFoundError(f"{folder} is not a MATS model folder (no config.json)")
-        raw = json.loads(cfg_path.read_text())
-        if raw.get("format") != "mats":
+        try:
+            raw = json.loads(cfg_path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ValueError(f"{cfg_path}: invalid JSON ({e}); the model folder is damaged") from None
+        if not isinstance(raw, dict) or raw.get("format") != "mats":
             raise ValueError(f"{cfg_path} is not a MATS model config (missing 'format': 'mats')")
         config = from_dict(ModelConfig, raw["model"], "model")
         base, tokenizer = load_llm(config.llm, device=device, dtype=dtype)
@@ -95,6 +109,7 @@ class MATSModel(nn.Module):
         for name in ("mapper.safetensors", "lora/adapter_model.safetensors"):
             if not (folder / name).is_file():
                 raise FileNotFoundError(f"{folder}: missing {name}; the model folder is incomplete")
+            _check_safetensors(folder / name)
         llm = PeftModel.from_pretrained(base, str(folder / "lora"), is_trainable=False)
         model = cls(config, llm, tokenizer)
         state = load_file(str(folder / "mapper.safetensors"))
