@@ -226,7 +226,7 @@ def _reason(e: Exception) -> str:
     msg = str(e).split(": ", 1)[-1] if ": " in str(e) else str(e)
     if msg[:1].isdigit() and ":" in msg:  # corpus messages: path:line: message
         msg = msg.split(": ", 1)[-1]
-    words = [w for w in msg.replace("(", " ").split() if not any(c.isdigit() for c in w)]
+    words = [w for w in msg.replace("(", " ").split() if not any(c.isdigit() or c in "'\"" for c in w)]
     return " ".join(words[:4])
 
 
