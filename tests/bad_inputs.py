@@ -88,7 +88,7 @@ def build_audio_kinds(root: Path) -> list[Kind]:
     _write(root / "zero-frames.flac", np.zeros(0, np.int16), 16000, "FLAC")
     add("zero-frames-flac", root / "zero-frames.flac", r"zero-length|file is empty")
     (root / "folder.wav").mkdir()
-    add("directory", root / "folder.wav", r"is a directory")
+    add("directory", root / "folder.wav", r"is a directory with no audio files in it")
     add("name-too-long", root / ("n" * 300 + ".wav"), r"file name too long \(304 bytes")
     (root / "loop.wav").symlink_to(root / "loop.wav")
     add("symlink-loop", root / "loop.wav", r"symbolic link loop")

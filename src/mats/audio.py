@@ -212,6 +212,9 @@ def _check_path(path: Path, what: str) -> None:
     if stat_mod.S_ISDIR(st.st_mode):
         if not os.access(path, os.R_OK | os.X_OK):
             raise AudioError(f"{what}: is a folder that cannot be listed (permission denied)")
+        if not _audio_files_under(path):
+            raise AudioError(f"{what}: is a directory with no audio files in it "
+                             f"(looked for {', '.join(AUDIO_EXTENSIONS)})")
         raise AudioError(f"{what}: is a directory, not an audio file")
     if not stat_mod.S_ISREG(st.st_mode):
         raise AudioError(f"{what}: not a regular file (a device, pipe or socket)")
@@ -399,9 +402,11 @@ def split_windows(wave: np.ndarray, sample_rate: int, clip_seconds: float,
     return windows, [s / sample_rate for s in starts], [(s + clip) / sample_rate for s in starts]
 
 
-def expand_paths(paths: Iterable[str | os.PathLike]) -> list[Path]:
+def expand_paths(paths: Iterable[str | os.PathLike], keep_empty_dirs: bool = False) -> list[Path]:
     """Directories become their audio files (recursive, sorted, by extension, case-insensitive);
-    anything else is passed through as given so the caller reports it per file.
+    anything else is passed through as given so the caller reports it per file. With
+    ``keep_empty_dirs`` a folder holding no audio file is passed through as itself too (the loader
+    then says so), instead of vanishing from the batch.
 
     Never raises for one bad entry: inside a folder, every entry with an audio extension that is
     not a folder is kept even when it cannot be read (a symbolic-link loop, a broken link, a
@@ -415,7 +420,8 @@ def expand_paths(paths: Iterable[str | os.PathLike]) -> list[Path]:
         except OSError:  # e.g. a parent without search permission, a name too long
             is_dir = False
         if is_dir:
-            out.extend(sorted(_audio_files_under(p)))
+            found = sorted(_audio_files_under(p))
+            out.extend(found if found or not keep_empty_dirs else [p])
         else:
             out.append(p)
     return out

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import csv
 import json
+import os
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -418,6 +419,19 @@ def _synonyms(value, labels: list[str]) -> dict[str, list[str]]:
     raise BenchmarkLayoutError(f"'synonyms' must be an object {{label: [...]}} or a list, got {value!r}")
 
 
+def _present(f: Path) -> bool:
+    """Whether a listed file is there in some form. Only a path with nothing behind it is missing;
+    anything else that is there (a folder, a link loop, a file that cannot be read, a name too long
+    to open) becomes an item, so the loader names what is wrong with it under ``failed``."""
+    try:
+        os.lstat(f)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
 def load_folder(data_dir: str | Path, split: str | None = None, missing: str = "skip") -> Benchmark:
     """Generic folder: audio files and ``metadata.jsonl`` (or ``metadata_{split}.jsonl``), one JSON
     object a line: ``{"file": "x.wav", "captions": [...]}`` and/or ``"labels": [...]`` (optionally
@@ -433,7 +447,7 @@ def load_folder(data_dir: str | Path, split: str | None = None, missing: str = "
         if not isinstance(d, dict) or "file" not in d:
             raise BenchmarkLayoutError(f"{where}: row has no 'file' key")
         f = root / d["file"]
-        if not f.is_file():
+        if not _present(f):
             miss.append(str(d["file"]))
             continue
         caps = d.get("captions") or ([d["caption"]] if d.get("caption") else [])
