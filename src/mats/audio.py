@@ -103,7 +103,7 @@ def describe_os_error(e: OSError) -> str:
     if code in (errno.EACCES, errno.EPERM):
         return "permission denied (the file is not readable, or a folder on its path is not searchable)"
     if code == errno.ELOOP:
-        return "symbolic link loop (the link points back at itself)"
+        return "symbolic link loop (following the link leads back to it)"
     if code == errno.ENOENT:
         return "no such file"
     if code == errno.ENOTDIR:
