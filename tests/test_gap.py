@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mats import gap as G
-from mats.gap import (
-    PAPER_DIM, PAPER_NOISE_VARIANCE, PAPER_TARGET_COSINE, expected_noisy_cosine, load_shift, measure_gap,
+from mats.bridge.shift import load_shift
+from mats.evaluation.gap import (
+    PAPER_DIM, PAPER_NOISE_VARIANCE, PAPER_TARGET_COSINE, expected_noisy_cosine, measure_gap,
     plot_gap, read_paired_metadata, read_texts, save_shift, suggest_noise_variance,
 )
 
@@ -239,7 +239,7 @@ def _real_sounds():
 def test_cli_real_default_clap_on_real_sounds(tmp_path, capsys):
     folder = _real_sounds()
     if folder is None:
-        pytest.skip("default CLAP models or the real-sound set (`mats.sounds.fetch_real_sounds`) not cached")
+        pytest.skip("default CLAP models or the real-sound set (`mats.data.sounds.fetch_real_sounds`) not cached")
     from mats.cli import main
 
     out = tmp_path / "gap"
@@ -259,7 +259,7 @@ def test_cli_skips_unreadable_audio_and_keeps_the_rest(tmp_path, capsys):
     mode); the measurement uses the others."""
     folder = _real_sounds()
     if folder is None:
-        pytest.skip("default CLAP models or the real-sound set (`mats.sounds.fetch_real_sounds`) not cached")
+        pytest.skip("default CLAP models or the real-sound set (`mats.data.sounds.fetch_real_sounds`) not cached")
     import shutil
 
     import soundfile as sf
