@@ -1,7 +1,7 @@
 """Mutation fuzzing of the audio loader and the corpus reader, seeded and bounded in time.
 
 Seeds are real recordings: short cuts of the labelled Debian sound set
-(:func:`mats.sounds.fetch_real_sounds`), re-encoded in memory as WAV (PCM 8/16/24/32, float, double;
+(:func:`mats.data.sounds.fetch_real_sounds`), re-encoded in memory as WAV (PCM 8/16/24/32, float, double;
 mono and stereo), FLAC, OGG/Vorbis, AIFF and MP3, plus a small valid corpus in JSONL. Each input is
 one seed after one to three mutations (bit flips, interesting bytes, header integers, truncation,
 insertions, deletions, splices of two seeds, huge/NaN/inf floats written into float data, invalid
@@ -69,7 +69,7 @@ def real_clips(n: int = 12) -> list[np.ndarray]:
     """Short mono cuts of real recordings from the sound set, at their own rate (float32)."""
     import soundfile as sf
 
-    from mats.sounds import fetch_real_sounds, read_metadata
+    from mats.data.sounds import fetch_real_sounds, read_metadata
     folder = fetch_real_sounds()
     files = sorted(folder / r["file"] for r in read_metadata(folder))
     step = max(1, len(files) // n)
@@ -348,7 +348,6 @@ def fuzz(minutes: float, seed: int, max_inputs: int | None, timeout: float, cras
     elapsed = time.time() - t0
     if crash_dir is not None and (examples or hangs):
         crash_dir.mkdir(parents=True, exist_ok=True)
-        from mats.sounds import fetch_real_sounds  # noqa: F401  (seeds rebuilt exactly as the worker did)
         seeds_for_rebuild = build_seeds(real_clips())
         for ex in examples + [{"index": h, "error": "hang"} for h in hangs]:
             kind, name, data, rate, _ = make_input(seed, ex["index"], seeds_for_rebuild, corpus_seed())

@@ -145,7 +145,7 @@ def build_audio_kinds(root: Path) -> list[Kind]:
 
 def good_clips(root: Path, n: int = 2) -> list[Path]:
     """``n`` short real recordings (the labelled Debian sound set), copied under ``root``."""
-    from mats.sounds import fetch_real_sounds, read_metadata
+    from mats.data.sounds import fetch_real_sounds, read_metadata
     src = fetch_real_sounds()
     rows = sorted(read_metadata(src), key=lambda r: (src / r["file"]).stat().st_size)
     root.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ CLAP's text encoder for the corpus embeddings, the real trainer in-process.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -79,16 +80,17 @@ def _interrupted_copy(root, cfg, reference, name):
 @pytest.mark.slow
 @needs_default_clap
 @pytest.mark.parametrize("kind", ["truncated", "zero-byte", "random-bytes", "state-missing-key", "invalid-json"])
-def test_damaged_newest_checkpoint_falls_back(healing_env, kind, capsys):
+def test_damaged_newest_checkpoint_falls_back(healing_env, kind, caplog):
     root, cfg, reference = healing_env
     out, cfg_path = _interrupted_copy(root, cfg, reference, f"damaged-{kind}")
     ckpts = sorted(p.name for p in (out / "checkpoints").iterdir())
     assert ckpts == ["step-00000002", "step-00000004", "step-00000006"]
     newest = out / "checkpoints" / "step-00000006"
     _damage(newest, kind)
-    capsys.readouterr()
-    _train(cfg_path)
-    stdout = capsys.readouterr().out
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="mats"):
+        _train(cfg_path)
+    stdout = "\n".join(r.getMessage() for r in caplog.records)
     damaged_lines = [line for line in stdout.splitlines() if "damaged checkpoint" in line]
     assert len(damaged_lines) == 1, stdout
     assert str(newest) in damaged_lines[0]
@@ -115,7 +117,7 @@ def test_no_intact_checkpoint_stops_with_one_line(healing_env):
     assert "--no-resume" in err[0]
     assert not (out / "model").exists()
     # each damaged checkpoint was reported on its own line, newest first
-    reported = [line for line in p.stdout.splitlines() if "damaged checkpoint" in line]
+    reported = [line for line in p.stderr.splitlines() if "damaged checkpoint" in line]
     assert [line.split("step-")[1][:8] for line in reported] == ["00000006", "00000004", "00000002"]
 
 

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_fuzz_slice(seed, tmp_path):
     from test_train import child_env
     try:
-        from mats.sounds import fetch_real_sounds
+        from mats.data.sounds import fetch_real_sounds
         fetch_real_sounds()
     except Exception as e:  # offline and not cached
         pytest.skip(f"real sounds unavailable: {e}")
