@@ -151,7 +151,10 @@ def cli_eval(batch, tiny_model):
     out = batch["root"] / "eval-out"
     p = _run_cli(["eval", "--data", data, "--task", "caption", "--model", tiny_model, "--out", out,
                   "--metrics", "bleu", "--no-zero-shot", "--quiet", *FAST])
-    results = json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else None
+    try:
+        results = json.loads((out / "results.json").read_text(encoding="utf-8", errors="surrogateescape"))
+    except (OSError, ValueError):
+        results = None
     return p.returncode, results, p.stderr.decode("utf-8", "replace")
 
 
@@ -165,9 +168,17 @@ def test_eval(kind, batch, cli_eval):
     assert "--keep-going" in stderr
     k = batch["kinds"][kind]
     _skip_unless_bad_here(k, batch)
+    assert results["n_evaluated"] == len(batch["good"])
+    if kind == "missing":  # nothing at that path: the benchmark lists it as missing audio
+        assert str(k.path) in results["benchmark"]["missing"]
+        lines = [line for line in stderr.splitlines() if str(k.path) in line]
+        assert len(lines) == 1, stderr
+        _check_message(lines[0], k.path, r"listed in the benchmark but not found")
+        return
     failed = {f["file"]: f["error"] for f in results["failed"]}
     _check_message(failed.get(str(k.path)), k.path, k.pattern)
-    assert results["n_evaluated"] == len(batch["good"])
+    # and the same one line on stderr
+    assert sum(line.startswith(f"mats eval: skipped ") and f"{k.path}: " in line for line in stderr.splitlines()) == 1
 
 
 # -- entry point 4: mats gap ---------------------------------------------------------------------------

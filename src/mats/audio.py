@@ -43,8 +43,8 @@ import numpy as np
 
 __all__ = ["AudioError", "AudioInfo", "AUDIO_EXTENSIONS", "MIN_SAMPLE_RATE", "MAX_SAMPLE_RATE",
            "MAX_DECODED_SAMPLES", "MAX_ABS_AMPLITUDE", "MAX_NONFINITE_FRACTION", "decoded_samples_budget",
-           "probe_audio", "load_audio", "resample", "split_windows", "expand_paths", "describe_os_error",
-           "no_audio_files_error"]
+           "probe_audio", "load_audio", "resample", "split_windows", "expand_paths", "expand_audio_args",
+           "describe_os_error", "no_audio_files_error"]
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".oga", ".opus", ".aiff", ".aif")
 MIN_SAMPLE_RATE = 1000
@@ -445,6 +445,24 @@ def _audio_files_under(folder: Path) -> list[Path]:
         elif path.suffix.lower() in AUDIO_EXTENSIONS:
             found.append(path)
     return found
+
+
+def expand_audio_args(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """What a command does with its PATH arguments: :func:`expand_paths` keeping folders without
+    audio (each is then reported in the batch); refused with :func:`no_audio_files_error` when
+    nothing but such folders is left."""
+    paths = list(paths)
+    files = expand_paths(paths, keep_empty_dirs=True)
+    if all(_is_dir(f) for f in files):
+        raise no_audio_files_error(paths)
+    return files
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
 
 
 def no_audio_files_error(paths: Iterable[str | os.PathLike]) -> AudioError:

@@ -108,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     _quiet_libraries()
     setup_logging(getattr(args, "quiet", False))
+    # File names that are not UTF-8 come back as the bytes they are, not as a UnicodeEncodeError.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="surrogateescape")
     try:
         rc = args.func(args)
     except KeyboardInterrupt:
@@ -115,9 +118,18 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         # Expected user-facing failures: one clear line, no traceback.
-        print(f"mats: error: {e}", file=sys.stderr)
+        print(f"mats: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a path that cannot be written or read (permission, a name too long, ...)
+        from ..audio import describe_os_error
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"mats: error: {where}{describe_os_error(e)}", file=sys.stderr)
         return 2
     return int(rc or 0)
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split("\n")).strip()
 
 
 if __name__ == "__main__":

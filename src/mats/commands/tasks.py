@@ -106,15 +106,13 @@ def _one_line(s: str) -> str:
 
 
 def _run(args) -> int:
-    from ..audio import expand_paths
+    from ..audio import expand_audio_args
 
     if get_task(args.task).needs_question:
         _take_question(args)
     if args.rerank is not None and args.rerank < 0:  # refused before the model loads
         raise ValueError(f"--rerank must be >= 0, got {args.rerank}")
-    files = expand_paths(args.paths)
-    if not files:
-        raise ValueError("no audio files found in the given paths")
+    files = expand_audio_args(args.paths)
     m = _load(args)
     failed = 0
     writer = csv.writer(sys.stdout) if args.format == "csv" else None

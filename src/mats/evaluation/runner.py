@@ -540,7 +540,9 @@ def write_results(results: dict, out: str | os.PathLike, plots: bool = True) -> 
     out.mkdir(parents=True, exist_ok=True)
     if plots and results.get("ablation"):
         results["plots"] = make_plots(results, out)
+    # File names that are not UTF-8 hold lone surrogates; backslashreplace writes them as \udcXX,
+    # which is also the JSON escape that reads back to the same name.
     (out / RESULTS_FILE).write_text(json.dumps(_jsonable(results), indent=2, ensure_ascii=False) + "\n",
-                                    encoding="utf-8")
-    (out / REPORT_FILE).write_text(render_report(results), encoding="utf-8")
+                                    encoding="utf-8", errors="backslashreplace")
+    (out / REPORT_FILE).write_text(render_report(results), encoding="utf-8", errors="backslashreplace")
     return out
