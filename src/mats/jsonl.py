@@ -27,9 +27,8 @@ def iter_jsonl(path: str | Path, error: type[Exception] = ValueError) -> Iterato
                 yield f"{path}:{lineno}", row
     except UnicodeDecodeError:
         raise error(_utf8_error(path)) from None
-    except OSError as e:
-        from .audio import describe_os_error
-        raise error(f"{path}: cannot read: {describe_os_error(e)}") from None
+    except OSError as e:  # permission denied, a folder, a name too long: the system's own words
+        raise error(f"{path}: cannot read: {(e.strerror or type(e).__name__).lower()}") from None
 
 
 def _utf8_error(path: str | Path) -> str:

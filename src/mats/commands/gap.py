@@ -80,6 +80,15 @@ def _embed_audio(clap, paths: list[Path], batch_size: int, quiet: bool = False) 
     return np.concatenate(out), kept
 
 
+def _refuse_if_none_exist(paths: list[Path]) -> None:
+    """Nothing to measure is a usage error (exit 2); single files that are missing or unreadable
+    are skipped and named later, and the run goes on with the rest."""
+    import os
+    if paths and not any(os.path.lexists(p) for p in paths):
+        raise FileNotFoundError(f"no such audio file: {paths[0]}"
+                                + (f" (and {len(paths) - 1} more)" if len(paths) > 1 else ""))
+
+
 def _embed_texts(clap, texts: list[str], use_cache: bool) -> np.ndarray:
     uniq = list(dict.fromkeys(texts))
     if use_cache:
@@ -108,6 +117,7 @@ def _run(args) -> int:
             pairs = pairs[:args.max_audio]
         if not pairs:
             raise ValueError("no audio files left to pair")
+        _refuse_if_none_exist([f for f, _ in pairs])
         if args.texts:
             log.warning("mats gap: --texts is ignored in paired mode (texts come from the metadata)")
         paths = [f for f, _ in pairs]
@@ -117,6 +127,7 @@ def _run(args) -> int:
         paths = expand_audio_args(args.audio)
         if args.max_audio:
             paths = paths[:args.max_audio]
+        _refuse_if_none_exist(paths)
         texts = read_texts(args.texts, args.template)
         if not texts:
             raise ValueError("no texts given")
