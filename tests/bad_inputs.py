@@ -143,6 +143,13 @@ def build_audio_kinds(root: Path) -> list[Kind]:
     return k
 
 
+def unlock(root: Path) -> None:
+    """Give back the permissions taken away above, so the folder can be deleted by anyone."""
+    for d in (root / "locked-dir",):
+        if d.is_dir() or os.path.lexists(d):
+            os.chmod(d, 0o755)
+
+
 def good_clips(root: Path, n: int = 2) -> list[Path]:
     """``n`` short real recordings (the labelled Debian sound set), copied under ``root``."""
     from mats.data.sounds import fetch_real_sounds, read_metadata

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from bad_inputs import build_audio_kinds, build_corpus_kinds, good_clip_with_odd_name, good_clips
+from bad_inputs import build_audio_kinds, build_corpus_kinds, good_clip_with_odd_name, good_clips, unlock
 from test_train import child_env, needs_default_clap
 from unprivileged import drop_file_capabilities, file_permissions_enforced, permissions_apply
 
@@ -39,8 +39,7 @@ def _kind_ids(builder) -> list[str]:
     import tempfile
     with tempfile.TemporaryDirectory() as tmp:
         ids = [k.id for k in builder(Path(tmp) / "x")]
-        for d, _, _ in os.walk(tmp):
-            os.chmod(d, 0o755)
+        unlock(Path(tmp) / "x")
     return ids
 
 
@@ -74,8 +73,7 @@ def batch(tmp_path_factory):
     files = [good[0]] + [k.path for k in kinds.values()] + [odd, good[1]]
     yield {"root": root, "kinds": kinds, "good": [good[0], odd, good[1]], "files": files,
            "permissions": permissions_apply()}
-    for d, _, _ in os.walk(root):
-        os.chmod(d, 0o755)
+    unlock(root / "bad")
 
 
 def _skip_unless_bad_here(kind, batch):
@@ -216,9 +214,7 @@ def corpora(tmp_path_factory):
     kinds = {k.id: k for k in build_corpus_kinds(root / "bad")}
     good = root / "good.jsonl"
     good.write_text(json.dumps({"text": "rain", "task": "tags", "answer": "rain"}) + "\n")
-    yield {"kinds": kinds, "good": good, "root": root}
-    for d, _, _ in os.walk(root):
-        os.chmod(d, 0o755)
+    return {"kinds": kinds, "good": good, "root": root}
 
 
 def _corpus_message(err: str, k) -> None:
