@@ -51,8 +51,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import CLAP, encode_texts_batched, l2_normalize
-from .laion import CheckpointError, files_digest, pick_device
+from ..base import CLAP, encode_texts_batched, l2_normalize
+from ..laion import CheckpointError, files_digest, pick_device
 
 __all__ = ["MSCLAP", "MSCLAPModel", "CheckpointError", "load_state_dict", "convert_checkpoint",
            "detect_version", "VERSIONS"]
@@ -548,7 +548,7 @@ def _text_config(sd: dict, folder: Path | None, kind: str):
 
 
 def _find_text_model(text_model, ckpt: Path, version: str) -> Path:
-    from .. import store
+    from ... import store
 
     names = VERSIONS[version]["text_names"]
     if text_model is not None:
