@@ -36,6 +36,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ..clap.base import l2_normalize
 from ..tasks import EVAL_TASKS, get_eval_task
 from .metrics import caption_metrics, check_caption_inputs, default_text_encoder
 
@@ -134,7 +135,7 @@ def mentioned_labels(text: str, labels: Sequence[str],
 def _encode(encoder, texts: Sequence[str]) -> np.ndarray:
     texts = [t if str(t).strip() else "nothing" for t in texts]
     emb = np.asarray(encoder.encode(list(texts)), dtype=np.float64)
-    return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    return l2_normalize(emb)
 
 
 def _answer_parts(text: str) -> list[str]:

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..base import CLAP, encode_texts_batched, l2_normalize
-from ..laion import files_digest, pick_device
+from ...devices import pick_device
+from ..laion import files_digest
 from .checkpoint import (_BENIGN_UNEXPECTED, _TEXT, VERSIONS, CheckpointError, _need, detect_version,
                          load_state_dict)
 from .cnn14 import Cnn14
@@ -166,7 +167,7 @@ class MSCLAP(CLAP):
         self.text_len = cfg["text_len"]
         if max_seconds is not None:
             self.max_seconds = float(max_seconds)
-        self.device = pick_device(device)
+        self.device = str(pick_device(device))
 
         tfolder = _find_text_model(text_model, ckpt, detected)
         self.text_folder = tfolder
@@ -230,21 +231,8 @@ class MSCLAP(CLAP):
         return int(tok.pad_token_id if tok.pad_token_id is not None else 0), None
 
     # -- CLAP interface ----------------------------------------------------------------------
-    def _fit(self, windows: np.ndarray) -> np.ndarray:
-        w = np.asarray(windows, dtype=np.float32)
-        if w.ndim == 1:
-            w = w[None, :]
-        if w.ndim != 2:
-            raise ValueError(f"embed_windows expects [W, samples], got shape {w.shape}")
-        n = self.clip_samples
-        if w.shape[1] > n:
-            w = w[:, :n]
-        elif w.shape[1] < n:  # repeat-pad, as the original does for short clips
-            w = np.tile(w, (1, -(-n // max(w.shape[1], 1))))[:, :n]
-        return w
-
     def embed_windows(self, windows: np.ndarray) -> np.ndarray:
-        w = self._fit(windows)
+        w = self.fit_windows(windows)
         if len(w) == 0:
             return np.zeros((0, self.dim), np.float32)
         with torch.inference_mode():
