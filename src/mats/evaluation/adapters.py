@@ -108,6 +108,14 @@ def _finish(name: str, root: Path, split: str | None, tasks: tuple[str, ...], it
     return Benchmark(name, items, tasks, split, root, sorted(set(labels)), missing)
 
 
+def _fold_rows(csv_path: Path, columns: Sequence[str], split: str | None) -> tuple[list[dict], list[dict]]:
+    """All rows of a fold-based set's CSV (its label vocabulary) and those of the fold ``split`` names."""
+    rows = _read_csv(csv_path)
+    _need_columns(rows, columns, csv_path)
+    fold = _fold_filter(split)
+    return rows, [r for r in rows if fold is None or int(r["fold"]) == fold]
+
+
 def _float_str(x: str) -> str:
     try:
         v = float(x)
@@ -200,13 +208,9 @@ def load_esc50(data_dir: str | Path, split: str | None = None, missing: str = "s
     ``split``: a fold ("1".."5" / "fold1"); None = all 2,000 clips (zero-shot evaluation)."""
     root = Path(data_dir)
     csv_path = _need(root / "meta" / "esc50.csv", "ESC-50 metadata")
-    rows = _read_csv(csv_path)
-    _need_columns(rows, ("filename", "fold", "category"), csv_path)
-    fold = _fold_filter(split)
+    rows, selected = _fold_rows(csv_path, ("filename", "fold", "category"), split)
     items, miss = [], []
-    for r in rows:
-        if fold is not None and int(r["fold"]) != fold:
-            continue
+    for r in selected:
         f = _find_audio([root / "audio"], [r["filename"]])
         if f is None:
             miss.append(r["filename"])
@@ -224,13 +228,9 @@ def load_urbansound8k(data_dir: str | Path, split: str | None = None, missing: s
     ``split``: a fold ("1".."10"); None = all folds."""
     root = Path(data_dir)
     csv_path = _need(root / "metadata" / "UrbanSound8K.csv", "UrbanSound8K metadata")
-    rows = _read_csv(csv_path)
-    _need_columns(rows, ("slice_file_name", "fold", "class"), csv_path)
-    fold = _fold_filter(split)
+    rows, selected = _fold_rows(csv_path, ("slice_file_name", "fold", "class"), split)
     items, miss = [], []
-    for r in rows:
-        if fold is not None and int(r["fold"]) != fold:
-            continue
+    for r in selected:
         f = _find_audio([root / "audio" / f"fold{r['fold']}"], [r["slice_file_name"]])
         if f is None:
             miss.append(f"fold{r['fold']}/{r['slice_file_name']}")
