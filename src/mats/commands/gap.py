@@ -38,6 +38,8 @@ def add_parser(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--clap", default="yamnet-minilm", help="CLAP spec (default: %(default)s)")
     p.add_argument("--device", default=None)
     p.add_argument("--out", default="gap", help="output folder (default: %(default)s)")
+    p.add_argument("--model", metavar="DIR", help="also store the shift vector in this model folder (its "
+                   "'shift' bridge then uses it); the CLAP must be the model's")
     p.add_argument("--max-audio", type=int, default=None, help="use at most this many audio files")
     p.add_argument("--batch-size", type=int, default=16, help="audio batch size")
     p.add_argument("--no-cache", action="store_true", help="do not use the text-embedding cache")
@@ -158,4 +160,10 @@ def _run(args) -> int:
             print(f"suggested training noise variance: {report.suggested_noise_variance:.5f}")
     files = "gap.json, shift.safetensors, shift.npy" + ("" if args.no_plot else ", gap.png")
     log.info("wrote %s to %s", files, out)
+    if args.model:
+        from ..pipeline import MATS
+        m = MATS.from_pretrained(args.model, clap=clap, device=args.device)  # refuses another CLAP
+        m.shift = report.shift
+        m.save_pretrained(args.model)
+        log.info("stored the shift vector in the model folder %s", args.model)
     return 0
