@@ -62,6 +62,15 @@ def add_format(p: argparse.ArgumentParser, choices: tuple[str, ...] = ("text", "
                    help=f"how results are printed on stdout: {' | '.join(choices)} (default: text)")
 
 
+def add_decoding(p: argparse.ArgumentParser) -> None:
+    """The decoding options of every command that generates (defaults come from the task registry)."""
+    p.add_argument("--beams", type=int, help="beam size (default: per task)")
+    p.add_argument("--max-new-tokens", type=int, help="answer length limit (default: per task)")
+    p.add_argument("--rerank", type=int, metavar="K",
+                   help="beam candidates the CLAP scores against the recording; the best match is the answer "
+                        "(default: per task, 8 for caption and tag; 0 = the top beam as is)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mats", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)

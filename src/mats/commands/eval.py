@@ -6,7 +6,7 @@ import argparse
 import json
 import logging
 
-from . import add_format
+from . import add_decoding, add_format
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +54,7 @@ def add_parser(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, metavar="N", help="evaluate the first N clips only")
     p.add_argument("--seed", type=int, default=0, help="seed of the bridges' noise (default 0)")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--beams", type=int, help="beam size (default: per task)")
-    p.add_argument("--max-new-tokens", type=int, help="answer length limit (default: per task)")
-    p.add_argument("--rerank", type=int, metavar="K",
-                   help="beam candidates the CLAP scores against the recording; the best match is the answer (default: per task, 8 for caption and tag; 0 = the top beam as is)")
+    add_decoding(p)
     p.add_argument("--metrics", help="caption metrics, comma-separated (default: all; e.g. bleu,cider,rouge,meteor)")
     p.add_argument("--out", required=True, metavar="OUTDIR", help="folder for results.json and report.md")
     p.add_argument("--ablation", action="store_true", help="every bridge + Santa parameter sweeps")
