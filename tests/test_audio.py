@@ -365,3 +365,18 @@ def test_permission_errors_are_reported_per_file(tmp_path):
     # the folder: the good file is still loaded, the locked one and the unlistable folder are named
     assert lines[2:] == [f"OK {root}/good.wav", f"ERR {root}/locked.wav: {denied}",
                          f"ERR {root}/shut: is a folder that cannot be listed (permission denied)"], lines
+
+
+@pytest.mark.parametrize("xing", [True, False])
+def test_mp3_decodes_as_one_whole_file_read(tmp_path, xing):
+    """MP3 past one block, with and without the Xing frame that states its length: the same bytes as
+    a whole-file read, and a bitrate-estimated length (often too long) is not taken for truncation."""
+    from mats.audio import BLOCK_FRAMES, resample
+    rng = np.random.default_rng(1)
+    p = tmp_path / "long.mp3"
+    sf.write(str(p), (rng.standard_normal(BLOCK_FRAMES * 2 + 999) * 0.2).astype(np.float32), 22050, format="MP3")
+    if not xing:
+        p.write_bytes(p.read_bytes().replace(b"Xing", b"XXXX").replace(b"Info", b"IIII"))
+    whole, _ = sf.read(str(p), dtype="float32", always_2d=True)
+    expected = resample(whole.mean(axis=1), 22050, 16000)
+    assert load_audio(p, 16000).tobytes() == expected.tobytes()

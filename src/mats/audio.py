@@ -293,31 +293,55 @@ def _check_truncation(sf_info, what: str) -> None:
                              "the download or copy was cut short")
 
 
+def _mix(block: np.ndarray) -> np.ndarray:
+    # mean even for one channel: it turns -0.0 into 0.0, as the whole-file decode always did
+    return _drop_unusable(block).mean(axis=1)
+
+
+def _mpeg_count_is_exact(target) -> bool:
+    """An MPEG file states its length only in a Xing/Info/VBRI frame; without one libsndfile
+    estimates it from the bitrate (often 10-20 % off), and a short decode is no sign of damage."""
+    try:
+        if hasattr(target, "read"):
+            target.seek(0)
+            head = target.read(1 << 14)
+        else:
+            with open(target, "rb") as f:
+                head = f.read(1 << 14)
+    except (OSError, ValueError):
+        return False
+    return any(tag in head for tag in (b"Xing", b"Info", b"VBRI"))
+
+
 def _decode_mono(target, what: str, info: AudioInfo) -> np.ndarray:
-    """Decode in blocks, mixing each block to mono, into one float32 array of ``info.frames``."""
+    """Decode in blocks, mixing each block to mono, into one float32 array of ``info.frames``
+    (exactly what a whole-file ``sf.read`` returns: it, too, stops at the header's count)."""
     import soundfile as sf
     if hasattr(target, "seek"):
         target.seek(0)
     mono = np.empty(info.frames, np.float32)
     pos = 0
+    # libsndfile's MPEG decoder rounds differently depending on where reads split the stream, so an
+    # MP3 is read in one piece (held once, within the budget) to stay bit-identical.
+    block_frames = info.frames if "MPEG" in info.format else BLOCK_FRAMES
     try:
         with sf.SoundFile(target if hasattr(target, "read") else _fs_name(target)) as f:
+            if f.seekable():
+                f.seek(0)  # as sf.read does; MPEG decodes differently without this first seek
             while pos < info.frames:
-                block = f.read(min(BLOCK_FRAMES, info.frames - pos), dtype="float32", always_2d=True)
+                block = f.read(min(block_frames, info.frames - pos), dtype="float32", always_2d=True)
                 n = len(block)
                 if n == 0:
                     break
-                block = _drop_unusable(block)
-                # mean even for one channel: it turns -0.0 into 0.0, as the whole-file decode always did
-                mono[pos:pos + n] = block.mean(axis=1)
+                mono[pos:pos + n] = _mix(block)
                 pos += n
-    except AudioError:
-        raise
     except Exception as e:
         raise AudioError(f"{what}: decoding failed ({_one_line(e)}); the file is damaged or truncated") from None
-    # MPEG frame counts come from a Xing/VBR header and may be off by a frame or so; every other
-    # format states its length exactly.
-    slack = max(2304, info.frames // 100) if "MPEG" in info.format else 0
+    # Every other format states its length exactly; an MPEG Xing count may be off by a frame or so.
+    if "MPEG" in info.format:
+        slack = max(2304, info.frames // 100) if _mpeg_count_is_exact(target) else info.frames
+    else:
+        slack = 0
     if pos < info.frames - slack:
         raise AudioError(f"{what}: truncated: the header promises {info.frames} frames but the data "
                          f"holds only {pos} ({100 * pos / info.frames:.0f} %); the file was cut short")
