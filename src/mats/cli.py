@@ -20,7 +20,7 @@ COMMAND_MODULES = [
     "mats.train.cli",          # train
     "mats.tasks_cli",          # caption / tag / ask / chat
     "mats.evaluation.cli",     # eval
-    "mats.server",             # serve
+    "mats.server.command",     # serve
     "mats.demo",               # demo
 ]
 
