@@ -234,7 +234,7 @@ async def read_request(request: Request, json_cls: type[BaseModel], form_cls: ty
             f.write(data_bytes)
         name = os.path.basename(opts.filename or "") or "upload"
         return Upload(options, await _write_temp(write, opts.filename), name, True)
-    if ctype == "multipart/form-data":
+    if ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
         form = await request.form(max_files=1, max_fields=64, max_part_size=256 * 1024)
         try:
             data = {}
@@ -292,7 +292,6 @@ def create_app(model, settings: Settings | None = None) -> FastAPI:
         if not Path(raw).is_dir():
             raise ValueError(f"--allow-dir {raw}: no such folder")
         settings.allow_dir = Path(raw).resolve()
-    budget = settings.budget()
     endpoint_tasks = {t.command: t for t in TASKS.values() if t.command}
 
     def parse_for(task_name: str):
@@ -333,7 +332,7 @@ def create_app(model, settings: Settings | None = None) -> FastAPI:
         return list(model.bridges)
 
     def header(upload: Upload):
-        return check_audio(upload.path, upload.name, budget, model.clap.sample_rate)
+        return check_audio(upload.path, upload.name, settings.budget(), model.clap.sample_rate)
 
     async def run_job(key, item):
         try:
@@ -370,7 +369,7 @@ def create_app(model, settings: Settings | None = None) -> FastAPI:
                        "help": t.help} for c, t in endpoint_tasks.items()],
             "bridges": bridges(),
             "default_bridge": "santa" if "santa" in bridges() else bridges()[0],
-            "limits": {"max_upload_bytes": settings.max_upload_bytes, "max_decoded_samples": budget,
+            "limits": {"max_upload_bytes": settings.max_upload_bytes, "max_decoded_samples": settings.budget(),
                        "max_windows": settings.max_windows, "request_timeout_s": settings.request_timeout_s,
                        "path_field": settings.allow_dir is not None, "api_key": bool(settings.api_key),
                        "clip_seconds": model.clap.clip_seconds},
