@@ -95,6 +95,13 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def exposure_warning(host: str, api_key: str | None) -> str | None:
+    if is_loopback(host) or api_key:
+        return None
+    return (f"mats serve: warning: listening on {host} without an API key: anyone who can reach this "
+            "port can use the model (set --api-key or MATS_API_KEY)")
+
+
 def bind(host: str, port: int, backlog: int) -> socket.socket:
     """A listening socket with a normal backlog (uvicorn then serves on it)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -137,9 +144,9 @@ def _serve(args) -> int:
     sock = bind(args.host, args.port, settings.backlog)  # before the model loads: a taken port fails fast
     try:
         setup_logging(args.quiet)
-        if not is_loopback(args.host) and not settings.api_key:
-            print(f"mats serve: warning: listening on {args.host} without an API key: anyone who can "
-                  "reach this port can use the model (set --api-key or MATS_API_KEY)", file=sys.stderr)
+        warning = exposure_warning(args.host, settings.api_key)
+        if warning:
+            print(warning, file=sys.stderr)
         m = MATS.from_pretrained(args.model, device=args.device)
         app = create_app(m, settings)
         host, port = sock.getsockname()[:2]
