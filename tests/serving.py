@@ -46,3 +46,34 @@ def long_clip(src: Path, out: Path, seconds: int = 22) -> Path:
 def default_model():
     from mats.pipeline import MATS
     return MATS.from_pretrained()
+
+
+class LoopbackServer:
+    """The app under uvicorn on 127.0.0.1 (a free port), in a thread of this process."""
+
+    def __init__(self, app, settings):
+        import threading
+
+        import uvicorn
+
+        from mats.server.command import bind, uvicorn_config
+        self.sock = bind("127.0.0.1", 0, settings.backlog)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn_config(app, settings))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self):
+        import time
+        self.thread.start()
+        deadline = time.time() + 60
+        while not self.server.started:
+            assert time.time() < deadline and self.thread.is_alive(), "uvicorn did not start"
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(30)
+        self.sock.close()
+        assert not self.thread.is_alive()

@@ -17,12 +17,12 @@ import uuid
 
 import pytest
 
-from serving import default_model, real_clips
+from serving import LoopbackServer, default_model, real_clips
 
 uvicorn = pytest.importorskip("uvicorn")
 
 from mats.server import Settings, create_app  # noqa: E402
-from mats.server.command import bind, exposure_warning, uvicorn_config  # noqa: E402
+from mats.server.command import exposure_warning  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -40,19 +40,8 @@ def served(model):
     """(app, port): the app under uvicorn on 127.0.0.1, in this process."""
     settings = Settings(batch_window_ms=300, max_batch=8, keep_alive_s=1)
     app = create_app(model, settings)
-    sock = bind("127.0.0.1", 0, settings.backlog)
-    server = uvicorn.Server(uvicorn_config(app, settings))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.time() + 60
-    while not server.started:
-        assert time.time() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    yield app, sock.getsockname()[1]
-    server.should_exit = True
-    thread.join(30)
-    sock.close()
-    assert not thread.is_alive()
+    with LoopbackServer(app, settings) as server:
+        yield app, server.port
 
 
 def multipart(fields: dict, clip) -> tuple[bytes, str]:
