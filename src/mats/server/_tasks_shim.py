@@ -1,7 +1,5 @@
 """Stand-in for mats.tasks until the task registry lands on main (deleted then)."""
 from dataclasses import dataclass
-from typing import Callable
-
 from ..pipeline import split_tags
 
 
@@ -11,7 +9,6 @@ class Task:
     command: str | None
     needs_question: bool
     help: str
-    _parse: Callable = None
 
     def parse(self, text: str) -> dict:
         return {"text": text, "tags": split_tags(text)} if self.name == "tags" else {"text": text}

@@ -29,7 +29,7 @@ import shutil
 import tempfile
 import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -70,7 +70,6 @@ class Settings:
     backlog: int = 1024  # the listen queue of the socket
     allow_dir: Path | None = None  # the `path` field reads files under this folder only; None: off
     api_key: str | None = None  # bearer token required on /v1/*; None: open
-    extra: dict = field(default_factory=dict)
 
     def budget(self) -> int:
         return int(self.max_decoded_samples) if self.max_decoded_samples else default_budget()

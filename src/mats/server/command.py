@@ -116,12 +116,12 @@ def bind(host: str, port: int, backlog: int) -> socket.socket:
     return sock
 
 
-def uvicorn_config(app, settings, quiet: bool = False):
+def uvicorn_config(app, settings):
+    """uvicorn's own access log is off: RequestGuard writes the one line per request."""
     import uvicorn
     return uvicorn.Config(app, access_log=False, log_level="warning", lifespan="on",
                           timeout_keep_alive=max(1, int(round(settings.keep_alive_s))),
-                          backlog=settings.backlog, timeout_graceful_shutdown=5,
-                          limit_max_requests=None, log_config=None)
+                          backlog=settings.backlog, timeout_graceful_shutdown=5, log_config=None)
 
 
 def setup_logging(quiet: bool) -> None:
@@ -152,7 +152,7 @@ def _serve(args) -> int:
         host, port = sock.getsockname()[:2]
         print(f"MATS serving on http://{host}:{port}/ (API reference at /docs; Ctrl-C stops)",
               file=sys.stderr, flush=True)
-        server = uvicorn.Server(uvicorn_config(app, settings, args.quiet))
+        server = uvicorn.Server(uvicorn_config(app, settings))
         server.run(sockets=[sock])
     finally:
         sock.close()
