@@ -8,7 +8,7 @@ Starts ``mats serve`` on 127.0.0.1 (a free port; loopback only) with the default
    the request was in flight (sampled every 20 ms), just after, and the process peak (VmHWM) before
    and after. The server should refuse it from the header (413) without allocating anything.
 2. ``load``: the same ``--requests`` uploads of real recorded clips (distinct clips from
-   :func:`mats.sounds.fetch_real_sounds`, one ``/v1/<endpoint>`` request each) sent with 1 client
+   :func:`mats.data.sounds.fetch_real_sounds`, one ``/v1/<endpoint>`` request each) sent with 1 client
    (one at a time: the baseline), 8 and 32 concurrent clients, each client on its own keep-alive
    connection. For each level: requests/s, p50/p95 latency (s), failures, and the speed-up over one
    at a time. Every level must return the answers of the one-at-a-time run (micro-batching does
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--server-args", default="", help="extra `mats serve` flags, e.g. '--max-batch 32'")
     ap.add_argument("--out", help="also write the JSON here")
     args = ap.parse_args(argv)
-    from mats.sounds import fetch_real_sounds, read_metadata
+    from mats.data.sounds import fetch_real_sounds, read_metadata
 
     folder = fetch_real_sounds()
     clips = [folder / r["file"] for r in read_metadata(folder)][: args.requests]

@@ -13,8 +13,8 @@ WANTED = ["36-sheep.wav", "37-cow.wav", "phone-incoming-call.oga", "29-applause.
 
 
 def real_clips(dest: Path, n: int = 4) -> list[Path]:
-    """``n`` real recorded clips (Debian sound packages, cached by mats.sounds) copied into ``dest``."""
-    from mats.sounds import fetch_real_sounds, read_metadata
+    """``n`` real recorded clips (Debian sound packages, cached by mats.data.sounds) copied into ``dest``."""
+    from mats.data.sounds import fetch_real_sounds, read_metadata
     try:
         folder = fetch_real_sounds()
         meta = read_metadata(folder)
@@ -56,7 +56,7 @@ class LoopbackServer:
 
         import uvicorn
 
-        from mats.server.command import bind, uvicorn_config
+        from mats.server.run import bind, uvicorn_config
         self.sock = bind("127.0.0.1", 0, settings.backlog)
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"

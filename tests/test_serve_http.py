@@ -22,7 +22,7 @@ from serving import LoopbackServer, default_model, real_clips
 uvicorn = pytest.importorskip("uvicorn")
 
 from mats.server import Settings, create_app  # noqa: E402
-from mats.server.command import exposure_warning  # noqa: E402
+from mats.server.run import exposure_warning  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ Public API (imported lazily, so ``import mats`` is cheap)::
     m.caption(["clip.wav"])
 """
 
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = ["MATS", "load_clap", "MATSModel", "ModelConfig", "RunConfig", "train", "__version__"]
 

@@ -45,10 +45,7 @@ from . import inference, schemas
 from .batching import Busy, MicroBatcher
 from .guard import AudioRefused, PathRefused, check_audio, default_budget, resolve_allowed
 
-try:
-    from ..tasks import TASKS
-except ImportError:  # until the task registry lands on main
-    from ._tasks_shim import TASKS
+from ..tasks import TASKS, command_tasks
 
 __all__ = ["create_app", "Settings"]
 
@@ -291,7 +288,7 @@ def create_app(model, settings: Settings | None = None) -> FastAPI:
         if not Path(raw).is_dir():
             raise ValueError(f"--allow-dir {raw}: no such folder")
         settings.allow_dir = Path(raw).resolve()
-    endpoint_tasks = {t.command: t for t in TASKS.values() if t.command}
+    endpoint_tasks = {t.command: t for t in command_tasks()}
 
     def parse_for(task_name: str):
         return TASKS[task_name].parse
@@ -460,5 +457,5 @@ def _model_name(model) -> str:
 
 
 def _version() -> str:
-    from .. import __version__
+    from ..version import __version__
     return __version__

@@ -16,7 +16,7 @@ import numpy as np
 
 from .guard import AudioRefused
 
-__all__ = ["GenerateItem", "ZeroShotItem", "EmbedItem", "generate_key", "process", "retrieved"]
+__all__ = ["GenerateItem", "ZeroShotItem", "EmbedItem", "generate_key", "process"]
 
 
 @dataclass(frozen=True)
@@ -52,37 +52,6 @@ def _clap_error(item, e: Exception) -> AudioRefused:
     return AudioRefused(str(e).replace(str(item.path), item.name))
 
 
-def retrieved(model, embeddings: np.ndarray, top_k: int) -> list[list[dict]]:
-    """The Santa memory's nearest training texts with their weights, one list per embedding."""
-    if hasattr(model, "retrieved"):
-        return model.retrieved(embeddings, top_k=top_k)
-    return _retrieved_here(model, embeddings, top_k)
-
-
-def _retrieved_here(model, embeddings, top_k):  # until MATS.retrieved lands on main
-    import torch
-    memory = model.santa
-    if memory is None:
-        return [[] for _ in embeddings]
-    texts = getattr(model, "_santa_texts", None)
-    if texts is None:
-        f = Path(model.folder) / "santa" / "texts.txt"
-        texts = f.read_text(encoding="utf-8").splitlines() if f.is_file() else []
-        model._santa_texts = texts
-    idx, sims = memory.retrieve_indices(np.asarray(embeddings, np.float32), top_l=memory.config.top_l)
-    weights = torch.softmax(memory.config.tau * torch.from_numpy(np.asarray(sims)), dim=1).numpy()
-    out = []
-    for row_i, row_s, row_w in zip(idx, sims, weights):
-        seen, rows = set(), []
-        for i, s, w in zip(row_i, row_s, row_w):
-            if int(i) in seen or int(i) >= len(texts):
-                continue
-            seen.add(int(i))
-            rows.append({"text": texts[int(i)], "score": float(s), "weight": float(w)})
-        out.append(rows[:top_k])
-    return out
-
-
 def _generate(model, key: tuple, items: Sequence[GenerateItem], parse, max_batch: int) -> list:
     from ..clap.base import l2_normalize
     _, task, bridge, seed, max_new_tokens, num_beams, rerank = key
@@ -114,8 +83,8 @@ def _generate(model, key: tuple, items: Sequence[GenerateItem], parse, max_batch
             else:
                 results[i]["windows"].append({"start": span[0], "end": span[1], **parsed})
     for i, item in enumerate(items):
-        if item.explain and i in pooled:
-            results[i]["retrieved"] = retrieved(model, pooled[i][None], item.explain)[0]
+        if item.explain and i in pooled and model.santa is not None:  # no memory, nothing to show
+            results[i]["retrieved"] = model.retrieved(pooled[i][None], top_k=item.explain)[0]
     return results
 
 

@@ -1,14 +1,14 @@
-"""`mats serve`: load a model and serve the API and the page with uvicorn."""
+"""`mats serve`: one model behind a web page and an HTTP API (FastAPI app under uvicorn)."""
 
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import os
-import socket
 import sys
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 EPILOG = """\
 Open http://127.0.0.1:8000/ for the page; the API reference is at /docs.
@@ -29,13 +29,13 @@ filename. Errors are {"error": ..., "status": N}; a bad field is a 422 naming it
 Requests arriving within --batch-window-ms of each other are decoded together (up to --max-batch);
 answers are the same as one at a time. The "path" field (a file on the server) is off unless
 --allow-dir names the one folder it may read. With --api-key (or MATS_API_KEY) every /v1/ request
-needs 'Authorization: Bearer KEY'."""
+needs 'Authorization: Bearer KEY'. One log line per request on stderr (--quiet: none)."""
 
 
-def add_parser(sub) -> None:
-    from .app import Settings
+def add_parser(sub, common: argparse.ArgumentParser) -> None:
+    from ..server import Settings
     d = Settings()
-    p = sub.add_parser("serve", help="serve a model: a web page and an HTTP API",
+    p = sub.add_parser("serve", help="serve a model: a web page and an HTTP API", parents=[common],
                        description="Serve one model over HTTP: a web page at / and a JSON API "
                                    "(caption, tag, music, ask, zero-shot, embed) with micro-batching.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -59,12 +59,11 @@ def add_parser(sub) -> None:
     p.add_argument("--allow-dir", metavar="DIR",
                    help="let the JSON/form field \"path\" read audio files under DIR (only there)")
     p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1/ (default: $MATS_API_KEY)")
-    p.add_argument("--quiet", action="store_true", help="no per-request log lines on stderr")
     p.set_defaults(func=_serve)
 
 
 def settings_from_args(args):
-    from .app import Settings
+    from ..server import Settings
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port must be 0-65535, got {args.port}")
     for name in ("max_body_mb", "timeout", "keep_alive"):
@@ -72,6 +71,8 @@ def settings_from_args(args):
             raise ValueError(f"--{name.replace('_', '-')} must be positive")
     if args.batch_window_ms < 0 or args.max_batch < 1:
         raise ValueError("--batch-window-ms must be >= 0 and --max-batch >= 1")
+    if args.max_decoded_samples is not None and args.max_decoded_samples <= 0:
+        raise ValueError("--max-decoded-samples must be positive")
     allow = None
     if args.allow_dir:
         if args.allow_dir.startswith("~"):
@@ -86,74 +87,26 @@ def settings_from_args(args):
                     api_key=args.api_key or os.environ.get("MATS_API_KEY") or None)
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def exposure_warning(host: str, api_key: str | None) -> str | None:
-    if is_loopback(host) or api_key:
-        return None
-    return (f"mats serve: warning: listening on {host} without an API key: anyone who can reach this "
-            "port can use the model (set --api-key or MATS_API_KEY)")
-
-
-def bind(host: str, port: int, backlog: int) -> socket.socket:
-    """A listening socket with a normal backlog (uvicorn then serves on it)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as e:
-        sock.close()
-        raise RuntimeError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
-    sock.listen(backlog)
-    return sock
-
-
-def uvicorn_config(app, settings):
-    """uvicorn's own access log is off: RequestGuard writes the one line per request."""
-    import uvicorn
-    return uvicorn.Config(app, access_log=False, log_level="warning", lifespan="on",
-                          timeout_keep_alive=max(1, int(round(settings.keep_alive_s))),
-                          backlog=settings.backlog, timeout_graceful_shutdown=5, log_config=None)
-
-
-def setup_logging(quiet: bool) -> None:
-    logger = logging.getLogger("mats.server")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-        logger.addHandler(handler)
-    logger.setLevel(logging.WARNING if quiet else logging.INFO)
-    logger.propagate = False
-
-
 def _serve(args) -> int:
     import uvicorn
 
     from ..pipeline import MATS
-    from .app import create_app
+    from ..server import create_app
+    from ..server.run import bind, exposure_warning, uvicorn_config
 
     settings = settings_from_args(args)
     sock = bind(args.host, args.port, settings.backlog)  # before the model loads: a taken port fails fast
     try:
-        setup_logging(args.quiet)
         warning = exposure_warning(args.host, settings.api_key)
         if warning:
-            print(warning, file=sys.stderr)
+            log.warning(warning)
         m = MATS.from_pretrained(args.model, device=args.device)
         app = create_app(m, settings)
         host, port = sock.getsockname()[:2]
+        # Printed even with --quiet: it is how a script (benchmarks/serve_load.py) finds the port.
         print(f"MATS serving on http://{host}:{port}/ (API reference at /docs; Ctrl-C stops)",
               file=sys.stderr, flush=True)
-        server = uvicorn.Server(uvicorn_config(app, settings))
-        server.run(sockets=[sock])
+        uvicorn.Server(uvicorn_config(app, settings)).run(sockets=[sock])
     finally:
         sock.close()
     return 0
