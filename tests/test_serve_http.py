@@ -100,6 +100,28 @@ def test_idle_connections_are_closed(served):
         assert time.time() - t0 < 5
 
 
+def test_slow_upload_times_out(served, clips):
+    """A client that stops sending half way gets a 408 when the request timeout runs out."""
+    app, port = served
+    settings = app.state.settings
+    body, ctype = multipart({}, clips[0])
+    old, settings.request_timeout_s = settings.request_timeout_s, 1.0
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(f"POST /v1/tag HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {ctype}\r\n"
+                      f"Content-Length: {len(body)}\r\n\r\n".encode() + body[: len(body) // 2])
+            t0 = time.time()
+            data = b""
+            while b"}" not in data:
+                chunk = s.recv(4096)
+                assert chunk, "closed without an answer"
+                data += chunk
+        assert data.startswith(b"HTTP/1.1 408") and b"did not arrive" in data
+        assert time.time() - t0 < 5
+    finally:
+        settings.request_timeout_s = old
+
+
 def test_micro_batching_gives_one_at_a_time_answers(served, model, clips):
     """Requests that arrive together share generate calls; each answer is what the pipeline gives the
     clip alone. Tags and questions are different groups (their decoding differs)."""
