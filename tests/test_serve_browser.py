@@ -45,7 +45,9 @@ def browser():
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1100,1500", "--lang=en-US", "--no-first-run"):
+                "--window-size=1100,1500", "--lang=en-US", "--no-first-run",
+                # a fake microphone (a beeping tone) that needs no permission prompt
+                "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"):
         opts.add_argument(arg)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
@@ -124,6 +126,27 @@ def test_page_captions_a_real_clip(browser, site, clips, tmp_path):
     browser.find_element(By.ID, "file").send_keys(str(longer))  # back to the answer for the picture
     wait.until(EC.element_to_be_clickable((By.ID, "run"))).click()
     wait.until(lambda d: not d.find_element(By.ID, "error").is_displayed())
+    wait.until(EC.element_to_be_clickable((By.ID, "run")))
+
+    # a recording from the (fake) microphone: MediaRecorder, decoded and sent as WAV by the page
+    Select(browser.find_element(By.ID, "task")).select_by_value("/v1/tag")
+    browser.find_element(By.ID, "record").click()
+    wait.until(lambda d: "Stop" in d.find_element(By.ID, "record").text)
+    import time
+    time.sleep(2.5)
+    browser.find_element(By.ID, "record").click()
+    wait.until(lambda d: d.find_element(By.ID, "clip-name").text == "recording.wav")
+    wait.until(EC.element_to_be_clickable((By.ID, "run"))).click()
+    wait.until(lambda d: "answered in" in d.find_element(By.ID, "status").text
+               and d.find_element(By.ID, "answer").text != caption)
+    assert browser.find_elements(By.CSS_SELECTOR, "#tags li")
+    assert not browser.find_element(By.ID, "error").is_displayed()
+
+    Select(browser.find_element(By.ID, "task")).select_by_value("/v1/caption")
+    browser.find_element(By.ID, "file").send_keys(str(longer))  # the three sounds again, for the picture
+    wait.until(EC.element_to_be_clickable((By.ID, "run"))).click()
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#timeline li")) == 3
+               and d.find_element(By.ID, "answer").text == caption)
     wait.until(EC.element_to_be_clickable((By.ID, "run")))
 
     shot = Path(SCREENSHOT) if SCREENSHOT else tmp_path / "serve-page.png"

@@ -317,7 +317,10 @@ function showZeroShot(z) {
 // ---------------------------------------------------------------------------------------------
 
 function wire() {
-  $("file").addEventListener("change", (e) => pickFile(e.target.files[0]));
+  $("file").addEventListener("change", (e) => {
+    pickFile(e.target.files[0]);
+    e.target.value = "";  // so choosing the same file again (after a recording) counts as a choice
+  });
   const drop = $("drop");
   drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
