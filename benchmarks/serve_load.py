@@ -14,7 +14,8 @@ Starts ``mats serve`` on 127.0.0.1 (a free port; loopback only) with the default
    at a time. Every level must return the answers of the one-at-a-time run (micro-batching does
    not change answers): ``same_answers``.
 
-Bounded: ``--requests`` per level (default 32) and ``--deadline`` seconds for the whole run.
+``--rounds N`` repeats the levels interleaved and reports per-level medians (ratios measured side by
+side). Bounded: ``--requests`` per level (default 32) and ``--deadline`` seconds for the whole run.
 Prints JSON; ``--out FILE`` also writes it.
 
     python benchmarks/serve_load.py [--endpoint tag] [--requests 32] [--fields num_beams=1,rerank=0]
@@ -160,11 +161,30 @@ def run_level(port: int, endpoint: str, bodies: list, clients: int, deadline: fl
             "failures": sorted({str(r[0]) for r in results if r is None or r[0] != 200} - {"None"})}
 
 
+def merge_rounds(rounds: list[dict]) -> dict:
+    """One level over several rounds: median throughput and latency, every failure counted."""
+    if len(rounds) == 1:
+        return rounds[0]
+    med = lambda key: round(statistics.median(r[key] for r in rounds if r[key] is not None), 3)  # noqa: E731
+    answers = rounds[0]["answers"]
+    return {"clients": rounds[0]["clients"], "requests": sum(r["requests"] for r in rounds),
+            "ok": sum(r["ok"] for r in rounds), "failed": sum(r["failed"] for r in rounds),
+            "rounds": len(rounds), "wall_s": [r["wall_s"] for r in rounds],
+            "throughput_rps": med("throughput_rps"),
+            "throughput_rps_rounds": [r["throughput_rps"] for r in rounds],
+            "p50_s": med("p50_s"), "p95_s": med("p95_s"),
+            "answers": answers if all(r["answers"] == answers for r in rounds) else None,
+            "failures": sorted({f for r in rounds for f in r["failures"]})}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--endpoint", default="tag", help="caption, tag, music (default tag)")
     ap.add_argument("--requests", type=int, default=32, help="requests per level (default 32)")
     ap.add_argument("--levels", default="1,8,32", help="concurrent clients per level (1 = one at a time)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run the levels this many times, interleaved (1, 8, 32, 1, 8, 32, ...), and report "
+                         "medians, so a change in the machine's load hits every level alike (default 1)")
     ap.add_argument("--deadline", type=float, default=1500, help="seconds for the whole run (default 1500)")
     ap.add_argument("--fields", default="", help="request fields, e.g. 'num_beams=1,rerank=0' (default: none)")
     ap.add_argument("--server-args", default="", help="extra `mats serve` flags, e.g. '--max-batch 32'")
@@ -187,7 +207,9 @@ def main(argv: list[str] | None = None) -> int:
             hostile = measure_hostile(proc.pid, port, hostile_flac(Path(tmp)), args.endpoint)
         run_level(port, args.endpoint, bodies[:2], 1, time.time() + 300)  # warm-up: first-call costs
         deadline = t_start + args.deadline
-        rows = [run_level(port, args.endpoint, bodies, n, deadline) for n in levels]
+        runs = [[run_level(port, args.endpoint, bodies, n, deadline) for n in levels]
+                for _ in range(max(1, args.rounds))]
+        rows = [merge_rounds([r[i] for r in runs]) for i in range(len(levels))]
         memory = rss_kib(proc.pid)
     finally:
         proc.terminate()

@@ -102,3 +102,13 @@ def test_bad_settings():
         MicroBatcher(Recorder(), window_s=-1)
     with pytest.raises(ValueError, match="batch"):
         MicroBatcher(Recorder(), max_batch=0)
+
+
+def test_first_request_starts_the_worker():
+    """A sub-app mounted in another service gets no lifespan events: submitting starts the worker."""
+    rec = Recorder()
+    b = MicroBatcher(rec, window_s=0.0)
+    try:
+        assert asyncio.run(b.submit("a", 1)) == ("a", 1)
+    finally:
+        b.stop()

@@ -58,19 +58,30 @@ class MicroBatcher:
         self.max_batch = int(max_batch)
         self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._start_lock = threading.Lock()
+        self._stopped = False
         self.batches = 0  # calls made to ``process`` (what the tests and the benchmark look at)
         self.largest_batch = 0
 
     def start(self) -> "MicroBatcher":
-        self._thread.start()
+        """Start the worker (idempotent: a sub-app mounted elsewhere gets no lifespan events, so
+        the first request starts it too)."""
+        with self._start_lock:
+            if not self._thread.is_alive() and not self._stopped:
+                self._thread.start()
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
+        with self._start_lock:
+            self._stopped = True
         if self._thread.is_alive():
             self._queue.put(_STOP)
             self._thread.join(timeout)
 
     async def submit(self, key: Hashable, item: Any) -> Any:
+        self.start()
+        if self._stopped:
+            raise Busy("the server is shutting down")
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         try:
