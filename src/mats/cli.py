@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     _quiet_libraries()
+    from .threads import configure
+    configure()  # MATS_THREADS or the cores available; passive OpenMP waiting
     try:
         rc = args.func(args)
     except KeyboardInterrupt:

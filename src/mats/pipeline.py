@@ -72,9 +72,14 @@ class MATS:
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike | None = None, device: str | None = None,
-                        dtype: str | None = None, clap=None) -> "MATS":
+                        dtype: str | None = None, clap=None, threads: int | None = None) -> "MATS":
+        """``threads``: CPU threads for torch and onnxruntime (default: ``MATS_THREADS`` or the
+        cores available to this process; see mats.threads)."""
+        from . import threads as threads_
         from .bridge.santa import SantaMemory
         from .clap import load_clap
+
+        threads_.configure(threads)
 
         folder = Path(folder) if folder is not None else DEFAULT_MODEL
         if not (folder / "config.json").is_file():
