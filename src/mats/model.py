@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .config import from_dict, save_json, to_dict
-from .llm import LoRAConfig, add_lora, load_llm
+from .llm import LoRAConfig, add_lora, load_llm, merge_lora
 from .mapper import MapperConfig, build_mapper
 from .prompts import get_task, render_prompt
 
@@ -57,6 +57,15 @@ class MATSModel(nn.Module):
         self.tokenizer = tokenizer
         self.mapper = build_mapper(config.mapper)
         self._prompt_cache: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
+        # Beam search otherwise prefills the same prompt once per beam (8 prefills for a default
+        # caption); the prompt's KV cache is computed once per clip and copied to the beams.
+        self.prefill_once = True
+        self.merged = False  # True when the LoRA is folded into the weights (inference only)
+        # transformers hands the output layer the last position as a strided view; in a prefill of
+        # several rows that makes the matmul copy the output weights once per row.
+        head = llm.get_output_embeddings()
+        if head is not None:
+            head.register_forward_pre_hook(lambda _module, args: (args[0].contiguous(), *args[1:]))
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -75,8 +84,9 @@ class MATSModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: str | None = None,
-                        dtype: str | None = None) -> "MATSModel":
-        from peft import PeftModel
+                        dtype: str | None = None, merge: bool = True) -> "MATSModel":
+        """``merge``: fold the LoRA into the LLM weights (inference only: faster, no peft import;
+        same tokens). ``merge=False`` keeps the peft wrapper, for saving or further training."""
         from safetensors.torch import load_file
 
         folder = Path(folder)
@@ -95,8 +105,14 @@ class MATSModel(nn.Module):
         for name in ("mapper.safetensors", "lora/adapter_model.safetensors"):
             if not (folder / name).is_file():
                 raise FileNotFoundError(f"{folder}: missing {name}; the model folder is incomplete")
-        llm = PeftModel.from_pretrained(base, str(folder / "lora"), is_trainable=False)
+        if merge:
+            llm = merge_lora(base, folder / "lora", config.llm)
+        else:
+            from peft import PeftModel
+
+            llm = PeftModel.from_pretrained(base, str(folder / "lora"), is_trainable=False)
         model = cls(config, llm, tokenizer)
+        model.merged = merge
         state = load_file(str(folder / "mapper.safetensors"))
         missing, unexpected = model.mapper.load_state_dict(state, strict=False)
         if missing or unexpected:
@@ -114,6 +130,7 @@ class MATSModel(nn.Module):
         from peft import get_peft_model_state_dict
         from safetensors.torch import save_file
 
+        self._require_adapter("save_pretrained")
         folder = Path(folder)
         (folder / "lora").mkdir(parents=True, exist_ok=True)
         if state is None:
@@ -138,11 +155,17 @@ class MATSModel(nn.Module):
         for name in ("mapper.safetensors", "lora/adapter_model.safetensors"):
             if not (folder / name).is_file():
                 raise FileNotFoundError(f"init_from {folder}: missing {name}")
+        self._require_adapter("load_trainable_from")
         self.mapper.load_state_dict(load_file(str(folder / "mapper.safetensors")))
         result = set_peft_model_state_dict(self.llm, load_file(str(folder / "lora/adapter_model.safetensors")))
         if getattr(result, "unexpected_keys", None):
             raise ValueError(f"init_from {folder}: LoRA weights do not fit this model "
                              f"(unexpected {result.unexpected_keys[:3]})")
+
+    def _require_adapter(self, what: str) -> None:
+        if self.merged:
+            raise RuntimeError(f"{what}: this model was loaded with the LoRA merged into the LLM "
+                               "(inference only); load it with MATSModel.from_pretrained(..., merge=False)")
 
     # -- parameters -------------------------------------------------------------------------------
     def trainable_parameters(self) -> list[nn.Parameter]:
@@ -239,6 +262,23 @@ class MATSModel(nn.Module):
             decoding["repetition_penalty"] = 1.0
         if ngram is not None:
             decoding["no_repeat_ngram_size"] = 0
+        beams = int(decoding.get("num_beams") or 1)
+        if self.prefill_once and beams > 1 and batch["inputs_embeds"].shape[1] > 1:
+            batch["cache"] = self._prompt_cache_for_beams(batch, beams)
         out = self.llm.generate(**batch, do_sample=False, pad_token_id=tok.pad_token_id,
                                 eos_token_id=tok.eos_token_id, logits_processor=processors, **decoding)
         return [t.strip() for t in tok.batch_decode(out, skip_special_tokens=True)]
+
+    def _prompt_cache_for_beams(self, batch: dict[str, torch.Tensor], beams: int):
+        """KV cache of all prompt positions but the last, computed once per row and repeated for the
+        beams; generate then runs only the last position, as its own prefill would have. Positions
+        follow the left padding exactly as generate derives them from the attention mask."""
+        from transformers import DynamicCache
+
+        embeds, mask = batch["inputs_embeds"][:, :-1], batch["attention_mask"][:, :-1]
+        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        cache = DynamicCache(config=self.llm.config)
+        self.llm.get_decoder()(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
+                               cache=cache, use_cache=True)
+        cache.batch_repeat_interleave(beams)
+        return cache
