@@ -39,8 +39,24 @@ def pick_device(device: str | None = None) -> torch.device:
     return torch.device("cpu")
 
 
+def native_bf16_cpu() -> bool:
+    """True when the CPU multiplies bf16 natively (AVX512-BF16 or AMX): bf16 matmuls then run ~4x
+    faster than fp32 (measured 423 vs 95 GFLOP/s on one Zen 5 core). Without it they are slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def pick_dtype(device: torch.device, dtype: str | None = None) -> torch.dtype:
-    """Weights dtype: fp32 on CPU (bf16 matmuls are slow there), bf16 on GPUs that support it."""
+    """Weights dtype. Default ("auto"): fp32 on CPU, bf16 on GPUs that support it. "fast": bf16 also
+    on CPUs with native bf16 (2.5-2.8x faster decoding; not the default because the outputs differ
+    from the fp32 ones the quality table was measured with), fp32 on other CPUs."""
+    if dtype == "fast":
+        if device.type == "cpu":
+            return torch.bfloat16 if native_bf16_cpu() else torch.float32
+        dtype = None
     if dtype and dtype != "auto":
         return {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
                 "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}[dtype]
@@ -167,7 +183,8 @@ def _merge_by_hand(model, lora_folder: Path) -> dict[str, torch.Tensor] | None:
         module = key[len(_ADAPTER_PREFIX):-len(".lora_A.weight")]
         b = adapter[key.replace(".lora_A.", ".lora_B.")]
         weight = params[module + ".weight"].detach()
-        merged[module + ".weight"] = (weight + (b.to(weight.dtype) @ a.to(weight.dtype)) * scale).contiguous()
+        # in fp32 whatever the weights' dtype (fp32 weights: exactly peft's merge)
+        merged[module + ".weight"] = (weight.float() + (b.float() @ a.float()) * scale).to(weight.dtype).contiguous()
     return merged
 
 
