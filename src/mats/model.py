@@ -194,6 +194,10 @@ class MATSModel(nn.Module):
         ids = self.tokenizer(answer, add_special_tokens=False)["input_ids"][: self.config.max_answer_tokens]
         return ids + [self.tokenizer.eos_token_id]
 
+    def answer_token_count(self, requests: Sequence[Request]) -> int:
+        """How many positions the loss looks at: answer tokens (truncated) + end of sequence."""
+        return sum(len(self._answer_ids(r.answer)) for r in requests)
+
     def build_inputs(self, clap_embeddings: torch.Tensor, requests: Sequence[Request],
                      with_answers: bool) -> dict[str, torch.Tensor]:
         """inputs_embeds / attention_mask (/ labels). Right padding for training, left for generation."""

@@ -12,7 +12,6 @@ agree with a single process on the same global batch.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import math
 import os
@@ -35,6 +34,7 @@ from ..model import MATSModel, Request
 from .parallel import full_state, wrap_model
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import RunConfig
+from .step import train_step
 
 
 @dataclass
@@ -143,9 +143,6 @@ def train(cfg: RunConfig, resume: bool = True, progress: bool = True) -> Path:
         reqs = [Request(s.task, pick_instruction(s, rng), s.answer) for s in (corpus.samples[r] for r in rows)]
         return z, reqs
 
-    def answer_tokens(reqs) -> int:
-        return sum(len(model._answer_ids(r.answer)) for r in reqs)
-
     # 3. Held-out loss: fixed rows, fixed noise, no dropout.
     def held_out_loss() -> float:
         if len(held_rows) == 0:
@@ -158,7 +155,7 @@ def train(cfg: RunConfig, resume: bool = True, progress: bool = True) -> Path:
                 z, reqs = make_batch(held_rows[i:i + 32], rng, gen)
                 with autocast:
                     total += model(z.to(device), reqs, reduction="sum").item()
-                tokens += answer_tokens(reqs)
+                tokens += model.answer_token_count(reqs)
         model.train()
         return total / max(tokens, 1)
 
@@ -187,29 +184,10 @@ def train(cfg: RunConfig, resume: bool = True, progress: bool = True) -> Path:
         # Noise and prompts are drawn for the whole global batch, then each process takes its slice:
         # 1 process or N, the same step sees the same data.
         z_all, reqs_all = make_batch(rows, py_rng, gen)
-        n_tokens = answer_tokens(reqs_all)
-        step_loss = 0.0
-        for k in range(tc.grad_accum):
-            lo = (dinfo.rank * tc.grad_accum + k) * micro
-            sync = k == tc.grad_accum - 1 or dinfo.world == 1
-            ctx = contextlib.nullcontext() if sync or ddp_model is model else ddp_model.no_sync()
-            with ctx, autocast:
-                # Sum over answer tokens / global token count; DDP and FSDP average gradients
-                # over processes, hence the factor world.
-                loss = ddp_model(z_all[lo:lo + micro].to(device), reqs_all[lo:lo + micro],
-                                 reduction="sum") / n_tokens * dinfo.world
-            (scaler.scale(loss) if scaler else loss).backward()
-            step_loss += loss.item() / dinfo.world
-        if scaler:
-            scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
-        (scaler.step(optimizer), scaler.update()) if scaler else optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        step_loss = train_step(model, (z_all, reqs_all), optimizer, grad_clip=tc.grad_clip,
+                               grad_accum=tc.grad_accum, autocast=autocast, scaler=scaler,
+                               wrapped=ddp_model, rank=dinfo.rank, world=dinfo.world)
         scheduler.step()
-        if dinfo.world > 1:
-            t = torch.tensor([step_loss], device=device)
-            dist.all_reduce(t)
-            step_loss = t.item()
 
         running = step_loss if running is None else 0.9 * running + 0.1 * step_loss
         window_n += tc.batch_size
