@@ -48,7 +48,8 @@ class TrainConfig:
     noise_variance: float = 0.015
     noise_kind: str = "gaussian"
     strategy: str = "ddp"  # with several processes: "ddp" (replicate) or "fsdp" (shard; train/parallel.py)
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (autocast; auto = bf16 on capable GPUs, else fp32)
+    # auto | fp32 | bf16 | fp16 (autocast; auto = bf16 on capable GPUs and CPUs with native bf16, else fp32)
+    precision: str = "auto"
     device: str = "auto"
     held_out: int = 256  # corpus rows kept out of training for the held-out loss
     eval_every: int = 100

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from ..bridge.noise import add_noise
 from ..config import save_json
 from ..data.corpus import Corpus, CorpusSource, pick_instruction
-from ..llm import pick_device
+from ..llm import native_bf16_cpu, pick_device
 from ..model import MATSModel, Request
 from .parallel import full_state, wrap_model
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -73,7 +73,10 @@ def step_generators(seed: int, step: int, device: torch.device):
 
 def autocast_context(device: torch.device, precision: str):
     if precision == "auto":
-        precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if device.type == "cuda" else "fp32"
+        if device.type == "cuda":
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:  # bf16 autocast ran the step 1.8x faster on an AVX512-BF16 CPU; emulated bf16 is slower
+            precision = "bf16" if device.type == "cpu" and native_bf16_cpu() else "fp32"
     if precision == "fp32":
         return torch.autocast(device.type, enabled=False), None
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
