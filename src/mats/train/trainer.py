@@ -34,6 +34,7 @@ from ..model import MATSModel, Request
 from .parallel import full_state, wrap_model
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import RunConfig
+from .batching import epoch_batches
 from .step import train_step
 
 
@@ -180,10 +181,27 @@ def train(cfg: RunConfig, resume: bool = True, progress: bool = True) -> Path:
     bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, disable=not (progress and dinfo.main),
                desc="train", unit="step", dynamic_ncols=True)
     t0, window_t, window_n, running = time.time() - elapsed0, time.time(), 0, None
+    answer_chars = np.array([len(corpus.samples[r].answer) for r in train_rows])
+    epochs: dict[int, list[np.ndarray]] = {}
+
+    def bucketed(step: int) -> np.ndarray:
+        """Positions in train_rows for this step: epoch by epoch, batches of similar answer length."""
+        per_epoch = len(train_rows) // tc.batch_size
+        if per_epoch == 0:
+            raise ValueError(f"batching 'bucketed' needs at least batch_size={tc.batch_size} training rows")
+        epoch, i = divmod(step, per_epoch)
+        if epoch not in epochs:
+            epochs.clear()
+            epochs[epoch] = epoch_batches(answer_chars, tc.batch_size, tc.seed, epoch, drop_last=True)
+        return epochs[epoch][i]
+
     for step in bar:
         # 4. One optimiser step over the global batch, drawn reproducibly from (seed, step).
         np_rng, py_rng, gen = step_generators(tc.seed, step, device)
-        rows = train_rows[cdf.searchsorted(np_rng.random(tc.batch_size), side="right")]
+        if tc.batching == "bucketed":
+            rows = train_rows[bucketed(step)]
+        else:
+            rows = train_rows[cdf.searchsorted(np_rng.random(tc.batch_size), side="right")]
         # Noise and prompts are drawn for the whole global batch, then each process takes its slice:
         # 1 process or N, the same step sees the same data.
         z_all, reqs_all = make_batch(rows, py_rng, gen)
