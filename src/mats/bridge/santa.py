@@ -77,7 +77,7 @@ class SantaConfig:
     kmeans_max_points: int | None = None  # fit k-means on a seeded subsample of this many rows (None: all)
     kmeans_init: str = "k-means++"  # or "random" (distinct rows); both seeded by `seed`
     exact_max_rows: int = 100_000  # "auto": exact search up to this many rows, faiss IVF above
-    auto_nprobe: int = 24  # "auto": IVF lists probed per query (recall/time: benchmarks/santa_scale.py)
+    auto_nprobe: int = 16  # "auto": lists probed per query; recall@32 0.98 at 100 k, 0.9997 at 1 M (santa_scale.py)
     auto_lists: int | None = None  # "auto": IVF lists (None: 2 * sqrt(M))
 
     def __post_init__(self) -> None:
