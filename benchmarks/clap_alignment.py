@@ -1,6 +1,6 @@
 """Before/after alignment of the default CLAP's label bridge, on real recorded sounds.
 
-Zero-shot top-1 accuracy on the labelled Debian sound set (``mats.sounds``): each clip's audio
+Zero-shot top-1 accuracy on the labelled Debian sound set (``mats.data.sounds``): each clip's audio
 embedding against "the sound of {label}" for every class of the set. The naive bridge and each
 variant tried on the way to the defaults are reported, plus the modality gap of the defaults.
 
@@ -21,7 +21,7 @@ import numpy as np
 
 from mats.clap.base import l2_normalize
 from mats.clap.default import DefaultCLAP
-from mats.sounds import fetch_real_sounds, read_metadata
+from mats.data.sounds import fetch_real_sounds, read_metadata
 
 NAIVE = dict(pooling="max", temperature=1.0, top_classes=None, generic_penalty=0.0, parent_penalty=0.0,
              short_clip="repeat", label_prompt="the sound of {label}")

@@ -1,6 +1,6 @@
 """Inference latency on this machine: model load, and caption time per clip.
 
-Measured, all in one run, on the real sound set (:func:`mats.sounds.fetch_real_sounds`):
+Measured, all in one run, on the real sound set (:func:`mats.data.sounds.fetch_real_sounds`):
 
 * ``load_s``: ``MATS.from_pretrained()`` in this process (files in the OS cache, as for any run after
   the first), ``--repeats`` times;
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from mats.pipeline import MATS
-    from mats.sounds import fetch_real_sounds
+    from mats.data.sounds import fetch_real_sounds
 
     clips = sorted((fetch_real_sounds() / "clips").rglob("*.wav"))[: args.clips]
     if len(clips) < args.clips:

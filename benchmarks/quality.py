@@ -1,6 +1,6 @@
 """Quality gate on real recorded sounds: keyword accuracy of every bridge vs the CLAP zero-shot ceiling.
 
-The set is the project's labelled Debian sound effects (:func:`mats.sounds.fetch_real_sounds`, cached
+The set is the project's labelled Debian sound effects (:func:`mats.data.sounds.fetch_real_sounds`, cached
 after the first call). For the tasks ``tag`` and ``caption`` the model decodes every clip through
 each bridge (none, noise, santa, nearest, projection, shift when the model has a shift vector) and
 the score is the keyword accuracy: the fraction of clips whose text mentions the clip's label or
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from mats.evaluation.report import markdown_table
     from mats.evaluation.runner import EvalConfig, Evaluation, _load_mats, load_eval_benchmark, run_eval
-    from mats.sounds import fetch_real_sounds
+    from mats.data.sounds import fetch_real_sounds
 
     t0 = time.perf_counter()
     data = Path(args.data) if args.data else fetch_real_sounds()

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mats.sounds import fetch_real_sounds, read_metadata
+from mats.data.sounds import fetch_real_sounds, read_metadata
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_zero_shot_top_labels(clap, sounds):
 
 def test_unlabelled_sounds_are_disjoint_from_the_labelled_set(tmp_path):
     """The two folders split one package's clips by RULES: no clip in both, none lost."""
-    from mats.sounds import SoundsError, fetch_unlabelled_sounds
+    from mats.data.sounds import SoundsError, fetch_unlabelled_sounds
 
     pkg = ("sound-theme-freedesktop",)  # 0.4 MB
     try:

@@ -21,7 +21,7 @@ CAPTION_METRICS = ["bleu", "cider", "rouge"]
 def eval_set(tmp_path_factory) -> Path:
     """4 real clips (distinct labels) + 1 corrupt file first, with labels, synonyms (list form, as
     fetch_real_sounds writes them) and one reference caption each."""
-    from mats.sounds import fetch_real_sounds, read_metadata
+    from mats.data.sounds import fetch_real_sounds, read_metadata
 
     try:
         src = fetch_real_sounds()
@@ -163,7 +163,7 @@ def test_sweep_parsing():
 
 def test_cli_exit_codes_and_shift(eval_set, tiny_model, tmp_path, capsys):
     from mats.cli import main
-    from mats.gap import load_shift  # noqa: F401  (the file format the --shift option reads)
+    from mats.bridge.shift import load_shift  # noqa: F401  (the file format the --shift option reads)
 
     shift = np.zeros(384, np.float32)
     shift[0] = 0.1
@@ -177,7 +177,9 @@ def test_cli_exit_codes_and_shift(eval_set, tiny_model, tmp_path, capsys):
     runs = {r["name"]: r for r in res["ablation"]["runs"]}
     assert runs["shift"]["status"] == "ok"
     assert [r["value"] for r in res["ablation"]["runs"] if r["kind"] == "sweep"] == [0.0, 1.0]
-    assert "wrote" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "folder tag: 2 clips" in captured.out  # the result summary on stdout
+    assert "could not be read" in captured.err   # the failed clip, on stderr even with --quiet
     # --strict: a failed clip makes the exit code 1; bad input: 2 (one-line error)
     assert main(args[:-2] + ["--strict", "--sweep", "tau=10", "--out", str(tmp_path / "strict")]) == 1
     assert main(["eval", "--data", str(tmp_path / "nowhere"), "--task", "tag", "--out", str(tmp_path / "x"),

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mats import gap as G
-from mats.gap import (
-    PAPER_DIM, PAPER_NOISE_VARIANCE, PAPER_TARGET_COSINE, expected_noisy_cosine, load_shift, measure_gap,
+from mats.bridge.shift import load_shift
+from mats.evaluation.gap import (
+    PAPER_DIM, PAPER_NOISE_VARIANCE, PAPER_TARGET_COSINE, expected_noisy_cosine, measure_gap,
     plot_gap, read_paired_metadata, read_texts, save_shift, suggest_noise_variance,
 )
 
@@ -236,15 +236,23 @@ def _real_sounds():
 
 
 @pytest.mark.slow
-def test_cli_real_default_clap_on_real_sounds(tmp_path, capsys):
+def test_cli_real_default_clap_on_real_sounds(tmp_path, capsys, tiny_model):
+    import shutil
+
     folder = _real_sounds()
     if folder is None:
-        pytest.skip("default CLAP models or the real-sound set (`mats.sounds.fetch_real_sounds`) not cached")
+        pytest.skip("default CLAP models or the real-sound set (`mats.data.sounds.fetch_real_sounds`) not cached")
     from mats.cli import main
+    from mats.pipeline import MATS
 
+    model = tmp_path / "model"  # --model: the shift goes into a model folder, through MATS
+    shutil.copytree(tiny_model, model)
     out = tmp_path / "gap"
     assert main(["gap", "--metadata", str(folder / "metadata.jsonl"), "--max-audio", "24",
-                 "--out", str(out), "--no-cache"]) == 0
+                 "--out", str(out), "--no-cache", "--model", str(model)]) == 0
+    m = MATS.from_pretrained(model)
+    assert "shift" in m.bridges
+    np.testing.assert_array_equal(m.shift, load_shift(out / "shift.safetensors"))
     doc = json.loads((out / "gap.json").read_text())
     assert doc["paired"] and doc["n_audio"] == 24 and doc["dim"] == 384
     assert 0.0 < doc["paired_cosine_mean"] < 1.0
@@ -259,7 +267,7 @@ def test_cli_skips_unreadable_audio_and_keeps_the_rest(tmp_path, capsys):
     mode); the measurement uses the others."""
     folder = _real_sounds()
     if folder is None:
-        pytest.skip("default CLAP models or the real-sound set (`mats.sounds.fetch_real_sounds`) not cached")
+        pytest.skip("default CLAP models or the real-sound set (`mats.data.sounds.fetch_real_sounds`) not cached")
     import shutil
 
     import soundfile as sf

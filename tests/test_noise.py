@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from mats.bridge.noise import NoiseConfig, add_noise, l2_normalize, sample_noise
+from mats.bridge.config import PAPER_NOISE_VARIANCE
+from mats.bridge.noise import add_noise, l2_normalize, sample_noise
 
 
 def _unit(n, d, seed=0):
@@ -12,14 +13,13 @@ def _unit(n, d, seed=0):
     return l2_normalize(torch.randn(n, d, generator=g))
 
 
-def test_config_defaults():
-    c = NoiseConfig()
-    assert c.variance == 0.015 and c.kind == "gaussian"
-    assert math.isclose(c.std, math.sqrt(0.015))
+def test_paper_default_and_bad_settings():
+    assert PAPER_NOISE_VARIANCE == 0.015  # the paper's variance (std ~0.122)
+    x = _unit(2, 8)
     with pytest.raises(ValueError):
-        NoiseConfig(kind="pink")
+        add_noise(x, 0.015, "pink")
     with pytest.raises(ValueError):
-        NoiseConfig(variance=-1.0)
+        add_noise(x, -1.0)
 
 
 @pytest.mark.parametrize("kind", ["gaussian", "uniform"])

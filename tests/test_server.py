@@ -18,7 +18,7 @@ FAST = {"max_new_tokens": 6}
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
-    from mats.sounds import fetch_real_sounds, read_metadata
+    from mats.data.sounds import fetch_real_sounds, read_metadata
     try:
         folder = fetch_real_sounds()
         meta = read_metadata(folder)

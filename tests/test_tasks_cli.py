@@ -24,7 +24,7 @@ TOKENS = ["--max-new-tokens", "6"]  # garbage either way; keeps the tiny LLM qui
 
 @pytest.fixture(scope="module")
 def sound_files():
-    from mats.sounds import fetch_real_sounds, read_metadata
+    from mats.data.sounds import fetch_real_sounds, read_metadata
     try:
         folder = fetch_real_sounds()
         meta = read_metadata(folder)
@@ -82,13 +82,13 @@ def model(tiny_model):
 def cli(capsys, monkeypatch, model, tiny_model):
     """Run `mats ...` in process -> (exit code, stdout, stderr). The CLI's loader hands out the model
     loaded once for this module (loading the CLAP each time would dominate the run time)."""
-    import mats.tasks_cli
+    import mats.commands.tasks
 
     def load(args):
         assert args.model == str(tiny_model)
         return model
 
-    monkeypatch.setattr(mats.tasks_cli, "_load", load)
+    monkeypatch.setattr(mats.commands.tasks, "_load", load)
 
     def run(*argv, stdin: str | None = None, real_load: bool = False):
         if real_load:
@@ -138,7 +138,7 @@ def test_commands_jsonl(cli, tiny_model, clips, command, task):
         assert "error" not in r and "start" not in r
         if command == "tag":
             assert isinstance(r["tags"], list) and all(isinstance(t, str) and t for t in r["tags"])
-            from mats.pipeline import split_tags
+            from mats.tasks import split_tags
             assert r["tags"] == split_tags(r["text"])
         else:
             assert "tags" not in r

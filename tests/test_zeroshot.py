@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from mats.sounds import fetch_real_sounds, read_metadata
+from mats.data.sounds import fetch_real_sounds, read_metadata
 
 
 @pytest.fixture(scope="module")

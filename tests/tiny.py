@@ -40,15 +40,17 @@ def make_tiny_model(folder: Path, llm_dir: Path, clap_dim: int = 384, bank: np.n
     from mats.bridge.santa import SantaConfig, SantaMemory
     from mats.mapper import MapperConfig
     from mats.model import MATSModel, ModelConfig
+    from mats.pipeline import MATS
 
     torch.manual_seed(seed)
     config = ModelConfig(llm=str(llm_dir), mapper=MapperConfig(clap_dim=clap_dim, width=32, depth=1, heads=2,
                                                                clip_length=2, prefix_length=2))
     model = MATSModel.from_config(config)
-    model.save_pretrained(folder)
     if bank is None:
         rng = np.random.default_rng(seed)
         bank = rng.standard_normal((64, clap_dim)).astype(np.float32)
         bank /= np.linalg.norm(bank, axis=1, keepdims=True)
-    SantaMemory.build(bank, SantaConfig(clusters=4, top_l=4, seed=seed)).save(Path(folder) / "santa")
-    return Path(folder)
+    santa = SantaMemory.build(bank, SantaConfig(clusters=4, top_l=4, seed=seed),
+                              texts=[f"training text {i}" for i in range(len(bank))])
+    # No CLAP given: the folder records no CLAP fingerprint, so any CLAP of the right size loads it.
+    return MATS(model, clap=None, santa=santa).save_pretrained(folder)

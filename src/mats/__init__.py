@@ -7,7 +7,7 @@ Public API (imported lazily, so ``import mats`` is cheap)::
     m.caption(["clip.wav"])
 """
 
-__version__ = "0.1.0"
+from .version import __version__
 
 from .threads import set_passive_wait as _set_passive_wait
 

@@ -3,12 +3,9 @@
 The CLAP itself is not part of this module: training feeds CLAP *text* embeddings (plus noise),
 inference feeds CLAP *audio* embeddings (through a gap bridge). Both arrive here as [B, clap_dim].
 
-A model folder (``save_pretrained``) holds::
-
-    config.json              ModelConfig (+ the training config when saved by the trainer)
-    mapper.safetensors       mapper weights
-    lora/                    peft adapter (adapter_config.json + adapter_model.safetensors)
-    santa/                   Santa memory bank (see mats.bridge.santa), optional
+The model folder as a whole is written and read by :class:`mats.pipeline.MATS` (``save_pretrained`` /
+``from_pretrained``); this class reads ``config.json``'s ``model`` section and owns its two weight
+files: ``mapper.safetensors`` and ``lora/`` (peft adapter).
 """
 
 from __future__ import annotations
@@ -21,10 +18,11 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .config import from_dict, save_json, to_dict
+from .config import from_dict
 from .llm import LoRAConfig, add_lora, load_llm, merge_lora
 from .mapper import MapperConfig, build_mapper
-from .prompts import get_task, render_prompt
+from .prompts import render_prompt
+from .tasks import get_task
 
 IGNORE = -100
 
@@ -113,6 +111,7 @@ class MATSModel(nn.Module):
             llm = PeftModel.from_pretrained(base, str(folder / "lora"), is_trainable=False)
         model = cls(config, llm, tokenizer)
         model.merged = merge
+        model._lora_source = folder / "lora"
         state = load_file(str(folder / "mapper.safetensors"))
         missing, unexpected = model.mapper.load_state_dict(state, strict=False)
         if missing or unexpected:
@@ -123,28 +122,37 @@ class MATSModel(nn.Module):
         model.eval()
         return model
 
-    def save_pretrained(self, folder: str | Path, extra_config: dict | None = None,
-                        state: dict[str, torch.Tensor] | None = None) -> None:
-        """Write the model folder. ``state``: full trainable weights, when the live ones are sharded
-        (FSDP) — by default the model's own parameters."""
+    def save_weights(self, folder: str | Path, state: dict[str, torch.Tensor] | None = None) -> None:
+        """Write ``mapper.safetensors`` and ``lora/``. ``state``: full trainable weights, when the live
+        ones are sharded (FSDP) — by default the model's own parameters."""
+        import copy
+
         from peft import get_peft_model_state_dict
         from safetensors.torch import save_file
 
-        self._require_adapter("save_pretrained")
         folder = Path(folder)
         (folder / "lora").mkdir(parents=True, exist_ok=True)
+        if self.merged:
+            self._save_merged_weights(folder, state)
+            return
         if state is None:
-            state = self.trainable_state_dict()
-        mapper = {k[len("mapper."):]: v.detach().float().cpu().contiguous()
-                  for k, v in state.items() if k.startswith("mapper.")}
+            # Every mapper and adapter weight, frozen or not: a model loaded for inference has
+            # nothing that requires grad, and must still save completely.
+            mapper = self.mapper.state_dict()
+            adapter = get_peft_model_state_dict(self.llm, save_embedding_layers=False)
+        else:
+            mapper = {k[len("mapper."):]: v for k, v in state.items() if k.startswith("mapper.")}
+            llm_state = {k[len("llm."):]: v for k, v in state.items() if k.startswith("llm.")}
+            adapter = get_peft_model_state_dict(self.llm, state_dict=llm_state, save_embedding_layers=False)
+        mapper = {k: v.detach().float().cpu().contiguous() for k, v in mapper.items()}
         save_file(mapper, str(folder / "mapper.safetensors"))
-        llm_state = {k[len("llm."):]: v for k, v in state.items() if k.startswith("llm.")}
-        adapter = get_peft_model_state_dict(self.llm, state_dict=llm_state)
         save_file({k: v.detach().cpu().contiguous() for k, v in adapter.items()},
                   str(folder / "lora" / "adapter_model.safetensors"), metadata={"format": "pt"})
-        self.llm.peft_config["default"].save_pretrained(str(folder / "lora"))
-        save_json({"format": "mats", "model": to_dict(self.config), **(extra_config or {})},
-                  folder / "config.json")
+        # The adapter config names the base model as the config does (a registry name or the
+        # user's path), never the de-quantised cache folder of the machine it was trained on.
+        adapter_config = copy.copy(self.llm.peft_config["default"])
+        adapter_config.base_model_name_or_path = self.config.llm
+        adapter_config.save_pretrained(str(folder / "lora"))
 
     def load_trainable_from(self, folder: str | Path) -> None:
         """Start from another model folder's mapper and LoRA weights (same architecture)."""
@@ -161,6 +169,24 @@ class MATSModel(nn.Module):
         if getattr(result, "unexpected_keys", None):
             raise ValueError(f"init_from {folder}: LoRA weights do not fit this model "
                              f"(unexpected {result.unexpected_keys[:3]})")
+
+    def _save_merged_weights(self, folder: Path, state) -> None:
+        """A merged model is inference-only, so its adapter is still the one it was loaded from:
+        write the mapper and copy the adapter (the merged weights are never unmerged)."""
+        import shutil
+
+        from safetensors.torch import save_file
+
+        if state is not None:
+            raise RuntimeError("save_weights(state=...): a model with the LoRA merged does not train")
+        mapper = {k: v.detach().float().cpu().contiguous() for k, v in self.mapper.state_dict().items()}
+        save_file(mapper, str(folder / "mapper.safetensors"))
+        src, dst = self._lora_source, folder / "lora"
+        if src.resolve() != dst.resolve():
+            shutil.copyfile(src / "adapter_model.safetensors", dst / "adapter_model.safetensors")
+        adapter_config = json.loads((src / "adapter_config.json").read_text())
+        adapter_config["base_model_name_or_path"] = self.config.llm
+        (dst / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2, sort_keys=True) + "\n")
 
     def _require_adapter(self, what: str) -> None:
         if self.merged:

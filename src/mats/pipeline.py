@@ -14,7 +14,6 @@ every bridge.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -22,13 +21,37 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from .bridge.bridges import BRIDGES, BridgeConfig, apply_bridge
+from .bridge.bridges import BridgeConfig, BridgeError, apply_bridge, available_bridges
 from .model import MATSModel, Request
-from .prompts import get_task, instruction_for
+from .tasks import get_task, split_tags
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "resources" / "default_model"
+FORMAT_VERSION = 2  # 1: no model_type / fingerprint / card (still read)
 
-__all__ = ["MATS", "Result", "DEFAULT_MODEL", "split_tags"]
+__all__ = ["MATS", "Result", "DEFAULT_MODEL", "read_model_config"]
+
+
+def read_model_config(folder: Path) -> dict:
+    """``config.json`` of a model folder, checked: a clear error for a missing or foreign folder."""
+    import json
+
+    path = folder / "config.json"
+    if not path.is_file():
+        if folder == DEFAULT_MODEL:
+            raise FileNotFoundError(
+                f"the default model is missing at {folder}; reinstall mats or train it with "
+                "`mats corpus build && mats train --config configs/default.json`")
+        raise FileNotFoundError(f"{folder} is not a MATS model folder (no config.json)")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(raw, dict) or raw.get("format") != "mats" or raw.get("model_type", "mats") != "mats":
+        raise ValueError(f"{path} is not a MATS model config (expected \"model_type\": \"mats\")")
+    if int(raw.get("format_version", 1)) > FORMAT_VERSION:
+        raise ValueError(f"{path} has format version {raw['format_version']}; this mats reads <= "
+                         f"{FORMAT_VERSION} (upgrade mats)")
+    return raw
 
 
 @dataclass
@@ -49,56 +72,101 @@ class Result:
         return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
-def split_tags(text: str) -> list[str]:
-    """'dog, bark and car.' -> ['dog', 'bark', 'car'] (deduplicated, order kept)."""
-    parts = re.split(r",|;|\band\b|\n", text)
-    seen: dict[str, None] = {}
-    for p in parts:
-        p = p.strip().strip(".").strip()
-        if p and p.lower() not in (s.lower() for s in seen):
-            seen[p] = None
-    return list(seen)
+def _holds_shift(path: Path, shift: np.ndarray) -> bool:
+    """The file already stores this very vector (then it is kept, with the gap statistics beside it)."""
+    from .bridge.shift import load_shift
+    return path.is_file() and np.array_equal(load_shift(path), np.asarray(shift, np.float32).reshape(-1))
 
 
 class MATS:
     """A loaded MATS model with its CLAP and bridge memory. Deterministic: same input, same output."""
 
-    def __init__(self, model: MATSModel, clap, folder: Path, santa=None, shift: np.ndarray | None = None):
+    def __init__(self, model: MATSModel, clap, folder: Path | None = None, santa=None,
+                 shift: np.ndarray | None = None, train_config: dict | None = None):
         self.model = model
         self.clap = clap
         self.folder = folder
         self.santa = santa
         self.shift = shift
+        self.train_config = train_config  # the `train` section it was trained with, when known
+
+    # -- the model folder: written and read here, and nowhere else -----------------------------
+    #
+    #   config.json          {"model_type": "mats", "format_version", "model": ModelConfig,
+    #                         "train": TrainConfig (when trained; its noise_variance is the model's
+    #                         training noise, which santa.json repeats for its entries), "clap_fingerprint"}
+    #   mapper.safetensors   mapper weights                        (MATSModel.save_weights)
+    #   lora/                peft adapter, base model named as in the config (no machine paths)
+    #   santa/               Santa memory: santa.safetensors, santa.json, texts.txt (optional)
+    #   shift.safetensors    the 'shift' bridge's vector (+ shift.npy) (optional)
+    #   README.md            model card (generated)
+    #   log.csv, loss.png    training log and plot (written by the trainer, read for the card)
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike | None = None, device: str | None = None,
                         dtype: str | None = None, clap=None, threads: int | None = None) -> "MATS":
-        """``threads``: CPU threads for torch and onnxruntime (default: ``MATS_THREADS`` or the
-        cores available to this process; see mats.threads)."""
+        """Load a model folder (default: the offline default model shipped with mats).
+
+        ``clap``: an already loaded CLAP to use instead of the one the config names (it must embed
+        into the same space: same dimension, and the same fingerprint when the folder records one).
+        ``threads``: CPU threads for torch and onnxruntime (default: ``MATS_THREADS`` or the cores
+        available to this process; see mats.threads)."""
         from . import threads as threads_
         from .bridge.santa import SantaMemory
+        from .bridge.shift import SHIFT_FILE, load_shift
         from .clap import load_clap
 
         threads_.configure(threads)
 
         folder = Path(folder) if folder is not None else DEFAULT_MODEL
-        if not (folder / "config.json").is_file():
-            if folder == DEFAULT_MODEL:
-                raise FileNotFoundError(
-                    f"the default model is missing at {folder}; reinstall mats or train it with "
-                    "`mats corpus build && mats train --config configs/default.json`")
-            raise FileNotFoundError(f"{folder} is not a MATS model folder (no config.json)")
+        raw = read_model_config(folder)
         model = MATSModel.from_pretrained(folder, device=device, dtype=dtype)
         clap = clap if clap is not None else load_clap(model.config.clap, device=device)
         if clap.dim != model.config.mapper.clap_dim:
             raise ValueError(f"CLAP {clap.name} has dim {clap.dim}, the model expects "
                              f"{model.config.mapper.clap_dim}")
+        expected = raw.get("clap_fingerprint")
+        if expected and clap.fingerprint() != expected:
+            raise ValueError(f"{folder}: the model was trained on embeddings of CLAP {expected!r}, but the "
+                             f"loaded CLAP is {clap.fingerprint()!r}; its outputs would be meaningless")
         santa = SantaMemory.load(folder / "santa") if (folder / "santa" / "santa.json").is_file() else None
-        shift = None
-        if (folder / "shift.safetensors").is_file():
-            from .gap import load_shift
-            shift = load_shift(folder / "shift.safetensors")
-        return cls(model, clap, folder, santa, shift)
+        shift = load_shift(folder / SHIFT_FILE) if (folder / SHIFT_FILE).is_file() else None
+        m = cls(model, clap, folder, santa, shift)
+        m.train_config = raw.get("train")
+        return m
+
+    def save_pretrained(self, folder: str | os.PathLike, state: dict | None = None,
+                        quality: dict | None = None) -> Path:
+        """Write every artifact of the model to ``folder`` (see the layout above) and a model card.
+
+        ``state``: full trainable weights when the live ones are sharded (FSDP); ``quality``: measured
+        numbers for the card (``{"source", "rows": [{"name", metric: value}]}``)."""
+        from .bridge.shift import SHIFT_FILE, save_shift
+        from .config import save_json, to_dict
+        from .model_card import held_out_losses, render_model_card
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.model.save_weights(folder, state=state)
+        config = {"format": "mats", "model_type": "mats", "format_version": FORMAT_VERSION,
+                  "model": to_dict(self.model.config)}
+        if self.train_config is not None:
+            config["train"] = self.train_config
+        if self.clap is not None:
+            config["clap_fingerprint"] = self.clap.fingerprint()
+        save_json(config, folder / "config.json")
+        if self.santa is not None:
+            self.santa.save(folder / "santa")
+        if self.shift is not None and not _holds_shift(folder / SHIFT_FILE, self.shift):
+            save_shift(folder / SHIFT_FILE, {"shift": self.shift},
+                       clap_fingerprint=config.get("clap_fingerprint"))
+        logs = sorted(folder.glob("log*.csv"))
+        held = [row for log in logs for row in held_out_losses(log)]
+        card = render_model_card(folder.name, config, santa=self.santa, has_shift=self.shift is not None,
+                                 held_out=held, quality=quality)
+        (folder / "README.md").write_text(card, encoding="utf-8")
+        self.folder = folder
+        return folder
 
     # -- the two halves ------------------------------------------------------------------------
     def embed_audio(self, audio: Sequence) -> np.ndarray:
@@ -130,10 +198,7 @@ class MATS:
             raise ValueError(f"{len(questions)} questions for {n} audio embeddings")
         embeddings = np.asarray(embeddings, dtype=np.float32)
         z = self.bridge(embeddings, bridge, seed) if n else embeddings
-        params = {"num_beams": t.num_beams, "max_new_tokens": t.max_new_tokens,
-                  "repetition_penalty": t.repetition_penalty, "rerank": t.rerank}
-        if t.no_repeat_ngram_size:
-            params["no_repeat_ngram_size"] = t.no_repeat_ngram_size
+        params = t.decoding()
         params.update({k: v for k, v in decoding.items() if v is not None})
         rerank = int(params.pop("rerank") or 0)
         if rerank < 0:
@@ -143,7 +208,7 @@ class MATS:
             params["num_return_sequences"] = rerank
         out = []
         for i in range(0, n, batch_size):
-            reqs = [Request(t.name, instruction_for(t.name, questions[j] if questions else None))
+            reqs = [Request(t.name, t.instruction(questions[j] if questions else None))
                     for j in range(i, min(n, i + batch_size))]
             texts = self.model.generate(torch.from_numpy(z[i:i + batch_size]), reqs, **params)
             if rerank > 1:
@@ -189,8 +254,9 @@ class MATS:
         from tqdm import tqdm
 
         files = list(files)
-        if task in ("qa", "open") and not (question or "").strip():
-            raise ValueError(f"task {task!r} needs a question")
+        the_task = get_task(task)
+        if the_task.needs_question and not (question or "").strip():
+            raise ValueError(f"task {the_task.name!r} needs a question")
         bar = tqdm(total=len(files), disable=not progress, desc=task, unit="file", dynamic_ncols=True)
         for i in range(0, len(files), batch_size):
             chunk = files[i:i + batch_size]
@@ -212,14 +278,33 @@ class MATS:
                          if rows else [])
             for f, s, t, err in meta:
                 if err:
-                    yield Result(str(f), task, error=err, question=question)
+                    yield Result(str(f), the_task.name, error=err, question=question)
                     continue
                 text = next(texts)
-                yield Result(str(f), task, text=text, tags=split_tags(text) if task == "tags" else None,
+                yield Result(str(f), the_task.name, tags=the_task.parse(text).get("tags"), text=text,
                              question=question, start=s, end=t, bridge=bridge)
             bar.update(len(chunk))
         bar.close()
 
     @property
     def bridges(self) -> tuple[str, ...]:
-        return BRIDGES
+        """The bridges this model can run (santa/nearest/projection need its memory, shift its vector)."""
+        return tuple(name for name, why_not in available_bridges(self.santa, self.shift).items() if why_not is None)
+
+    def retrieved(self, embeddings: np.ndarray, top_k: int = 8) -> list[list[dict]]:
+        """Why the model says what it says: for each audio embedding, the Santa memory's nearest
+        training texts (``text``, cosine ``score``) and the weight Santa gives each among them
+        (``softmax(tau * score)`` over the ``top_k`` shown, tau from the memory; no noise)."""
+        if self.santa is None:
+            raise BridgeError("this model has no Santa memory to retrieve from")
+        q = np.asarray(embeddings, np.float32)
+        idx, sims = self.santa.retrieve_indices(q, top_l=int(top_k), search="exact")
+        tau = float(self.santa.config.tau)
+        out = []
+        for row_idx, row_sims in zip(np.atleast_2d(idx), np.atleast_2d(sims)):
+            w = np.exp(tau * (row_sims - row_sims.max()))
+            w = w / w.sum()
+            texts = self.santa.texts
+            out.append([{"text": texts[i] if texts is not None else f"bank row {i}", "score": float(s),
+                         "weight": float(wi), "row": int(i)} for i, s, wi in zip(row_idx, row_sims, w)])
+        return out

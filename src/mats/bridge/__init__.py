@@ -2,12 +2,28 @@
 
 * :mod:`.noise` — the noise added to text embeddings during training (and to Santa's entries);
 * :mod:`.santa` — Santa's clustered memory bank and the retrieval/mixing step;
-* :mod:`.bridges` — every inference bridge (none, noise, santa, nearest, projection, shift) by name.
+* :mod:`.config` — :class:`BridgeConfig`: a bridge by name, its defaults resolved from the model's memory;
+* :mod:`.bridges` — every inference bridge (none, noise, santa, nearest, projection, shift) applied;
+* :mod:`.shift` — the 'shift' bridge's vector on disk.
 """
 
-from .bridges import BRIDGES, DEFAULT_TAU, BridgeConfig, BridgeError, apply_bridge, projection
-from .noise import NOISE_KINDS, NoiseConfig, add_noise, l2_normalize, sample_noise
-from .santa import SEARCH_MODES, SantaConfig, SantaMemory, kmeans
+# Imported lazily: the CLI reads mats.bridge.config (names and defaults) without loading torch.
+_WHERE = {
+    "BRIDGES": "config", "DEFAULT_TAU": "config", "BridgeConfig": "config", "BridgeError": "config",
+    "available_bridges": "config", "NOISE_KINDS": "config",
+    "apply_bridge": "bridges", "projection": "bridges",
+    "add_noise": "noise", "l2_normalize": "noise", "sample_noise": "noise",
+    "SEARCH_MODES": "config", "SantaConfig": "santa", "SantaMemory": "santa", "kmeans": "santa",
+    "load_shift": "shift", "save_shift": "shift",
+}
+
+
+def __getattr__(name):
+    if name in _WHERE:
+        import importlib
+        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "BRIDGES",
@@ -15,9 +31,9 @@ __all__ = [
     "BridgeConfig",
     "BridgeError",
     "apply_bridge",
+    "available_bridges",
     "projection",
     "NOISE_KINDS",
-    "NoiseConfig",
     "add_noise",
     "l2_normalize",
     "sample_noise",
@@ -25,4 +41,6 @@ __all__ = [
     "SantaConfig",
     "SantaMemory",
     "kmeans",
+    "load_shift",
+    "save_shift",
 ]

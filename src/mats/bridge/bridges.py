@@ -36,57 +36,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .noise import NOISE_KINDS, add_noise, l2_normalize
-from .santa import SEARCH_MODES, SantaMemory
+from .config import BRIDGES, DEFAULT_TAU, BridgeConfig, BridgeError, available_bridges
+from .noise import add_noise, l2_normalize
+from .santa import SantaMemory
 
-__all__ = ["BRIDGES", "DEFAULT_TAU", "BridgeConfig", "BridgeError", "apply_bridge", "noise_bridge_variance", "projection"]
-
-BRIDGES = ("none", "noise", "santa", "nearest", "projection", "shift")
-
-# tau used when BridgeConfig.tau is None: Santa's 10 (paper) and DeCap's 1 / 0.01 for projection
-DEFAULT_TAU = {"santa": 10.0, "projection": 100.0}
+__all__ = ["BRIDGES", "DEFAULT_TAU", "BridgeConfig", "BridgeError", "apply_bridge", "available_bridges",
+           "projection"]
 
 _CHUNK_ELEMS = 1 << 24
-
-
-class BridgeError(ValueError):
-    """A bridge was misconfigured or lacks what it needs (memory bank, shift vector)."""
-
-
-@dataclass
-class BridgeConfig:
-    name: str = "santa"
-    lam: float | None = None  # santa: None -> the memory's config (paper: 0.3)
-    tau: float | None = None  # santa: None -> memory's config (10); projection: None -> 100
-    top_l: int | None = None  # santa: None -> memory's config (32)
-    noise_variance: float | None = None  # None -> the memory's config (the model's training noise), else 0.015
-    noise_kind: str = "gaussian"  # noise bridge only (santa uses the memory's noise_kind)
-    search: str | None = None  # santa: None -> memory's config; nearest / projection top-L: "exact" if None
-    projection_top_l: int | None = None  # projection over the top-L exact neighbours (None: whole bank)
-
-    def __post_init__(self) -> None:
-        if self.name not in BRIDGES:
-            raise BridgeError(f"unknown bridge {self.name!r}; choose one of {BRIDGES}")
-        if self.search is not None and self.search not in SEARCH_MODES:
-            raise BridgeError(f"unknown search mode {self.search!r}; choose one of {SEARCH_MODES}")
-        if self.noise_kind not in NOISE_KINDS:
-            raise BridgeError(f"unknown noise kind {self.noise_kind!r}; choose one of {NOISE_KINDS}")
-        if self.lam is not None and not (0.0 <= self.lam <= 1.0):
-            raise BridgeError(f"lam must lie in [0, 1], got {self.lam}")
-        if self.noise_variance is not None and not (self.noise_variance >= 0.0):
-            raise BridgeError(f"noise_variance must be >= 0, got {self.noise_variance}")
-        for f in ("top_l", "projection_top_l"):
-            v = getattr(self, f)
-            if v is not None and int(v) < 1:
-                raise BridgeError(f"{f} must be >= 1 or None, got {v}")
-
-    @property
-    def needs_memory(self) -> bool:
-        return self.name in ("santa", "nearest", "projection")
-
-    @property
-    def needs_shift(self) -> bool:
-        return self.name == "shift"
 
 
 def _as_array(z) -> np.ndarray:
@@ -107,14 +64,6 @@ def _need_memory(memory: SantaMemory | None, name: str, dim: int) -> SantaMemory
     if memory.dim != dim:
         raise BridgeError(f"bridge {name!r}: memory bank has dimension {memory.dim}, embeddings have {dim}")
     return memory
-
-
-def noise_bridge_variance(config: BridgeConfig, memory: SantaMemory | None = None) -> float:
-    """The noise bridge's variance: the configured one, else the noise the model was trained with
-    (recorded in its Santa memory), else the paper's 0.015."""
-    if config.noise_variance is not None:
-        return float(config.noise_variance)
-    return float(memory.config.noise_variance) if memory is not None else 0.015
 
 
 def projection(z: np.ndarray, bank: np.ndarray, tau: float = 100.0) -> np.ndarray:
@@ -158,8 +107,7 @@ def apply_bridge(
     """
     if isinstance(config, str):
         config = BridgeConfig(name=config)
-    if config.name not in BRIDGES:
-        raise BridgeError(f"unknown bridge {config.name!r}; choose one of {BRIDGES}")
+    config = config.resolve(memory)
     z = _as_array(z)
     n, d = z.shape
     q = l2_normalize(z).astype(np.float32)
@@ -169,23 +117,22 @@ def apply_bridge(
     if name == "none":
         out = q
     elif name == "noise":
-        var = noise_bridge_variance(config, memory)
-        out = add_noise(torch.from_numpy(q), var, config.noise_kind, gen).numpy()
+        out = add_noise(torch.from_numpy(q), config.noise_variance, config.noise_kind, gen).numpy()
     elif name == "santa":
         mem = _need_memory(memory, name, d)
         out = mem.apply(q, generator=gen, lam=config.lam, tau=config.tau, noise_variance=config.noise_variance,
-                        top_l=config.top_l, search=config.search)
+                        top_l=config.top_l, search=config.search, noise_kind=config.noise_kind)
     elif name == "nearest":
         mem = _need_memory(memory, name, d)
-        idx, _ = mem.retrieve_indices(q, top_l=1, search=config.search or "exact")
+        idx, _ = mem.retrieve_indices(q, top_l=1, search=config.search)
         out = mem.bank[idx[:, 0]]
     elif name == "projection":
         mem = _need_memory(memory, name, d)
-        tau = DEFAULT_TAU["projection"] if config.tau is None else float(config.tau)
+        tau = config.tau
         if config.projection_top_l is None:
             out = projection(q, mem.bank, tau)
         else:
-            idx, sims = mem.retrieve_indices(q, top_l=int(config.projection_top_l), search=config.search or "exact")
+            idx, sims = mem.retrieve_indices(q, top_l=config.projection_top_l, search=config.search)
             w = torch.softmax(tau * torch.from_numpy(np.asarray(sims, dtype=np.float64)), dim=1)
             ent = torch.from_numpy(mem.bank[idx]).double()
             out = l2_normalize(torch.einsum("nl,nld->nd", w, ent)).float().numpy()

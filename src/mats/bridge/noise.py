@@ -17,31 +17,15 @@ Variance 0 returns the input object unchanged (no normalisation, no copy).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-__all__ = ["NOISE_KINDS", "NoiseConfig", "l2_normalize", "sample_noise", "add_noise"]
+from .config import NOISE_KINDS
 
-NOISE_KINDS = ("gaussian", "uniform")
+__all__ = ["NOISE_KINDS", "l2_normalize", "sample_noise", "add_noise"]
 
 _EPS = 1e-12
-
-
-@dataclass
-class NoiseConfig:
-    """Noise applied to text embeddings (fresh each training step) and to Santa's retrieved entries."""
-
-    variance: float = 0.015
-    kind: str = "gaussian"
-
-    def __post_init__(self) -> None:
-        _check(self.variance, self.kind)
-
-    @property
-    def std(self) -> float:
-        return math.sqrt(self.variance)
 
 
 def _check(variance: float, kind: str) -> None:

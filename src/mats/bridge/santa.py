@@ -47,16 +47,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .noise import NOISE_KINDS, add_noise, l2_normalize
+from .config import NOISE_KINDS, PAPER_NOISE_VARIANCE, PAPER_SANTA, SEARCH_MODES
+from .noise import add_noise, l2_normalize
 
 __all__ = ["SEARCH_MODES", "KMEANS_INITS", "SantaConfig", "SantaMemory", "kmeans"]
 
-SEARCH_MODES = ("cluster", "exact", "ivf", "auto")
 KMEANS_INITS = ("k-means++", "random")
 _FORMAT = "mats-santa"
 _FORMAT_VERSION = 1
 _WEIGHTS_FILE = "santa.safetensors"
 _CONFIG_FILE = "santa.json"
+_TEXTS_FILE = "texts.txt"  # one training text per bank row, newlines inside a text flattened to spaces
 _CHUNK_ELEMS = 1 << 24  # ~64 MB of float32 per similarity block
 _PP_CANDIDATES_PER_CLUSTER = 64  # k-means++ seeding considers at most 64 * K rows
 FAISS_KMEANS_MIN_ROWS = 200_000  # torch Lloyd took 41 s on 1 M rows; faiss.Kmeans is several times faster
@@ -66,12 +67,12 @@ FAISS_KMEANS_MIN_ROWS = 200_000  # torch Lloyd took 41 s on 1 M rows; faiss.Kmea
 class SantaConfig:
     clusters: int = 100  # K of k-means (clamped to the number of bank rows)
     kmeans_iters: int = 10  # Lloyd iterations (Euclidean)
-    top_l: int = 32  # L entries retrieved per query
-    noise_variance: float = 0.015  # fresh noise on the retrieved entries (0 disables)
+    top_l: int = PAPER_SANTA["top_l"]  # L entries retrieved per query
+    noise_variance: float = PAPER_NOISE_VARIANCE  # fresh noise on the retrieved entries (0 disables); the model's training noise
     noise_kind: str = "gaussian"  # or "uniform" (same variance)
-    tau: float = 10.0  # multiplies the logits <z, m_i>
-    lam: float = 0.3  # weight of the retrieved mixture
-    search: str = "cluster"  # "cluster" (paper) | "exact" | "ivf"
+    tau: float = PAPER_SANTA["tau"]  # multiplies the logits <z, m_i>
+    lam: float = PAPER_SANTA["lam"]  # weight of the retrieved mixture
+    search: str = PAPER_SANTA["search"]  # "cluster" (paper) | "exact" | "ivf"
     seed: int = 0  # k-means initialisation (and subsampling)
     ivf_nprobe: int = 8  # clusters probed in "ivf" mode
     kmeans_max_points: int | None = None  # fit k-means on a seeded subsample of this many rows (None: all)
@@ -268,8 +269,12 @@ class SantaMemory:
     """A clustered bank of L2-normalised text embeddings and Santa retrieval/mixing over it."""
 
     def __init__(self, bank: np.ndarray, centroids: np.ndarray, assignments: np.ndarray,
-                 config: SantaConfig | None = None):
+                 config: SantaConfig | None = None, texts: list[str] | None = None):
         self.config = config if config is not None else SantaConfig()
+        # The training texts behind the bank rows (optional): what retrieval shows and reads.
+        if texts is not None and len(texts) != len(bank):
+            raise ValueError(f"{len(texts)} texts for a bank of {len(bank)} rows")
+        self.texts = list(texts) if texts is not None else None
         bank = np.ascontiguousarray(bank, dtype=np.float32)
         centroids = np.ascontiguousarray(centroids, dtype=np.float32)
         assignments = np.ascontiguousarray(assignments, dtype=np.int64)
@@ -312,10 +317,12 @@ class SantaMemory:
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
-    def build(cls, bank: np.ndarray, config: SantaConfig | None = None, normalize: bool = True) -> "SantaMemory":
+    def build(cls, bank: np.ndarray, config: SantaConfig | None = None, normalize: bool = True,
+              texts: list[str] | None = None) -> "SantaMemory":
         """Cluster ``bank`` ([M, D] text embeddings) with seeded k-means and return the memory.
 
-        ``normalize`` L2-normalises the rows first (the bank must be unit rows for the method).
+        ``normalize`` L2-normalises the rows first (the bank must be unit rows for the method);
+        ``texts`` are the training texts behind the rows (kept for retrieval and display).
         """
         config = config if config is not None else SantaConfig()
         bank = np.ascontiguousarray(bank, dtype=np.float32)
@@ -327,7 +334,7 @@ class SantaMemory:
             bank = np.ascontiguousarray(l2_normalize(bank), dtype=np.float32)
         centroids, assignments = kmeans(bank, int(config.clusters), int(config.kmeans_iters), int(config.seed),
                                         config.kmeans_max_points, config.kmeans_init)
-        return cls(bank, centroids, assignments, config)
+        return cls(bank, centroids, assignments, config, texts)
 
     # -- introspection -----------------------------------------------------------------------
     @property
@@ -494,11 +501,13 @@ class SantaMemory:
         noise_variance: float | None = None,
         top_l: int | None = None,
         search: str | None = None,
+        noise_kind: str | None = None,
     ):
         """Santa-adjusted, L2-normalised embeddings ``z'`` (same type/shape as ``z``).
 
-        Keyword overrides (``lam``, ``tau``, ``noise_variance``, ``top_l``, ``search``) replace the
-        config values for this call (for sweeps). ``generator`` makes the entry noise reproducible
+        Keyword overrides (``lam``, ``tau``, ``noise_variance``, ``top_l``, ``search``, ``noise_kind``)
+        replace the config values for this call (for sweeps; :class:`~mats.bridge.config.BridgeConfig`
+        resolves them). ``generator`` makes the entry noise reproducible
         (``None``: torch's global RNG).
         """
         cfg = self.config
@@ -507,6 +516,7 @@ class SantaMemory:
         var = float(cfg.noise_variance if noise_variance is None else noise_variance)
         top_l = int(top_l or cfg.top_l)
         mode = search or cfg.search
+        kind = noise_kind or cfg.noise_kind
         q, back = _to_query(z)
         self._check_dim(q)
         q = l2_normalize(q)
@@ -519,7 +529,7 @@ class SantaMemory:
         for s in range(0, q.shape[0], step):
             qs, ent = q[s : s + step], self._rows(idx[s : s + step])  # [n, L, D]
             if var > 0.0:
-                ent = add_noise(ent.reshape(-1, d), var, cfg.noise_kind, generator).reshape(ent.shape)
+                ent = add_noise(ent.reshape(-1, d), var, kind, generator).reshape(ent.shape)
             w = torch.softmax(tau * torch.einsum("nd,nld->nl", qs, ent), dim=1)
             mix = torch.einsum("nl,nld->nd", w, ent)
             out[s : s + step] = l2_normalize((1.0 - lam) * qs + lam * mix)
@@ -539,6 +549,10 @@ class SantaMemory:
         meta = {"format": _FORMAT, "version": _FORMAT_VERSION, "num_entries": self.num_entries,
                 "dim": self.dim, "num_clusters": self.num_clusters, "config": asdict(self.config)}
         (folder / _CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        if self.texts is not None:
+            with open(folder / _TEXTS_FILE, "w", encoding="utf-8") as f:
+                for t in self.texts:
+                    f.write(" ".join(t.split("\n")) + "\n")
         return folder
 
     @classmethod
@@ -567,7 +581,12 @@ class SantaMemory:
         missing = {"bank", "centroids", "assignments"} - set(tensors)
         if missing:
             raise ValueError(f"{wpath} lacks tensors {sorted(missing)}")
-        return cls(tensors["bank"], tensors["centroids"], tensors["assignments"], SantaConfig(**cfg_dict))
+        texts = None
+        if (folder / _TEXTS_FILE).is_file():
+            texts = (folder / _TEXTS_FILE).read_text(encoding="utf-8").split("\n")[:len(tensors["bank"])]
+            if len(texts) != len(tensors["bank"]):
+                raise ValueError(f"{folder / _TEXTS_FILE} has {len(texts)} lines for {len(tensors['bank'])} bank rows")
+        return cls(tensors["bank"], tensors["centroids"], tensors["assignments"], SantaConfig(**cfg_dict), texts)
 
     def __repr__(self) -> str:
         c = self.config

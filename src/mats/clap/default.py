@@ -8,7 +8,7 @@ No CLAP with weights installs offline, so this one is assembled from two real mo
   patch scores are pooled over the window, turned into class weights, and the audio embedding is the
   normalised weighted sum of MiniLM embeddings of the class names (written with ``label_prompt``).
 
-Settings were chosen by zero-shot top-1 accuracy on the real-sound set (``mats.sounds``: 91 clips,
+Settings were chosen by zero-shot top-1 accuracy on the real-sound set (``mats.data.sounds``: 91 clips,
 45 classes, from sound-theme-freedesktop, openttd-opensfx and wesnoth-1.16-data; labels come from
 file names). ``python benchmarks/clap_alignment.py`` reproduces every number here (about 30 s):
 

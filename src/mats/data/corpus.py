@@ -21,7 +21,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ..jsonl import iter_jsonl
-from ..prompts import TASKS
+from ..tasks import TASKS
 
 REQUIRED = ("text", "task", "answer")
 

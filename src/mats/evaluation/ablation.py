@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
-from ..bridge.bridges import BRIDGES, DEFAULT_TAU, BridgeConfig, noise_bridge_variance
+from ..bridge.config import BRIDGES, BridgeConfig, available_bridges
 
 __all__ = ["SWEEP_PARAMS", "PARAM_ALIASES", "DEFAULT_GRID", "QUICK_GRID", "RunSpec", "parse_sweep",
            "merge_grids", "resolve_bridge", "bridge_key", "plan_ablation"]
@@ -109,35 +109,12 @@ def merge_grids(base: Mapping[str, Sequence[float]], override: Mapping[str, Sequ
 
 
 def resolve_bridge(config: BridgeConfig, santa=None) -> dict[str, Any]:
-    """The parameters a bridge configuration actually runs with (``None`` -> the defaults it falls
-    back to), for reports and for de-duplicating identical runs."""
-    name = config.name
-    out: dict[str, Any] = {"name": name}
-    if name == "noise":
-        out["noise_variance"] = noise_bridge_variance(config, santa)
-        out["noise_kind"] = config.noise_kind
-    elif name == "santa":
-        cfg = santa.config if santa is not None else None
-        pick = lambda v, attr, default: v if v is not None else (getattr(cfg, attr) if cfg else default)  # noqa: E731
-        out.update({"lam": float(pick(config.lam, "lam", 0.3)), "tau": float(pick(config.tau, "tau", 10.0)),
-                    "top_l": int(pick(config.top_l, "top_l", 32)),
-                    "noise_variance": float(pick(config.noise_variance, "noise_variance", 0.015)),
-                    "search": pick(config.search, "search", "cluster")})
-        if cfg is not None:
-            out["noise_kind"] = cfg.noise_kind
-    elif name == "nearest":
-        out["search"] = config.search or "exact"
-    elif name == "projection":
-        out["tau"] = DEFAULT_TAU["projection"] if config.tau is None else float(config.tau)
-        out["projection_top_l"] = config.projection_top_l
-        if config.projection_top_l is not None:
-            out["search"] = config.search or "exact"
-    return out
+    """The parameters a bridge configuration actually runs with (see :meth:`BridgeConfig.describe`)."""
+    return config.describe(santa)
 
 
 def bridge_key(config: BridgeConfig, santa=None) -> str:
-    r = resolve_bridge(config, santa)
-    return ";".join(f"{k}={r[k]}" for k in sorted(r))
+    return config.key(santa)
 
 
 def _fmt(v: float) -> str:
@@ -149,20 +126,15 @@ def plan_ablation(santa=None, shift_available: bool = False, shift_reason: str |
                   bridges: Sequence[str] = BRIDGES) -> list[RunSpec]:
     """Every bridge (skipped ones carry the reason), then each parameter of ``grid`` swept alone."""
     specs: list[RunSpec] = []
+    why_not = available_bridges(santa, shift=True if shift_available else None)
+    if why_not["shift"] is not None:
+        why_not["shift"] = shift_reason or (why_not["shift"] + " and no --shift FILE was given")
     for b in bridges:
-        cfg = BridgeConfig(name=b)
-        reason = None
-        if cfg.needs_memory and santa is None:
-            reason = "the model folder has no Santa memory (santa/santa.json)"
-        elif cfg.needs_shift and not shift_available:
-            reason = shift_reason or ("no shift vector: the model folder has no shift.safetensors and no "
-                                      "--shift FILE was given (`mats gap --out DIR` writes DIR/shift.safetensors)")
-        specs.append(RunSpec(b, cfg, kind="bridge", skipped=reason))
+        specs.append(RunSpec(b, BridgeConfig(name=b), kind="bridge", skipped=why_not[b]))
     grid = DEFAULT_GRID if grid is None else grid
     for param in SWEEP_PARAMS:
         for v in grid.get(param, ()):
             cfg = BridgeConfig(name="santa", **{param: v})
             specs.append(RunSpec(f"santa {param}={_fmt(v)}", cfg, kind="sweep", param=param, value=float(v),
-                                 skipped=None if santa is not None else
-                                 "the model folder has no Santa memory (santa/santa.json)"))
+                                 skipped=why_not["santa"]))
     return specs

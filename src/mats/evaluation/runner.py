@@ -37,27 +37,18 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..tasks import EVAL_TASKS, get_eval_task, get_task, split_tags
 from .ablation import (DEFAULT_GRID, QUICK_GRID, RunSpec, bridge_key, merge_grids, plan_ablation,
                        resolve_bridge)
 
-__all__ = ["EvalConfig", "Evaluation", "run_eval", "load_eval_benchmark", "write_results", "EVAL_TASKS", "primary_metric",
+__all__ = ["EvalConfig", "Evaluation", "run_eval", "load_eval_benchmark", "write_results", "primary_metric",
            "RESULTS_FILE", "REPORT_FILE"]
 
 RESULTS_FILE = "results.json"
 REPORT_FILE = "report.md"
 
-# evaluation task -> (prompt task of mats.prompts, scoring task of mats.evaluation.scoring)
-EVAL_TASKS = {"caption": ("caption", "caption"), "tag": ("tags", "tag"), "classify": ("tags", "classify"),
-              "qa": ("qa", "qa")}
-_TASK_ALIASES = {"tags": "tag", "tagging": "tag", "captioning": "caption", "classification": "classify",
-                 "aqa": "qa"}
-
-
 def canonical_eval_task(task: str) -> str:
-    t = _TASK_ALIASES.get(task.strip().lower(), task.strip().lower())
-    if t not in EVAL_TASKS:
-        raise ValueError(f"unknown eval task {task!r}; choose one of {', '.join(EVAL_TASKS)}")
-    return t
+    return get_eval_task(task).name
 
 
 @dataclass
@@ -136,11 +127,7 @@ def _scalar_metrics(m: dict) -> dict[str, float | None]:
 
 def primary_metric(task: str, metrics: dict) -> str | None:
     """The number tables and plots lead with."""
-    order = {"caption": ("cider_d", "keyword_accuracy", "sbert_sim", "bleu_4"),
-             "tag": ("keyword_accuracy", "map", "f1_string"),
-             "classify": ("keyword_accuracy", "accuracy"),
-             "qa": ("accuracy", "exact_match")}[canonical_eval_task(task)]
-    for k in order:
+    for k in get_eval_task(task).primary:
         if metrics.get(k) is not None:
             return k
     return next((k for k, v in metrics.items() if v is not None), None)
@@ -209,11 +196,8 @@ class Evaluation:
     # -- decoding ------------------------------------------------------------------------------
     def decoding_params(self, prompt_task: str, num_beams: int | None = None,
                         max_new_tokens: int | None = None, rerank: int | None = None) -> dict[str, Any]:
-        from ..prompts import get_task
         t = get_task(prompt_task)
-        d = {"num_beams": t.num_beams, "max_new_tokens": t.max_new_tokens,
-             "repetition_penalty": t.repetition_penalty, "no_repeat_ngram_size": t.no_repeat_ngram_size,
-             "rerank": t.rerank}
+        d = {**t.decoding(), "no_repeat_ngram_size": t.no_repeat_ngram_size}
         if rerank is not None:
             d["rerank"] = int(rerank)
         if num_beams is not None:
@@ -334,7 +318,7 @@ class Evaluation:
 # ----------------------------------------------------------------------------- the run
 def load_eval_benchmark(data: str | os.PathLike, name: str | None = None, split: str | None = None):
     """:func:`load_benchmark`, also for generic folders whose rows give ``synonyms`` as a list (the
-    format :func:`mats.sounds.fetch_real_sounds` writes: the synonyms of the row's label(s)); such
+    format :func:`mats.data.sounds.fetch_real_sounds` writes: the synonyms of the row's label(s)); such
     rows are read as ``{label: synonyms}`` for each of the row's labels."""
     import tempfile
 
@@ -373,7 +357,7 @@ def _load_mats(config: EvalConfig):
     from ..pipeline import MATS
     m = MATS.from_pretrained(config.model, device=config.device)
     if config.shift is not None:
-        from ..gap import load_shift
+        from ..bridge.shift import load_shift
         p = Path(config.shift)
         if not p.exists():
             raise FileNotFoundError(f"shift vector file not found: {p}")
@@ -400,7 +384,7 @@ def _describe_model(mats) -> dict:
 
 
 def _versions() -> dict:
-    from .. import __version__
+    from ..version import __version__
     v = {"mats": __version__, "python": platform.python_version()}
     for mod in ("torch", "transformers", "peft", "numpy"):
         try:
@@ -422,7 +406,7 @@ def run_eval(config: EvalConfig, mats=None, benchmark=None, evaluation: Evaluati
 
     t_start = time.perf_counter()
     task = config.task
-    prompt_task, _ = EVAL_TASKS[task]
+    prompt_task = EVAL_TASKS[task].prompt_task
     if evaluation is not None:
         mats, benchmark = evaluation.mats, evaluation.benchmark
     if benchmark is None:
@@ -484,7 +468,6 @@ def run_eval(config: EvalConfig, mats=None, benchmark=None, evaluation: Evaluati
         metrics["zero_shot_accuracy"] = zs["accuracy"]
 
     predictions = []
-    from ..pipeline import split_tags
     for i, (it, p) in enumerate(zip(ev.items, main_preds)):
         r: dict[str, Any] = {"id": it.id or str(it.file), "file": str(it.file), "prediction": p}
         if prompt_task == "tags":

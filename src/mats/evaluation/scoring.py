@@ -36,24 +36,15 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ..tasks import EVAL_TASKS, get_eval_task
 from .metrics import caption_metrics, check_caption_inputs, default_text_encoder
 
-TASK_ALIASES = {
-    "caption": "caption", "captioning": "caption", "audio_caption": "caption", "aac": "caption",
-    "music_caption": "caption", "music": "caption", "music_captioning": "caption",
-    "classify": "classify", "classification": "classify", "single_label": "classify",
-    "scene": "classify", "single_event": "classify",
-    "tag": "tag", "tagging": "tag", "multi_label": "tag", "multi_events": "tag",
-    "qa": "qa", "aqa": "qa", "question_answering": "qa", "mcq": "qa",
-}
-TASKS = ("caption", "classify", "tag", "qa")
+TASKS = tuple(EVAL_TASKS)
 
 
 def canonical_task(task: str) -> str:
-    key = task.strip().lower().replace("-", "_").replace(" ", "_")
-    if key not in TASK_ALIASES:
-        raise ValueError(f"unknown task {task!r}; known: {', '.join(sorted(TASK_ALIASES))}")
-    return TASK_ALIASES[key]
+    """The scorer for an evaluation task name or alias (``"single_event"`` -> ``"classify"``)."""
+    return get_eval_task(task).scoring
 
 
 # ----------------------------------------------------------------------------- text normalisation

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..bridge.config import PAPER_NOISE_VARIANCE
 from ..config import apply_overrides, from_dict, to_dict
 from ..model import ModelConfig
 
@@ -20,7 +21,10 @@ class CorpusSpec:
 
 @dataclass
 class SantaBuild:
-    """How the Santa memory bank stored with the model is built from the training texts."""
+    """How the Santa memory bank stored with the model is built from the training texts.
+
+    Its entries get the training noise (``train.noise_variance`` / ``train.noise_kind``): one noise
+    setting per model, recorded once in the model folder."""
 
     bank_size: int = 5172  # M; the paper's reference run used 5,172 texts
     clusters: int = 100
@@ -28,7 +32,6 @@ class SantaBuild:
     top_l: int = 32
     tau: float = 10.0
     lam: float = 0.3
-    noise_variance: float = 0.015
 
 
 @dataclass
@@ -45,7 +48,7 @@ class TrainConfig:
     warmup_steps: int = 100
     min_lr_ratio: float = 0.0
     grad_clip: float = 1.0
-    noise_variance: float = 0.015
+    noise_variance: float = PAPER_NOISE_VARIANCE  # text-embedding noise in training (and on Santa's entries)
     noise_kind: str = "gaussian"
     strategy: str = "ddp"  # with several processes: "ddp" (replicate) or "fsdp" (shard; train/parallel.py)
     # auto | fp32 | bf16 | fp16 (autocast; auto = bf16 on capable GPUs and CPUs with native bf16, else fp32)
@@ -95,7 +98,23 @@ class RunConfig:
                 data = json.loads(path.read_text())
             data.pop("format", None)
         data = apply_overrides(data, overrides or [])
+        _fold_santa_noise(data)
         return from_dict(cls, data, "config")
 
     def to_dict(self) -> dict:
         return to_dict(self)
+
+
+def _fold_santa_noise(data: dict) -> None:
+    """Configs written before the noise became one setting carry ``train.santa.noise_variance`` too;
+    it is accepted when it equals ``train.noise_variance`` (it always did in the shipped configs)."""
+    train = data.get("train")
+    santa = train.get("santa") if isinstance(train, dict) else None
+    if not isinstance(santa, dict) or "noise_variance" not in santa:
+        return
+    old = santa.pop("noise_variance")
+    if old != train.get("noise_variance", PAPER_NOISE_VARIANCE):
+        raise ValueError(f"config: train.santa.noise_variance ({old}) differs from train.noise_variance "
+                         f"({train.get('noise_variance', PAPER_NOISE_VARIANCE)}); the noise is one setting now "
+                         "(train.noise_variance, used for training and for the Santa memory): remove "
+                         "train.santa.noise_variance")

@@ -13,6 +13,7 @@ agree with a single process on the same global batch.
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import os
 import random
@@ -36,6 +37,8 @@ from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import RunConfig
 from .batching import epoch_batches
 from .step import train_step
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -96,7 +99,7 @@ def train(cfg: RunConfig, resume: bool = True, progress: bool = True) -> Path:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", dinfo.rank)))
         torch.cuda.set_device(device)
     if dinfo.world > 1 and dinfo.main:
-        print(f"[mats] data parallel: {dinfo.world} processes ({dist.get_backend()})", flush=True)
+        log.info("[mats] data parallel: %d processes (%s)", dinfo.world, dist.get_backend())
     out = Path(tc.out_dir)
     if dinfo.main:
         out.mkdir(parents=True, exist_ok=True)
@@ -138,7 +141,7 @@ def train(cfg: RunConfig, resume: bool = True, progress: bool = True) -> Path:
     if ckpt is not None:
         start = load_checkpoint(ckpt, model, optimizer, scheduler, scaler)
         if dinfo.main:
-            print(f"[mats] resumed from {ckpt} at step {start}")
+            log.info("[mats] resumed from %s at step %d", ckpt, start)
 
     def make_batch(rows: np.ndarray, rng: random.Random, gen: torch.Generator):
         """Noisy CLAP text embeddings and prompts for ``rows`` (the whole global batch)."""
@@ -229,21 +232,25 @@ def train(cfg: RunConfig, resume: bool = True, progress: bool = True) -> Path:
             if dinfo.world > 1:
                 dist.barrier()
 
-    # 5. The model folder: weights, config, the Santa memory bank, and a loss plot.
+    # 5. The model folder (written by MATS.save_pretrained, its one owner): weights, config, the
+    #    Santa memory bank, the model card; the training log and its plot beside them.
     final = out / "model"
     state = full_state(model)  # a collective under FSDP
     if dinfo.main:
-        model.save_pretrained(final, extra_config={"train": cfg.to_dict()["train"]}, state=state)
-        build_santa_memory(final, text_emb, train_rows, corpus, cfg)
+        from ..pipeline import MATS
+        final.mkdir(parents=True, exist_ok=True)
         shutil.copy(log_path, final / "log.csv")
+        santa = build_santa_memory(text_emb, train_rows, corpus, cfg)
+        MATS(model, clap, santa=santa, train_config=cfg.to_dict()["train"]).save_pretrained(final, state=state)
         plot_log(log_path, final / "loss.png")
     if dinfo.world > 1:
         dist.barrier()
     return final
 
 
-def build_santa_memory(folder: Path, text_emb: np.ndarray, train_rows: np.ndarray, corpus: Corpus,
-                       cfg: RunConfig) -> None:
+def build_santa_memory(text_emb: np.ndarray, train_rows: np.ndarray, corpus: Corpus, cfg: RunConfig):
+    """The Santa memory of a trained model: ``bank_size`` distinct training texts, seeded, with the
+    training noise on its entries."""
     from ..bridge.santa import SantaConfig, SantaMemory
 
     sb = cfg.train.santa
@@ -257,13 +264,10 @@ def build_santa_memory(folder: Path, text_emb: np.ndarray, train_rows: np.ndarra
     rng = np.random.default_rng(cfg.train.seed)
     take = np.sort(rng.choice(unique_rows, size=min(sb.bank_size, len(unique_rows)), replace=False))
     bank = np.asarray(text_emb[take], dtype=np.float32)
-    memory = SantaMemory.build(bank, SantaConfig(clusters=sb.clusters, kmeans_iters=sb.kmeans_iters,
-                                                 top_l=sb.top_l, tau=sb.tau, lam=sb.lam,
-                                                 noise_variance=sb.noise_variance, seed=cfg.train.seed))
-    memory.save(folder / "santa")
-    with open(folder / "santa" / "texts.txt", "w", encoding="utf-8") as f:
-        for r in take:
-            f.write(corpus.samples[r].text.replace("\n", " ") + "\n")
+    config = SantaConfig(clusters=sb.clusters, kmeans_iters=sb.kmeans_iters, top_l=sb.top_l, tau=sb.tau,
+                         lam=sb.lam, noise_variance=cfg.train.noise_variance, noise_kind=cfg.train.noise_kind,
+                         seed=cfg.train.seed)
+    return SantaMemory.build(bank, config, texts=[corpus.samples[r].text for r in take])
 
 
 def _append_log(path: Path, row: list) -> None:

@@ -32,7 +32,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from .store import mats_home, sha256_file
+from ..store import mats_home, sha256_file
 
 __all__ = ["fetch_real_sounds", "read_metadata", "RULES", "PACKAGES", "SoundsError"]
 

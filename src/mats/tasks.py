@@ -1,0 +1,159 @@
+"""The task registry: every task the model knows, in one table that every layer reads.
+
+A :class:`Task` says how the task is prompted (the paper's task tag and instruction variants, the
+first being the test prompt), whether it needs a question, how its output is parsed, how it is
+decoded by default, how an evaluation scores it, and under which name the CLI (``mats NAME``) and the
+HTTP API (``POST /v1/NAME``) expose it. The corpus, the model's prompt, the pipeline, the commands,
+the server and the evaluation all derive their task lists from here.
+
+Evaluation tasks (:data:`EVAL_TASKS`) are the benchmark-side view: a benchmark names what it measures
+("classify", "tag", ...); that maps to the prompt task that answers it and the scorer that scores it.
+
+This module imports nothing heavy: the CLI builds its parser from it without loading torch.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = ["Task", "EvalTask", "TASKS", "EVAL_TASKS", "get_task", "get_eval_task", "split_tags",
+           "command_tasks"]
+
+
+def split_tags(text: str) -> list[str]:
+    """'dog, bark and car.' -> ['dog', 'bark', 'car'] (deduplicated, order kept)."""
+    parts = re.split(r",|;|\band\b|\n", text)
+    seen: dict[str, None] = {}
+    for p in parts:
+        p = p.strip().strip(".").strip()
+        if p and p.lower() not in (s.lower() for s in seen):
+            seen[p] = None
+    return list(seen)
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    tag: str                         # the task tag in the prompt: "... </Speech> [tag] instruction"
+    instructions: tuple[str, ...]    # training variants; the first is the test prompt ("" = the question)
+    help: str                        # one line, for `mats --help` and the API docs
+    command: str | None = None       # `mats COMMAND` and `POST /v1/COMMAND`; None: not a command of its own
+    needs_question: bool = False     # the instruction is the user's question
+    output: str = "text"             # "text" or "tags" (comma-separated labels, parsed by split_tags)
+    scoring: str = "caption"         # the evaluation scorer of this task's answers
+    # decoding defaults at inference
+    num_beams: int = 4
+    max_new_tokens: int = 48
+    repetition_penalty: float = 1.3
+    no_repeat_ngram_size: int = 3
+    # Beam candidates scored by the CLAP against the recording; the best match is the answer
+    # (0 or 1: the top beam as is). See MATS.generate.
+    rerank: int = 0
+
+    @property
+    def test_instruction(self) -> str:
+        return self.instructions[0]
+
+    def decoding(self) -> dict:
+        """The decoding defaults as keyword arguments of ``MATS.generate``."""
+        out = {"num_beams": self.num_beams, "max_new_tokens": self.max_new_tokens,
+               "repetition_penalty": self.repetition_penalty, "rerank": self.rerank}
+        if self.no_repeat_ngram_size:
+            out["no_repeat_ngram_size"] = self.no_repeat_ngram_size
+        return out
+
+    def instruction(self, question: str | None = None, rng=None) -> str:
+        """The instruction text: the question (tasks that need one), a random training variant
+        (``rng``, a ``random.Random``), or the test prompt."""
+        if question:
+            return question
+        if self.needs_question:
+            raise ValueError(f"task {self.name!r} needs a question")
+        return rng.choice(self.instructions) if rng is not None else self.test_instruction
+
+    def parse(self, text: str) -> dict:
+        """The answer as the API returns it: ``{"text"}``, plus ``"tags"`` for tag outputs."""
+        return {"text": text, "tags": split_tags(text)} if self.output == "tags" else {"text": text}
+
+
+TASKS: dict[str, Task] = {t.name: t for t in [
+    Task("caption", "audio caption", (
+        "Describe the following audio in a caption.",
+        "Write a short caption for this sound.",
+        "What can be heard in this recording? Answer in one sentence.",
+        "Summarise the audio clip in a sentence.",
+        "Give a one-sentence description of the audio.",
+    ), help="describe each audio file in one sentence", command="caption", scoring="caption", rerank=8),
+    Task("tags", "multi events", (
+        "Identify the sounds in the audio clip, only display audio tags.",
+        "List the sound events you hear, as comma-separated tags.",
+        "Which sound classes are present? Reply with tags only.",
+        "Tag this audio clip.",
+        "Name the sound sources in the clip as a list of labels.",
+    ), help="list the sound events in each audio file", command="tag", output="tags", scoring="tag",
+        num_beams=4, max_new_tokens=24, rerank=8),
+    Task("music", "music caption", (
+        "Listen to this music clip and describe the music.",
+        "Describe the music in this recording.",
+        "What kind of music is this? Describe it.",
+        "Give a caption for this piece of music.",
+        "Describe the instruments and mood of the music.",
+    ), help="describe music recordings", command="music", scoring="caption", max_new_tokens=64),
+    Task("qa", "audio qa", ("",), help="answer a question about each audio file", command="ask",
+         needs_question=True, scoring="qa", max_new_tokens=32),
+    Task("open", "open ended", ("",), help="open-ended instruction about a recording (chat turns)",
+         needs_question=True, scoring="qa", num_beams=1, max_new_tokens=96, no_repeat_ngram_size=0,
+         repetition_penalty=1.2),
+]}
+
+_TASK_ALIASES = {"tag": "tags", "ask": "qa", "question": "qa"}
+
+
+def get_task(name: str) -> Task:
+    """A task by name, or by its command name (``tag`` -> ``tags``, ``ask`` -> ``qa``)."""
+    key = _TASK_ALIASES.get(name, name)
+    try:
+        return TASKS[key]
+    except KeyError:
+        raise ValueError(f"unknown task {name!r}; known: {', '.join(TASKS)}") from None
+
+
+def command_tasks() -> list[Task]:
+    """Tasks that have a command of their own (`mats caption`, `POST /v1/caption`, ...), in order."""
+    return [t for t in TASKS.values() if t.command]
+
+
+@dataclass(frozen=True)
+class EvalTask:
+    name: str
+    prompt_task: str   # the Task that answers it
+    scoring: str       # the scorer in mats.evaluation.scoring
+    primary: tuple[str, ...]  # headline metrics, first available wins
+
+
+EVAL_TASKS: dict[str, EvalTask] = {t.name: t for t in [
+    EvalTask("caption", "caption", "caption", ("cider_d", "keyword_accuracy", "sbert_sim", "bleu_4")),
+    EvalTask("tag", "tags", "tag", ("keyword_accuracy", "map", "f1_string")),
+    EvalTask("classify", "tags", "classify", ("keyword_accuracy", "accuracy")),
+    EvalTask("qa", "qa", "qa", ("accuracy", "exact_match")),
+]}
+
+# Names benchmarks and papers use for the same tasks.
+_EVAL_ALIASES = {
+    "captioning": "caption", "audio_caption": "caption", "aac": "caption", "music_caption": "caption",
+    "music": "caption", "music_captioning": "caption",
+    "classification": "classify", "single_label": "classify", "scene": "classify", "single_event": "classify",
+    "tags": "tag", "tagging": "tag", "multi_label": "tag", "multi_events": "tag",
+    "aqa": "qa", "question_answering": "qa", "mcq": "qa",
+}
+
+
+def get_eval_task(name: str) -> EvalTask:
+    key = name.strip().lower().replace("-", "_").replace(" ", "_")
+    key = _EVAL_ALIASES.get(key, key)
+    try:
+        return EVAL_TASKS[key]
+    except KeyError:
+        known = sorted(set(EVAL_TASKS) | set(_EVAL_ALIASES))
+        raise ValueError(f"unknown task {name!r} for evaluation; known: {', '.join(known)}") from None
