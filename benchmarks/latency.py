@@ -222,7 +222,7 @@ def speed_rows(args, clips: list[Path]) -> dict:
 
 
 def speed_main(args) -> int:
-    from mats.sounds import fetch_real_sounds
+    from mats.data.sounds import fetch_real_sounds
 
     clips = sorted((fetch_real_sounds() / "clips").rglob("*.wav"))[: args.clips]
     result = {"speed": speed_rows(args, clips), "clips": [c.name for c in clips]}

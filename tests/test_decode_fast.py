@@ -16,7 +16,7 @@ CLIPS = ["36-sheep.wav", "37-cow.wav", "phone-incoming-call.oga", "38-horse.wav"
 
 @pytest.fixture(scope="module")
 def clips():
-    from mats.sounds import fetch_real_sounds, read_metadata
+    from mats.data.sounds import fetch_real_sounds, read_metadata
     try:
         folder = fetch_real_sounds()
         meta = read_metadata(folder)

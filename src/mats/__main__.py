@@ -1,5 +1,5 @@
 """``python -m mats ...`` is the `mats` command."""
 
-from .cli import run
+from .commands import run
 
 run()

@@ -125,5 +125,19 @@ def main(argv: list[str] | None = None) -> int:
     return int(rc or 0)
 
 
+def run() -> None:
+    """The console entry: ``main()``, then, once the output is flushed, exit without the interpreter's
+    teardown (1.4-1.6 s of module and thread clean-up after a model run). Training keeps the normal
+    exit: its process groups and writers shut down in order."""
+    import os
+
+    rc = main()
+    if "train" in sys.argv[1:2]:
+        sys.exit(rc)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(rc)
+
+
 if __name__ == "__main__":
     sys.exit(main())
