@@ -72,9 +72,18 @@ def test_merged_lora_gives_the_same_tokens_as_peft(mats_default, embeddings):
     assert not wrapped.merged and hasattr(wrapped.llm, "peft_config")
     peft_mats = MATS(wrapped, mats_default.clap, DEFAULT_MODEL, mats_default.santa, mats_default.shift)
     assert _outputs(mats_default, embeddings) == _outputs(peft_mats, embeddings)
-    # the merged weights really differ from the base (the LoRA is in them) and are cached on disk
-    with pytest.raises(RuntimeError, match="merge=False"):
-        mats_default.model.save_pretrained("/nonexistent")
+    with pytest.raises(RuntimeError, match="merge=False"):  # merged = inference only
+        mats_default.model.load_trainable_from(DEFAULT_MODEL)
+
+
+def test_merged_model_saves_its_adapter_unchanged(mats_default, embeddings, tmp_path):
+    from mats.pipeline import DEFAULT_MODEL, MATS
+
+    out = mats_default.save_pretrained(tmp_path / "copy")
+    name = "lora/adapter_model.safetensors"
+    assert (out / name).read_bytes() == (DEFAULT_MODEL / name).read_bytes()
+    again = MATS.from_pretrained(out, clap=mats_default.clap)
+    assert again.generate(embeddings[:2], "caption") == mats_default.generate(embeddings[:2], "caption")
 
 
 def test_inference_does_not_import_peft(clips):
