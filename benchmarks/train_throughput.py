@@ -280,15 +280,30 @@ def _full_logits_class():
 
 
 def mats_variants(setup: Setup) -> list[tuple[str, bool, str]]:
-    """(name, output layer at answer positions only, autocast precision) of the real step to time.
-    ``before``: today's main before this work (full logits, the setup's precision)."""
+    """(name, output layer at answer positions only, autocast precision, length-bucketed batches) of
+    the real step to time. ``before``: main before the speed work (full logits, the setup's precision)."""
     from mats.llm import native_bf16_cpu
 
-    out = [("before", False, setup.precision), ("step", True, setup.precision)]
+    out = [("before", False, setup.precision, False), ("step", True, setup.precision, False)]
     fast = setup.device.type == "cuda" or (setup.device.type == "cpu" and native_bf16_cpu())
     if setup.precision == "fp32" and fast:
-        out.append(("step_bf16", True, "bf16"))
+        out.append(("step_bf16", True, "bf16", False))
+        out.append(("step_bf16_bucketed", True, "bf16", True))
+    else:
+        out.append(("step_bucketed", True, setup.precision, True))
     return out
+
+
+def bucketed(batches):
+    """The same samples regrouped as ``train.batching="bucketed"`` groups them: one window of all
+    the steps, sorted by answer length and cut into batches (mats.train.batching.epoch_batches)."""
+    from mats.train.batching import epoch_batches
+
+    z = torch.cat([b[0] for b in batches])
+    reqs = [r for b in batches for r in b[1]]
+    size = len(batches[0][1])
+    order = epoch_batches(np.array([len(r.answer) for r in reqs]), size, seed=0, epoch=0, window=len(batches))
+    return [(z[torch.from_numpy(o)], [reqs[i] for i in o]) for o in order]
 
 
 def build_mats_step(setup: Setup, answer_only: bool, precision: str, tcfg):
@@ -327,31 +342,40 @@ def run_mats_variants(setup: Setup, batches, n_warmup: int, tcfg) -> dict[str, d
     """The real step in each variant, timed round-robin step by step (same batches, same machine
     state), so the ratios between them are fair on a shared machine."""
     variants = mats_variants(setup)
-    built = {name: build_mats_step(setup, answer_only, prec, tcfg) for name, answer_only, prec in variants}
+    built = {name: build_mats_step(setup, answer_only, prec, tcfg) for name, answer_only, prec, _ in variants}
+    regrouped = bucketed(batches)
+    data = {name: regrouped if buck else batches for name, _, _, buck in variants}
     times = {name: [] for name in built}
     losses = {name: [] for name in built}
-    for i, batch in enumerate(batches):
+    totals = {name: 0.0 for name in built}  # every step: the bucketed variant sees other batches
+    for i in range(len(batches)):
         for name, (_, step) in built.items():
             sync(setup.device)
             t = time.perf_counter()
-            losses[name].append(round(step(i, batch), 5))
+            losses[name].append(round(step(i, data[name][i]), 5))
             sync(setup.device)
+            totals[name] += time.perf_counter() - t
             if i >= n_warmup:
                 times[name].append(time.perf_counter() - t)
     model = next(iter(built.values()))[0]
-    stats = {"tokens": [], "answer": [], "seq": []}
+    stats = {}
     with torch.no_grad():  # sizes of the timed batches (outside the timing)
-        for z, reqs in batches[n_warmup:]:
-            b = model.build_inputs(z, reqs, with_answers=True)
-            stats["tokens"].append(int(b["attention_mask"].sum()))
-            stats["answer"].append(int((b["labels"] != -100).sum()))
-            stats["seq"].append(b["attention_mask"].shape[1])
+        for kind, group in (("random", batches), ("bucketed", regrouped)):
+            stats[kind] = {"tokens": [], "answer": [], "seq": []}
+            for z, reqs in group[n_warmup:]:
+                b = model.build_inputs(z, reqs, with_answers=True)
+                stats[kind]["tokens"].append(int(b["attention_mask"].sum()))
+                stats[kind]["answer"].append(int((b["labels"] != -100).sum()))
+                stats[kind]["seq"].append(b["attention_mask"].shape[1])
     n_trainable = sum(p.numel() for p in model.trainable_parameters())
     out = {}
-    for name, answer_only, prec in variants:
-        r = _result(f"mats_{name}", times[name], batches, stats, n_trainable, setup.device)
+    for name, answer_only, prec, buck in variants:
+        r = _result(f"mats_{name}", times[name], batches, stats["bucketed" if buck else "random"],
+                    n_trainable, setup.device)
         out[name] = {**r, "logits": "answer positions" if answer_only else "all positions",
-                     "autocast": prec, "losses": losses[name]}
+                     "autocast": prec, "batches": "length-bucketed" if buck else "random",
+                     "total_s_all_steps": round(totals[name], 3),
+                     "losses": losses[name]}
     del built, model
     return out
 
@@ -487,6 +511,10 @@ def bench(setup: Setup, samples, batch_sizes, steps: int, warmup: int, tcfg,
             results.append({**row, **r})
         med = {k: v["step_s_median"] for k, v in pair.items() if "step_s_median" in v}
         ratios = {}
+        if "total_s_all_steps" in pair.get("mats_before", {}):
+            ratios.update({f"speedup_total_{k[5:]}_over_before": round(
+                pair["mats_before"]["total_s_all_steps"] / v["total_s_all_steps"], 3)
+                for k, v in pair.items() if k.startswith("mats_") and k != "mats_before" and "total_s_all_steps" in v})
         if "mats_before" in med:
             ratios.update({f"speedup_{k[5:]}_over_before": round(med["mats_before"] / v, 3)
                            for k, v in med.items() if k.startswith("mats_") and k != "mats_before"})
