@@ -86,9 +86,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a message comes (not the stream of the moment the
+    handler was made, which a caller that swaps stderr, as a test capture does, may have closed)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def setup_logging(quiet: bool = False) -> None:
     """Everything that is not a result goes to stderr, one line per message."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     root = logging.getLogger("mats")
     root.handlers[:] = [handler]
