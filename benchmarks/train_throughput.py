@@ -2,14 +2,18 @@
 
 For each LLM and batch size two paths are timed in the same process, on the same batches:
 
-- ``mats``: what ``mats.train.trainer`` does per optimiser step (step 4 of its loop): Gaussian noise on
-  the CLAP text embeddings, prompts through ``MATSModel.build_inputs`` (per-sample token lookup and
-  concatenation, right padding), answer-only cross-entropy summed and divided by the answer-token
-  count, backward, gradient clipping, AdamW, the LR schedule;
+- ``mats_*``: the trainer's real step, ``mats.train.step.train_step`` (Gaussian noise on the CLAP
+  text embeddings, prompts through ``MATSModel.build_inputs``, answer-only cross-entropy summed and
+  divided by the answer-token count, backward, gradient clipping, AdamW; then the LR schedule), in
+  variants timed round-robin step by step in one run: ``mats_before`` (the step before the speed
+  work: the output layer over every position, kept in this file to measure against), ``mats_step``
+  (output layer at answer positions only) and, on CPUs with native bf16 or on CUDA when the run is
+  fp32, ``mats_step_bf16`` (plus bf16 autocast: what ``precision="auto"`` now picks there);
 - ``plain``: the same LLM + peft LoRA + a hand-written mapper of the same shape, inputs tokenised
   once before timing, ``inputs_embeds`` built with one batched ``cat``, the same CE / clip / AdamW.
 
-The ratio of the two step times is our overhead. Reported: median step time over ``--steps`` timed
+``speedup_*_over_before`` are the ratios of median step times; ``step_over_plain_step_time`` is our
+overhead over the plain loop. Reported: median step time over ``--steps`` timed
 steps after ``--warmup`` steps, samples/s, tokens/s (non-padding positions, prefix included) and
 answer tokens/s.
 
@@ -258,47 +262,122 @@ def time_steps(step, n_warmup: int, n_steps: int, device: torch.device) -> list[
     return times
 
 
-def run_mats(setup: Setup, batches, n_warmup: int, tcfg) -> dict:
-    """The trainer's optimiser step (mats.train.trainer, loop step 4), on prepared batches."""
+def _full_logits_class():
+    from mats.model import IGNORE, MATSModel
+
+    class FullLogits(MATSModel):
+        """The step as it was before the speed work: the output layer over every position, then
+        the answer-only cross-entropy. Kept here only to measure the real step against."""
+
+        def forward(self, clap_embeddings, requests, reduction="mean"):
+            batch = self.build_inputs(clap_embeddings, requests, with_answers=True)
+            labels = batch.pop("labels")
+            logits = self.llm(**batch).logits[:, :-1].float()
+            return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+                                               ignore_index=IGNORE, reduction=reduction)
+
+    return FullLogits
+
+
+def mats_variants(setup: Setup) -> list[tuple[str, bool, str]]:
+    """(name, output layer at answer positions only, autocast precision, length-bucketed batches) of
+    the real step to time. ``before``: main before the speed work (full logits, the setup's precision)."""
+    from mats.llm import native_bf16_cpu
+
+    out = [("before", False, setup.precision, False), ("step", True, setup.precision, False)]
+    fast = setup.device.type == "cuda" or (setup.device.type == "cpu" and native_bf16_cpu())
+    if setup.precision == "fp32" and fast:
+        out.append(("step_bf16", True, "bf16", False))
+        out.append(("step_bf16_bucketed", True, "bf16", True))
+    else:
+        out.append(("step_bucketed", True, setup.precision, True))
+    return out
+
+
+def bucketed(batches):
+    """The same samples regrouped as ``train.batching="bucketed"`` groups them: one window of all
+    the steps, sorted by answer length and cut into batches (mats.train.batching.epoch_batches)."""
+    from mats.train.batching import epoch_batches
+
+    z = torch.cat([b[0] for b in batches])
+    reqs = [r for b in batches for r in b[1]]
+    size = len(batches[0][1])
+    order = epoch_batches(np.array([len(r.answer) for r in reqs]), size, seed=0, epoch=0, window=len(batches))
+    return [(z[torch.from_numpy(o)], [reqs[i] for i in o]) for o in order]
+
+
+def build_mats_step(setup: Setup, answer_only: bool, precision: str, tcfg):
+    """A fresh model + optimiser and a function running the trainer's real step (train_step) on
+    batch i, as the trainer's loop does (noise, train_step, LR schedule)."""
     from mats.bridge.noise import add_noise
     from mats.model import MATSModel
+    from mats.train.step import train_step
     from mats.train.trainer import lr_factor, step_generators
 
     llm, tok = build_llm(setup)
     torch.manual_seed(0)
-    model = MATSModel.from_config(replace(setup.model_cfg), llm=llm, tokenizer=tok)
+    cls = MATSModel if answer_only else _full_logits_class()
+    model = cls.from_config(replace(setup.model_cfg), llm=llm, tokenizer=tok)
     model.mapper.to(setup.device)
     model.train()
-    params = model.trainable_parameters()
-    opt = torch.optim.AdamW(params, lr=tcfg.lr, betas=tuple(tcfg.betas), weight_decay=tcfg.weight_decay)
+    opt = torch.optim.AdamW(model.trainable_parameters(), lr=tcfg.lr, betas=tuple(tcfg.betas),
+                            weight_decay=tcfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_factor(s, tcfg.warmup_steps, tcfg.steps, tcfg.min_lr_ratio))
     gen = torch.Generator().manual_seed(0)
-    stats = {"tokens": [], "answer": [], "seq": []}
+    cast = torch.autocast(setup.device.type, dtype=torch.bfloat16) if precision == "bf16" else None
 
-    def step(i):
+    def step(i, batch):
         step_generators(tcfg.seed, i, setup.device)  # per-step seeding, as in the trainer
-        z, reqs = batches[i]
+        z, reqs = batch
         z = add_noise(z, tcfg.noise_variance, tcfg.noise_kind, generator=gen)
-        n_tokens = sum(len(model._answer_ids(r.answer)) for r in reqs)
-        with autocast(setup):
-            loss = model(z.to(setup.device), reqs, reduction="sum") / n_tokens
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, tcfg.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        loss = train_step(model, (z, reqs), opt, grad_clip=tcfg.grad_clip, autocast=cast)
         sched.step()
+        return loss
 
-    times = time_steps(step, n_warmup, len(batches) - n_warmup, setup.device)
+    return model, step
+
+
+def run_mats_variants(setup: Setup, batches, n_warmup: int, tcfg) -> dict[str, dict]:
+    """The real step in each variant, timed round-robin step by step (same batches, same machine
+    state), so the ratios between them are fair on a shared machine."""
+    variants = mats_variants(setup)
+    built = {name: build_mats_step(setup, answer_only, prec, tcfg) for name, answer_only, prec, _ in variants}
+    regrouped = bucketed(batches)
+    data = {name: regrouped if buck else batches for name, _, _, buck in variants}
+    times = {name: [] for name in built}
+    losses = {name: [] for name in built}
+    totals = {name: 0.0 for name in built}  # every step: the bucketed variant sees other batches
+    for i in range(len(batches)):
+        for name, (_, step) in built.items():
+            sync(setup.device)
+            t = time.perf_counter()
+            losses[name].append(round(step(i, data[name][i]), 5))
+            sync(setup.device)
+            totals[name] += time.perf_counter() - t
+            if i >= n_warmup:
+                times[name].append(time.perf_counter() - t)
+    model = next(iter(built.values()))[0]
+    stats = {}
     with torch.no_grad():  # sizes of the timed batches (outside the timing)
-        for z, reqs in batches[n_warmup:]:
-            b = model.build_inputs(z, reqs, with_answers=True)
-            stats["tokens"].append(int(b["attention_mask"].sum()))
-            stats["answer"].append(int((b["labels"] != -100).sum()))
-            stats["seq"].append(b["attention_mask"].shape[1])
-    n_trainable = sum(p.numel() for p in params)
-    del model, llm, opt
-    return _result("mats", times, batches, stats, n_trainable, setup.device)
+        for kind, group in (("random", batches), ("bucketed", regrouped)):
+            stats[kind] = {"tokens": [], "answer": [], "seq": []}
+            for z, reqs in group[n_warmup:]:
+                b = model.build_inputs(z, reqs, with_answers=True)
+                stats[kind]["tokens"].append(int(b["attention_mask"].sum()))
+                stats[kind]["answer"].append(int((b["labels"] != -100).sum()))
+                stats[kind]["seq"].append(b["attention_mask"].shape[1])
+    n_trainable = sum(p.numel() for p in model.trainable_parameters())
+    out = {}
+    for name, answer_only, prec, buck in variants:
+        r = _result(f"mats_{name}", times[name], batches, stats["bucketed" if buck else "random"],
+                    n_trainable, setup.device)
+        out[name] = {**r, "logits": "answer positions" if answer_only else "all positions",
+                     "autocast": prec, "batches": "length-bucketed" if buck else "random",
+                     "total_s_all_steps": round(totals[name], 3),
+                     "losses": losses[name]}
+    del built, model
+    return out
 
 
 def run_plain(setup: Setup, batches, n_warmup: int, tcfg) -> dict:
@@ -401,26 +480,48 @@ def _cleanup(device):
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def bench(setup: Setup, samples, batch_sizes, steps: int, warmup: int, tcfg) -> list[dict]:
+class _Skip(Exception):
+    pass
+
+
+def bench(setup: Setup, samples, batch_sizes, steps: int, warmup: int, tcfg,
+          skip_plain: bool = False) -> list[dict]:
     results = []
     for b in batch_sizes:
         batches = make_batches(samples, warmup + steps, b, setup.model_cfg.mapper.clap_dim)
         row = {"llm": setup.name, "device": str(setup.device), "precision": setup.precision}
-        pair = {}
-        for path, fn in (("mats", run_mats), ("plain", run_plain)):
-            _cleanup(setup.device)
-            log(f"{setup.name} batch {b}: {path} ...")
-            try:
-                pair[path] = fn(setup, batches, warmup, tcfg)
-            except torch.cuda.OutOfMemoryError as e:  # report and go on with the next size
-                pair[path] = {"path": path, "batch": b, "error": f"out of memory: {e}".splitlines()[0]}
-            log(f"  {json.dumps(pair[path])}")
+        _cleanup(setup.device)
+        log(f"{setup.name} batch {b}: the real step, variants round-robin ...")
+        try:
+            pair = {f"mats_{k}": v for k, v in run_mats_variants(setup, batches, warmup, tcfg).items()}
+        except torch.cuda.OutOfMemoryError as e:
+            pair = {"mats_step": {"path": "mats_step", "batch": b, "error": f"out of memory: {e}".splitlines()[0]}}
+        _cleanup(setup.device)
+        log(f"{setup.name} batch {b}: plain ...")
+        try:
+            if skip_plain:
+                raise _Skip
+            pair["plain"] = run_plain(setup, batches, warmup, tcfg)
+        except _Skip:
+            pass
+        except torch.cuda.OutOfMemoryError as e:  # report and go on with the next size
+            pair["plain"] = {"path": "plain", "batch": b, "error": f"out of memory: {e}".splitlines()[0]}
         for r in pair.values():
+            log(f"  {json.dumps(r)}")
             results.append({**row, **r})
-        if "step_s_median" in pair["mats"] and "step_s_median" in pair["plain"]:
-            results.append({**row, "path": "ratio", "batch": b,
-                            "mats_over_plain_step_time": round(pair["mats"]["step_s_median"]
-                                                               / pair["plain"]["step_s_median"], 3)})
+        med = {k: v["step_s_median"] for k, v in pair.items() if "step_s_median" in v}
+        ratios = {}
+        if "total_s_all_steps" in pair.get("mats_before", {}):
+            ratios.update({f"speedup_total_{k[5:]}_over_before": round(
+                pair["mats_before"]["total_s_all_steps"] / v["total_s_all_steps"], 3)
+                for k, v in pair.items() if k.startswith("mats_") and k != "mats_before" and "total_s_all_steps" in v})
+        if "mats_before" in med:
+            ratios.update({f"speedup_{k[5:]}_over_before": round(med["mats_before"] / v, 3)
+                           for k, v in med.items() if k.startswith("mats_") and k != "mats_before"})
+        if "mats_step" in med and "plain" in med:
+            ratios["step_over_plain_step_time"] = round(med["mats_step"] / med["plain"], 3)
+        if ratios:
+            results.append({**row, "path": "ratio", "batch": b, **ratios})
         _cleanup(setup.device)
     return results
 
@@ -447,10 +548,12 @@ def main(argv=None) -> int:
     ap.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                     help="auto: bf16 autocast on CUDA, fp32 on CPU")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    ap.add_argument("--skip-plain", action="store_true", help="time only the real step's variants")
     ap.add_argument("--out", help="also write the JSON here")
     args = ap.parse_args(argv)
     if args.threads:
-        torch.set_num_threads(args.threads)
+        from mats import threads
+        threads.configure(args.threads)
     batch_override = [int(x) for x in args.batches.split(",")] if args.batches else None
     cuda = torch.cuda.is_available()
     shapes = args.shapes.split(",") if args.shapes is not None else (["smollm2-135m", "vicuna-7b"] if cuda else [])
@@ -477,7 +580,8 @@ def main(argv=None) -> int:
         samples = corpus_requests(run_cfg)
         report["real_requests"] = "config corpus" if samples else "synthetic"
         samples = samples or synthetic_requests(512, (3, 12))
-        report["results"] += bench(setup, samples, batch_override or [8, 16], args.steps, args.warmup, tcfg)
+        report["results"] += bench(setup, samples, batch_override or [8, 16], args.steps, args.warmup, tcfg,
+                                   args.skip_plain)
 
     if shapes:
         device = pick_device(args.device or ("cuda" if cuda else "cpu"))
@@ -496,7 +600,8 @@ def main(argv=None) -> int:
             else:
                 mcfg = replace(paper, llm=name, mapper=replace(paper.mapper), max_answer_tokens=64)
             setup = Setup(f"{name} (random weights)", mcfg, device, precision(device), shape=shape, tokenizer=t)
-            report["results"] += bench(setup, samples, batch_override or [12, 48], args.steps, args.warmup, tcfg)
+            report["results"] += bench(setup, samples, batch_override or [12, 48], args.steps, args.warmup, tcfg,
+                                   args.skip_plain)
 
     text = json.dumps(report, indent=1)
     print(text)

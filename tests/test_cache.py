@@ -233,3 +233,14 @@ def test_torch_distributed_two_processes(tmp_path, minilm):
     assert sorted(enc[0] + enc[1]) == sorted(CORPUS) and not set(enc[0]) & set(enc[1])
     for r in (0, 1):
         np.testing.assert_allclose(np.load(tmp_path / f"rank{r}.npy"), single, atol=1e-5)
+
+
+def test_length_sorted_encoding_keeps_each_rows_embedding(tmp_path, minilm):
+    # Several batches of mixed lengths: encoded shortest first, stored in corpus order.
+    texts = [("a very long description of " * (i % 5)) + f"sound number {i}" for i in range(40)]
+    clap = CountingCLAP(minilm)
+    emb = EmbeddingCache(tmp_path).embed(texts, clap, batch_size=8, progress=False)
+    lengths = [len(t) for t in clap.encoded]
+    assert lengths == sorted(lengths) and sorted(clap.encoded) == sorted(texts)
+    ref = np.concatenate([minilm.encode([t]) for t in texts])
+    assert (np.sum(emb * ref, axis=1) > 0.99999).all()

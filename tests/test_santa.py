@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from mats.bridge.noise import l2_normalize
 from mats.bridge.santa import SantaConfig, SantaMemory, kmeans
+from mats.clap import l2_normalize
 
 # A tiny bank, D = 3, two obvious groups: A = {m0, m1, m2} (x-y plane), B = {m3, m4}.
 BANK = np.array(
@@ -302,3 +302,53 @@ def test_ivf_large_bank_sanity():
     assert idx.shape == (256, 32)
     assert np.isfinite(out).all() and np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
     assert elapsed < 300, f"ivf build + search took {elapsed:.1f} s"
+
+
+# -- "auto": exact for small banks, faiss IVF (the bank held once, in the index) above ------------------
+def _unit_bank(m: int, d: int = 32, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((m, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_auto_uses_exact_search_for_small_banks():
+    mem = SantaMemory.build(_unit_bank(500), SantaConfig(clusters=8, top_l=8, search="auto"))
+    z = _unit_bank(20, seed=1)
+    ia, sa = mem.retrieve_indices(z)
+    ie, se = mem.retrieve_indices(z, search="exact")
+    assert np.array_equal(ia, ie) and np.array_equal(sa, se)
+    assert mem._auto is None and mem._bank is not None
+
+
+def test_auto_faiss_index_agrees_with_exact_search():
+    bank = _unit_bank(3000)
+    cfg = SantaConfig(clusters=8, top_l=16, search="auto", exact_max_rows=1000, auto_lists=40, auto_nprobe=40)
+    mem = SantaMemory.build(bank, cfg)
+    z = _unit_bank(50, seed=2)
+    before = mem.bank.copy()
+    exact_idx, exact_sims = mem.retrieve_indices(z, search="exact")
+    idx, sims = mem.retrieve_indices(z)  # builds the index: every list probed = exact search
+    assert mem._bank is None and mem._bank_t is None  # the rows now live only in the index
+    assert np.array_equal(idx, exact_idx)
+    np.testing.assert_allclose(sims, exact_sims, atol=1e-5)
+    assert np.array_equal(mem.bank, before)  # read back from the index, bit for bit
+    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    np.testing.assert_array_equal(mem.apply(z, g()), mem.apply(z, g(), search="exact"))
+    # probing fewer lists trades a little recall for time
+    mem.config.auto_nprobe = 10
+    idx, _ = mem.retrieve_indices(z)
+    recall = np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(idx, exact_idx)])
+    assert 0.5 <= recall < 1.0  # random 32-d data is the hard case; real banks: santa_scale.py
+
+
+def test_faiss_kmeans_for_large_banks(monkeypatch):
+    import mats.bridge.santa as santa
+
+    monkeypatch.setattr(santa, "FAISS_KMEANS_MIN_ROWS", 1000)
+    x = _unit_bank(2000)
+    c, a = santa.kmeans(x, 10, iters=5, seed=0)
+    c2, a2 = santa.kmeans(x, 10, iters=5, seed=0)
+    assert np.array_equal(c, c2) and np.array_equal(a, a2)  # seeded
+    assert c.shape[0] <= 10 and np.bincount(a).min() > 0
+    d = ((x[:, None, :] - c[None]) ** 2).sum(-1)
+    assert np.array_equal(a, d.argmin(1))

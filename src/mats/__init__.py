@@ -9,6 +9,10 @@ Public API (imported lazily, so ``import mats`` is cheap)::
 
 from .version import __version__
 
+from .threads import set_passive_wait as _set_passive_wait
+
+_set_passive_wait()  # before torch loads its OpenMP runtime; see mats.threads
+
 __all__ = ["MATS", "load_clap", "MATSModel", "ModelConfig", "RunConfig", "train", "__version__"]
 
 

@@ -1,8 +1,6 @@
 """Entry point of the `mats` command (``python -m mats.cli`` and ``torchrun -m mats.cli`` too)."""
 
-import sys
-
-from .commands import main
+from .commands import main, run  # noqa: F401  (main: the in-process API; run: the console entry)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

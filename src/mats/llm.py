@@ -17,8 +17,9 @@ from pathlib import Path
 import torch
 
 from . import store
+from .devices import pick_device
 
-__all__ = ["LoRAConfig", "pick_device", "pick_dtype", "load_llm", "add_lora", "resolve_llm"]
+__all__ = ["LoRAConfig", "pick_device", "pick_dtype", "load_llm", "add_lora", "resolve_llm", "merge_lora"]
 
 
 @dataclass
@@ -29,18 +30,24 @@ class LoRAConfig:
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")
 
 
-def pick_device(device: str | None = None) -> torch.device:
-    if device and device != "auto":
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+def native_bf16_cpu() -> bool:
+    """True when the CPU multiplies bf16 natively (AVX512-BF16 or AMX): bf16 matmuls then run ~4x
+    faster than fp32 (measured 423 vs 95 GFLOP/s on one Zen 5 core). Without it they are slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def pick_dtype(device: torch.device, dtype: str | None = None) -> torch.dtype:
-    """Weights dtype: fp32 on CPU (bf16 matmuls are slow there), bf16 on GPUs that support it."""
+    """Weights dtype. Default ("auto"): fp32 on CPU, bf16 on GPUs that support it. "fast": bf16 also
+    on CPUs with native bf16 (2.5-2.8x faster decoding; not the default because the outputs differ
+    from the fp32 ones the quality table was measured with), fp32 on other CPUs."""
+    if dtype == "fast":
+        if device.type == "cpu":
+            return torch.bfloat16 if native_bf16_cpu() else torch.float32
+        dtype = None
     if dtype and dtype != "auto":
         return {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
                 "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}[dtype]
@@ -125,3 +132,75 @@ def add_lora(model, config: LoRAConfig):
                                  target_modules=list(config.target_modules), bias="none",
                                  task_type="CAUSAL_LM")
     return get_peft_model(model, peft_config)
+
+
+# -- LoRA merged for inference ----------------------------------------------------------------------
+# peft costs 2 s to import and its wrapper adds per-step overhead; for inference the adapter is
+# folded into the frozen weights once (W + scale * B @ A, as peft's merge computes it) and the
+# merged tensors are cached as safetensors keyed by the adapter's sha256, the LLM and the dtype.
+_PLAIN_LORA = {"peft_type": "LORA", "use_dora": False, "use_rslora": False, "fan_in_fan_out": False,
+               "rank_pattern": {}, "alpha_pattern": {}, "bias": "none", "modules_to_save": None,
+               "layers_to_transform": None, "layer_replication": None, "target_parameters": None,
+               "trainable_token_indices": None, "lora_bias": False}
+_ADAPTER_PREFIX = "base_model.model."
+
+
+def _merged_cache_file(lora_folder: Path, llm_spec: str, dtype: torch.dtype) -> Path:
+    h = hashlib.sha256()
+    for name in ("adapter_model.safetensors", "adapter_config.json"):
+        h.update((lora_folder / name).read_bytes())
+    folder, gguf = resolve_llm(llm_spec)
+    h.update(f"{folder.resolve()}|{gguf}|{dtype}".encode())
+    return store.mats_home() / "llm-cache" / "merged" / f"{h.hexdigest()[:32]}.safetensors"
+
+
+def _merge_by_hand(model, lora_folder: Path) -> dict[str, torch.Tensor] | None:
+    """{parameter name: merged weight} for a plain LoRA adapter, or None when it uses a feature
+    (DoRA, rsLoRA, rank patterns, ...) that only peft should fold."""
+    from safetensors.torch import load_file
+
+    config = json.loads((lora_folder / "adapter_config.json").read_text())
+    if any(config.get(k) not in (v, None, {}, [], False) for k, v in _PLAIN_LORA.items()):
+        return None
+    scale = float(config["lora_alpha"]) / float(config["r"])
+    adapter = load_file(str(lora_folder / "adapter_model.safetensors"))
+    params = dict(model.named_parameters())
+    merged = {}
+    for key, a in adapter.items():
+        if not key.endswith(".lora_A.weight"):
+            if not key.endswith(".lora_B.weight"):
+                return None  # embeddings, biases or other extras: leave it to peft
+            continue
+        module = key[len(_ADAPTER_PREFIX):-len(".lora_A.weight")]
+        b = adapter[key.replace(".lora_A.", ".lora_B.")]
+        weight = params[module + ".weight"].detach()
+        # in fp32 whatever the weights' dtype (fp32 weights: exactly peft's merge)
+        merged[module + ".weight"] = (weight.float() + (b.float() @ a.float()) * scale).to(weight.dtype).contiguous()
+    return merged
+
+
+def merge_lora(model, lora_folder: str | Path, llm_spec: str):
+    """Fold the adapter in ``lora_folder`` into ``model`` (a plain LLM from ``load_llm``) in place.
+    Uses the on-disk cache when present; peft is imported only for adapters not merged by hand."""
+    from safetensors.torch import load_file, save_file
+
+    lora_folder = Path(lora_folder)
+    dtype = next(model.parameters()).dtype
+    cache = _merged_cache_file(lora_folder, llm_spec, dtype)
+    if cache.is_file():
+        merged = load_file(str(cache))
+    else:
+        merged = _merge_by_hand(model, lora_folder)
+        if merged is None:
+            from peft import PeftModel
+
+            return PeftModel.from_pretrained(model, str(lora_folder), is_trainable=False).merge_and_unload()
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".partial")
+        save_file({k: v.cpu() for k, v in merged.items()}, str(tmp), metadata={"format": "pt"})
+        os.replace(tmp, cache)
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in merged.items():
+            params[name].copy_(value)
+    return model

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .config import from_dict
-from .llm import LoRAConfig, add_lora, load_llm
+from .llm import LoRAConfig, add_lora, load_llm, merge_lora
 from .mapper import MapperConfig, build_mapper
 from .prompts import render_prompt
 from .tasks import get_task
@@ -47,6 +47,17 @@ class Request:
     answer: str | None = None
 
 
+def _check_safetensors(path: Path) -> None:
+    """A damaged weights file is named in one line (safetensors' own error names no file)."""
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), "pt") as f:
+            f.keys()
+    except Exception as e:
+        raise ValueError(f"{path}: not a readable safetensors file ({' '.join(str(e).split())}); "
+                         "the model folder is damaged") from None
+
+
 class MATSModel(nn.Module):
     def __init__(self, config: ModelConfig, llm, tokenizer):
         super().__init__()
@@ -55,6 +66,15 @@ class MATSModel(nn.Module):
         self.tokenizer = tokenizer
         self.mapper = build_mapper(config.mapper)
         self._prompt_cache: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
+        # Beam search otherwise prefills the same prompt once per beam (8 prefills for a default
+        # caption); the prompt's KV cache is computed once per clip and copied to the beams.
+        self.prefill_once = True
+        self.merged = False  # True when the LoRA is folded into the weights (inference only)
+        # transformers hands the output layer the last position as a strided view; in a prefill of
+        # several rows that makes the matmul copy the output weights once per row.
+        head = llm.get_output_embeddings()
+        if head is not None:
+            head.register_forward_pre_hook(lambda _module, args: (args[0].contiguous(), *args[1:]))
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -73,16 +93,20 @@ class MATSModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: str | None = None,
-                        dtype: str | None = None) -> "MATSModel":
-        from peft import PeftModel
+                        dtype: str | None = None, merge: bool = True) -> "MATSModel":
+        """``merge``: fold the LoRA into the LLM weights (inference only: faster, no peft import;
+        same tokens). ``merge=False`` keeps the peft wrapper, for saving or further training."""
         from safetensors.torch import load_file
 
         folder = Path(folder)
         cfg_path = folder / "config.json"
         if not cfg_path.is_file():
             raise FileNotFoundError(f"{folder} is not a MATS model folder (no config.json)")
-        raw = json.loads(cfg_path.read_text())
-        if raw.get("format") != "mats":
+        try:
+            raw = json.loads(cfg_path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ValueError(f"{cfg_path}: invalid JSON ({e}); the model folder is damaged") from None
+        if not isinstance(raw, dict) or raw.get("format") != "mats":
             raise ValueError(f"{cfg_path} is not a MATS model config (missing 'format': 'mats')")
         config = from_dict(ModelConfig, raw["model"], "model")
         base, tokenizer = load_llm(config.llm, device=device, dtype=dtype)
@@ -93,8 +117,16 @@ class MATSModel(nn.Module):
         for name in ("mapper.safetensors", "lora/adapter_model.safetensors"):
             if not (folder / name).is_file():
                 raise FileNotFoundError(f"{folder}: missing {name}; the model folder is incomplete")
-        llm = PeftModel.from_pretrained(base, str(folder / "lora"), is_trainable=False)
+            _check_safetensors(folder / name)
+        if merge:
+            llm = merge_lora(base, folder / "lora", config.llm)
+        else:
+            from peft import PeftModel
+
+            llm = PeftModel.from_pretrained(base, str(folder / "lora"), is_trainable=False)
         model = cls(config, llm, tokenizer)
+        model.merged = merge
+        model._lora_source = folder / "lora"
         state = load_file(str(folder / "mapper.safetensors"))
         missing, unexpected = model.mapper.load_state_dict(state, strict=False)
         if missing or unexpected:
@@ -110,11 +142,14 @@ class MATSModel(nn.Module):
         ones are sharded (FSDP) — by default the model's own parameters."""
         import copy
 
-        from peft import get_peft_model_state_dict
         from safetensors.torch import save_file
 
         folder = Path(folder)
         (folder / "lora").mkdir(parents=True, exist_ok=True)
+        if self.merged:
+            self._save_merged_weights(folder, state)
+            return
+        from peft import get_peft_model_state_dict
         if state is None:
             # Every mapper and adapter weight, frozen or not: a model loaded for inference has
             # nothing that requires grad, and must still save completely.
@@ -143,11 +178,35 @@ class MATSModel(nn.Module):
         for name in ("mapper.safetensors", "lora/adapter_model.safetensors"):
             if not (folder / name).is_file():
                 raise FileNotFoundError(f"init_from {folder}: missing {name}")
+        self._require_adapter("load_trainable_from")
         self.mapper.load_state_dict(load_file(str(folder / "mapper.safetensors")))
         result = set_peft_model_state_dict(self.llm, load_file(str(folder / "lora/adapter_model.safetensors")))
         if getattr(result, "unexpected_keys", None):
             raise ValueError(f"init_from {folder}: LoRA weights do not fit this model "
                              f"(unexpected {result.unexpected_keys[:3]})")
+
+    def _save_merged_weights(self, folder: Path, state) -> None:
+        """A merged model is inference-only, so its adapter is still the one it was loaded from:
+        write the mapper and copy the adapter (the merged weights are never unmerged)."""
+        import shutil
+
+        from safetensors.torch import save_file
+
+        if state is not None:
+            raise RuntimeError("save_weights(state=...): a model with the LoRA merged does not train")
+        mapper = {k: v.detach().float().cpu().contiguous() for k, v in self.mapper.state_dict().items()}
+        save_file(mapper, str(folder / "mapper.safetensors"))
+        src, dst = self._lora_source, folder / "lora"
+        if src.resolve() != dst.resolve():
+            shutil.copyfile(src / "adapter_model.safetensors", dst / "adapter_model.safetensors")
+        adapter_config = json.loads((src / "adapter_config.json").read_text())
+        adapter_config["base_model_name_or_path"] = self.config.llm
+        (dst / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2, sort_keys=True) + "\n")
+
+    def _require_adapter(self, what: str) -> None:
+        if self.merged:
+            raise RuntimeError(f"{what}: this model was loaded with the LoRA merged into the LLM "
+                               "(inference only); load it with MATSModel.from_pretrained(..., merge=False)")
 
     # -- parameters -------------------------------------------------------------------------------
     def trainable_parameters(self) -> list[nn.Parameter]:
@@ -175,6 +234,10 @@ class MATSModel(nn.Module):
     def _answer_ids(self, answer: str) -> list[int]:
         ids = self.tokenizer(answer, add_special_tokens=False)["input_ids"][: self.config.max_answer_tokens]
         return ids + [self.tokenizer.eos_token_id]
+
+    def answer_token_count(self, requests: Sequence[Request]) -> int:
+        """How many positions the loss looks at: answer tokens (truncated) + end of sequence."""
+        return sum(len(self._answer_ids(r.answer)) for r in requests)
 
     def build_inputs(self, clap_embeddings: torch.Tensor, requests: Sequence[Request],
                      with_answers: bool) -> dict[str, torch.Tensor]:
@@ -214,13 +277,13 @@ class MATSModel(nn.Module):
         """Next-token cross-entropy over answer tokens (+ end of sequence) only; prompt and prefix
         positions are ignored. ``reduction="sum"`` lets the trainer normalise by a global token count."""
         batch = self.build_inputs(clap_embeddings, requests, with_answers=True)
-        labels = batch.pop("labels")
-        logits = self.llm(**batch).logits
-        shift_logits = logits[:, :-1].float()
-        shift_labels = labels[:, 1:]
-        return nn.functional.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]),
-                                           shift_labels.reshape(-1), ignore_index=IGNORE,
-                                           reduction=reduction)
+        targets = batch.pop("labels")[:, 1:]
+        hidden = self.llm.get_decoder()(**batch).last_hidden_state[:, :-1]
+        # The output layer (576 x 49k) only where the loss looks: answer tokens are ~1/5 of the
+        # positions, and the full logits tensor was the largest activation of the step.
+        keep = targets != IGNORE
+        logits = self.llm.get_output_embeddings()(hidden[keep]).float()
+        return nn.functional.cross_entropy(logits, targets[keep], reduction=reduction)
 
     @torch.inference_mode()
     def generate(self, clap_embeddings: torch.Tensor, requests: Sequence[Request], **decoding) -> list[str]:
@@ -244,6 +307,23 @@ class MATSModel(nn.Module):
             decoding["repetition_penalty"] = 1.0
         if ngram is not None:
             decoding["no_repeat_ngram_size"] = 0
+        beams = int(decoding.get("num_beams") or 1)
+        if self.prefill_once and beams > 1 and batch["inputs_embeds"].shape[1] > 1:
+            batch["cache"] = self._prompt_cache_for_beams(batch, beams)
         out = self.llm.generate(**batch, do_sample=False, pad_token_id=tok.pad_token_id,
                                 eos_token_id=tok.eos_token_id, logits_processor=processors, **decoding)
         return [t.strip() for t in tok.batch_decode(out, skip_special_tokens=True)]
+
+    def _prompt_cache_for_beams(self, batch: dict[str, torch.Tensor], beams: int):
+        """KV cache of all prompt positions but the last, computed once per row and repeated for the
+        beams; generate then runs only the last position, as its own prefill would have. Positions
+        follow the left padding exactly as generate derives them from the attention mask."""
+        from transformers import DynamicCache
+
+        embeds, mask = batch["inputs_embeds"][:, :-1], batch["attention_mask"][:, :-1]
+        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        cache = DynamicCache(config=self.llm.config)
+        self.llm.get_decoder()(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
+                               cache=cache, use_cache=True)
+        cache.batch_repeat_interleave(beams)
+        return cache

@@ -104,14 +104,19 @@ class MATS:
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike | None = None, device: str | None = None,
-                        dtype: str | None = None, clap=None) -> "MATS":
+                        dtype: str | None = None, clap=None, threads: int | None = None) -> "MATS":
         """Load a model folder (default: the offline default model shipped with mats).
 
         ``clap``: an already loaded CLAP to use instead of the one the config names (it must embed
-        into the same space: same dimension, and the same fingerprint when the folder records one)."""
+        into the same space: same dimension, and the same fingerprint when the folder records one).
+        ``threads``: CPU threads for torch and onnxruntime (default: ``MATS_THREADS`` or the cores
+        available to this process; see mats.threads)."""
+        from . import threads as threads_
         from .bridge.santa import SantaMemory
         from .bridge.shift import SHIFT_FILE, load_shift
         from .clap import load_clap
+
+        threads_.configure(threads)
 
         folder = Path(folder) if folder is not None else DEFAULT_MODEL
         raw = read_model_config(folder)

@@ -17,7 +17,7 @@ __all__ = ["BRIDGES", "SEARCH_MODES", "NOISE_KINDS", "PAPER_NOISE_VARIANCE", "PA
            "BridgeConfig", "BridgeError", "available_bridges"]
 
 BRIDGES = ("none", "noise", "santa", "nearest", "projection", "shift")
-SEARCH_MODES = ("cluster", "exact", "ivf")
+SEARCH_MODES = ("cluster", "exact", "ivf", "auto")  # see mats.bridge.santa
 NOISE_KINDS = ("gaussian", "uniform")
 
 # The paper's training noise (variance 0.015, std ~0.122) and Santa settings (lam 0.3, tau 10, L 32,

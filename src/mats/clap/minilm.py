@@ -28,6 +28,12 @@ class MiniLMTextEncoder:
         self.device = device
         self.max_length = max_length
 
+    def fingerprint(self) -> str:
+        """Names this encoder's weights (path, size and time of each weight file) for disk caches."""
+        files = sorted(self.path.glob("*.safetensors")) + sorted(self.path.glob("*.bin"))
+        stats = [f"{f.resolve()}:{f.stat().st_size}:{int(f.stat().st_mtime)}" for f in files]
+        return f"minilm|max_length={self.max_length}|" + "|".join(stats)
+
     @torch.inference_mode()
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         def encode_batch(texts_: list[str]) -> np.ndarray:

@@ -157,10 +157,15 @@ class YAMNet:
                                              "class_scores_scale", "class_scores_zero_point"})
         self.in_scale, self.in_zero = q["audio_scale"], q["audio_zero_point"]
         self.out_scale, self.out_zero = q["class_scores_scale"], q["class_scores_zero_point"]
+        from ..threads import num_threads as configured_threads
+
         opts = ort.SessionOptions()
-        # Small graph: more than a couple of threads only adds contention on shared machines.
-        opts.intra_op_num_threads = num_threads or min(2, os.cpu_count() or 1)
+        # Small graph: more than a couple of threads only adds contention on shared machines, and
+        # spinning workers steal the cores torch needs (same reason as OMP_WAIT_POLICY=PASSIVE).
+        opts.intra_op_num_threads = num_threads or min(2, configured_threads())
         opts.inter_op_num_threads = 1
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name

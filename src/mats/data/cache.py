@@ -304,7 +304,15 @@ class EmbeddingCache:
                 index: dict[str, int] = {}
                 inverse = np.fromiter((index.setdefault(t, len(index)) for t in chunk), dtype=np.int64,
                                       count=len(chunk))
-                unique = list(index)
+                # Encoded shortest first when they span several batches: a batch of similar lengths
+                # pads little (MiniLM ran 174 -> 305 texts/s); each text's embedding changes only in
+                # float rounding (padding is masked), and the rows are put back in order below.
+                order = np.arange(len(index))
+                if len(index) > batch_size:
+                    order = np.argsort(np.fromiter((len(t) for t in index), dtype=np.int64, count=len(index)),
+                                       kind="stable")
+                unique = [t for t in index]
+                unique = [unique[k] for k in order]
                 parts = []
                 shown = 0
                 for b in range(0, len(unique), batch_size):
@@ -319,7 +327,8 @@ class EmbeddingCache:
                         step = (hi - lo) * (b + want) // len(unique) - shown
                         bar.update(step)
                         shown += step
-                emb = np.concatenate(parts)
+                emb = np.empty((len(unique), dim), np.float32)
+                emb[order] = np.concatenate(parts)
                 if not np.isfinite(emb).all():
                     raise RuntimeError(f"non-finite CLAP text embeddings in shard {i} (rows {lo}:{hi})")
                 _atomic_save_npy(folder / self.shard_name(i), np.ascontiguousarray(emb[inverse]))

@@ -51,13 +51,17 @@ class TrainConfig:
     noise_variance: float = PAPER_NOISE_VARIANCE  # text-embedding noise in training (and on Santa's entries)
     noise_kind: str = "gaussian"
     strategy: str = "ddp"  # with several processes: "ddp" (replicate) or "fsdp" (shard; train/parallel.py)
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (autocast; auto = bf16 on capable GPUs, else fp32)
+    # auto | fp32 | bf16 | fp16 (autocast; auto = bf16 on capable GPUs and CPUs with native bf16, else fp32)
+    precision: str = "auto"
     device: str = "auto"
     held_out: int = 256  # corpus rows kept out of training for the held-out loss
     eval_every: int = 100
     save_every: int = 100
     keep_checkpoints: int = 2
     log_every: int = 10
+    # "weighted": each step draws rows at random by corpus weight; "bucketed": epochs over the training
+    # rows, every row once per epoch, in batches of similar length (less padding; corpus weights must be 1)
+    batching: str = "weighted"
     embed_batch_size: int = 256
     init_from: str | None = None  # a model folder whose mapper + LoRA weights start this run (fine-tuning)
     cache_dir: str | None = None  # CLAP text-embedding cache; None = $MATS_HOME/embeddings
@@ -67,6 +71,12 @@ class TrainConfig:
         # Checked when the config is read, not after the corpus has been embedded.
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown train.strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        if self.batching not in ("weighted", "bucketed"):
+            raise ValueError(f"unknown train.batching {self.batching!r}; choose weighted or bucketed")
+        weights = [c.get("weight", 1.0) if isinstance(c, dict) else c.weight for c in self.corpus]
+        if self.batching == "bucketed" and any(float(w) != 1.0 for w in weights):
+            raise ValueError("train.batching 'bucketed' visits every row once per epoch; corpus weights "
+                             "other than 1 need batching 'weighted'")
 
 
 @dataclass
