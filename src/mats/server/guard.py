@@ -46,34 +46,26 @@ class AudioHeader:
 
 
 def default_budget() -> int:
-    """The same budget the command line decodes under (mats.audio), so CLI and API agree."""
-    try:
-        from ..audio import decoded_samples_budget
-        return decoded_samples_budget()
-    except ImportError:  # until the audio front end has its budget: one hour of 16 kHz mono
-        return int(float(os.environ.get("MATS_MAX_DECODED_SAMPLES") or 57_600_000))
+    """The budget the command line decodes under (mats.audio), so CLI and API agree."""
+    from ..audio import decoded_samples_budget
+    return decoded_samples_budget()
 
 
 def check_audio(path: Path, name: str, budget: int, target_rate: int) -> AudioHeader:
     """The header of ``path`` (an upload or an allowed file) if it may be decoded; ``name`` is what
     the client calls it (never the server's temporary path)."""
-    import soundfile as sf
+    from ..audio import AudioError, probe_audio
     try:
-        info = sf.info(str(path))
-    except Exception:  # libsndfile's own message names the temporary file
-        raise AudioRefused(f"{name}: not a readable audio file; send WAV, FLAC, OGG (Vorbis/Opus), "
-                           "MP3 or AIFF") from None
-    if info.frames <= 0 or info.channels <= 0 or info.samplerate <= 0:
-        raise AudioRefused(f"{name}: contains no samples (zero-length audio)")
-    decoded = info.frames * info.channels
+        info = probe_audio(path)
+    except AudioError as e:
+        raise AudioRefused(str(e).replace(str(path), name)) from None
     resampled = math.ceil(info.frames * target_rate / info.samplerate)
-    if max(decoded, resampled) > budget:
+    if max(info.decoded_samples, resampled) > budget:
         raise AudioRefused(
             f"{name}: too large to decode: {info.frames} frames x {info.channels} channels at "
-            f"{info.samplerate} Hz ({info.frames / info.samplerate:.1f} s) is {max(decoded, resampled):,} "
+            f"{info.samplerate} Hz ({info.duration:.1f} s) is {max(info.decoded_samples, resampled):,} "
             f"samples, over this server's budget of {budget:,}; send a shorter clip", status=413)
-    return AudioHeader(int(info.frames), int(info.channels), int(info.samplerate),
-                       info.frames / info.samplerate)
+    return AudioHeader(info.frames, info.channels, info.samplerate, info.duration)
 
 
 def resolve_allowed(raw: str, allow_dir: Path | None) -> Path:
