@@ -27,7 +27,8 @@ ROLES = {
     "model": "model", "pipeline": "inference", "tasks": "tasks", "prompts": "tasks", "zeroshot": "inference",
     "server": "serving", "commands": "commands", "cli": "commands", "__main__": "commands",
     "train": "training", "evaluation": "evaluation", "data": "data", "store": "support", "config": "support",
-    "jsonl": "support", "version": "support", "model_card": "model", "__init__": "public API", "threads": "support",
+    "jsonl": "support", "version": "support", "devices": "support", "model_card": "model", "__init__": "public API",
+    "threads": "support",
 }
 COMMAND_UNITS = {"commands", "cli", "__main__"}
 
@@ -150,7 +151,7 @@ def check(edges, externals) -> list[str]:
 # rows (checked by upward_arrows).
 PLACES = {
     "tasks": (0, 0.08), "prompts": (0.5, 0.2), "config": (0, 0.34), "store": (0, 0.46), "jsonl": (0, 0.58),
-    "version": (0, 0.70), "model_card": (0, 0.84), "threads": (0.5, 0.9),
+    "version": (0, 0.70), "model_card": (0, 0.84), "devices": (0, 0.97), "threads": (0.5, 0.9),
     "audio": (1, 0.5), "clap": (2, 0.5), "data": (2.5, 0.12), "bridge": (3, 0.5),
     "mapper": (4, 0.4), "llm": (4, 0.6), "model": (5, 0.5),
     "pipeline": (6, 0.5), "zeroshot": (6, 0.72),

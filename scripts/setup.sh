@@ -15,3 +15,16 @@ python -m pip install --quiet --upgrade pip
 python -c "import torch" 2>/dev/null || python -m pip install --quiet "torch==2.13.0"
 python -m pip install --quiet -e ".[dev,eval]"
 mats models fetch
+# The browser test (tests/test_serve_browser.py) drives Debian's headless Chromium through Selenium.
+# Installed where apt-get works (root, or sudo without a password); elsewhere the test skips outside
+# CI and says why.
+if ! { command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; }; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo -n"
+  if command -v apt-get >/dev/null 2>&1 && $SUDO true 2>/dev/null; then
+    { $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+      || echo "setup: could not install chromium + chromium-driver; the browser test will skip outside CI" >&2
+  else
+    echo "setup: no apt-get with root here: install chromium and chromedriver yourself for the browser test" >&2
+  fi
+fi

@@ -119,3 +119,264 @@ def test_expand_paths(tmp_path):
         (tmp_path / name).write_bytes(b"")
     got = expand_paths([tmp_path / "a", tmp_path / "missing.mp3"])
     assert got == [tmp_path / "a/b/y.flac", tmp_path / "a/z.WAV", tmp_path / "missing.mp3"]
+
+
+# -- decoded-size budget -----------------------------------------------------------------------------
+def _flac_claiming(path, seconds, rate=384000, channels=1):
+    """A real, small FLAC whose STREAMINFO claims ``seconds`` of audio (what a 0.84 MB FLAC of 10 min
+    of silence at 384 kHz looks like to the header reader)."""
+    sf.write(str(path), np.zeros((rate // 10, channels), np.int16), rate, format="FLAC")
+    data = bytearray(path.read_bytes())
+    assert data[:4] == b"fLaC"
+    si = 8  # STREAMINFO body: 10 bytes of block/frame sizes, then rate(20) ch-1(3) bps-1(5) total(36)
+    bits = int.from_bytes(data[si + 10:si + 18], "big")
+    bits = (bits & ~((1 << 36) - 1)) | int(seconds * rate)
+    data[si + 10:si + 18] = bits.to_bytes(8, "big")
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_probe_audio_reads_the_header(tmp_path):
+    from mats.audio import AudioInfo, probe_audio
+    p = _wav(tmp_path / "st.wav", np.zeros((22050, 2), np.int16), 44100)
+    info = probe_audio(p)
+    assert info == AudioInfo(frames=22050, channels=2, samplerate=44100, format="WAV/PCM_16", duration=0.5)
+    assert probe_audio(p.read_bytes()).frames == 22050
+    with pytest.raises(AudioError, match="nope.wav: no such file"):
+        probe_audio(tmp_path / "nope.wav")
+
+
+def test_budget_refuses_before_decoding(tmp_path, monkeypatch):
+    import time
+
+    from mats.audio import MAX_DECODED_SAMPLES, probe_audio
+    p = _flac_claiming(tmp_path / "ten-minutes-384k.flac", 600)
+    assert probe_audio(p).frames == 600 * 384000 > MAX_DECODED_SAMPLES
+    t = time.perf_counter()
+    with pytest.raises(AudioError, match=r"ten-minutes-384k.flac: too large to decode: 230400000 frames x 1 "
+                                         r"channels at 384000 Hz .* budget of 57,600,000; .*MATS_MAX_DECODED_SAMPLES"):
+        load_audio(p, 16000)
+    assert time.perf_counter() - t < 1.0  # the header decides; nothing was decoded
+    p_hour = _flac_claiming(tmp_path / "hour.flac", 3599)  # under max_seconds, far over the budget
+    with pytest.raises(AudioError, match="too large to decode"):
+        load_audio(p_hour, 16000)
+    # the argument and the environment variable move the budget
+    q = _wav(tmp_path / "st.wav", np.zeros((16000, 2), np.int16), 16000)
+    with pytest.raises(AudioError, match="32,000 samples, more than the budget of 31,999"):
+        load_audio(q, 16000, max_decoded_samples=31_999)
+    assert load_audio(q, 16000, max_decoded_samples=32_000).shape == (16000,)
+    monkeypatch.setenv("MATS_MAX_DECODED_SAMPLES", "31999")
+    with pytest.raises(AudioError, match="budget of 31,999"):
+        load_audio(q, 16000)
+    monkeypatch.setenv("MATS_MAX_DECODED_SAMPLES", "lots")
+    with pytest.raises(AudioError, match="MATS_MAX_DECODED_SAMPLES='lots' is not a number"):
+        load_audio(q, 16000)
+
+
+def test_budget_counts_the_resampled_length(tmp_path):
+    # 1 kHz to 48 kHz: 1,000 decoded samples become 48,000
+    p = _wav(tmp_path / "low.wav", np.zeros(1000, np.int16), 1000)
+    with pytest.raises(AudioError, match="48,000 samples, more than the budget of 10,000"):
+        load_audio(p, 48000, max_decoded_samples=10_000)
+
+
+def test_block_decoding_equals_whole_file_decoding(tmp_path):
+    """Several blocks, six channels, resampled: the same bytes as decoding the whole file at once."""
+    from mats.audio import BLOCK_FRAMES, resample
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((BLOCK_FRAMES * 3 + 123, 6)) * 0.3).astype(np.float32)
+    p = _wav(tmp_path / "six.wav", x, 48000, subtype="FLOAT")
+    whole, _ = sf.read(str(p), dtype="float32", always_2d=True)
+    expected = resample(whole.mean(axis=1), 48000, 16000)
+    got = load_audio(p, 16000)
+    assert got.tobytes() == expected.tobytes()
+
+
+def test_block_decoding_never_holds_the_multichannel_file(tmp_path):
+    import tracemalloc
+    rng = np.random.default_rng(0)
+    frames, channels = 48000 * 20, 8
+    p = _wav(tmp_path / "eight.wav", (rng.standard_normal((frames, channels)) * 0.1).astype(np.float32),
+             48000, subtype="FLOAT")
+    tracemalloc.start()
+    try:
+        load_audio(p, 48000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    whole = frames * channels * 4
+    # mono float32 at the source rate plus one block; the whole 8-channel file would be 30.7 MB
+    assert peak < whole / 3, f"peak {peak / 1e6:.1f} MB for a {whole / 1e6:.1f} MB multi-channel file"
+
+
+# -- amplitude rule ----------------------------------------------------------------------------------
+def _float_wav(path, x, sr=16000):
+    return _wav(path, np.asarray(x, np.float32), sr, subtype="FLOAT")
+
+
+def test_huge_float_samples_refused_without_warnings(tmp_path):
+    import warnings
+    x = np.full((16000, 2), 3e38, np.float32)
+    x[::2] *= -1
+    p = _float_wav(tmp_path / "huge.wav", x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow / invalid-value warnings on the way
+        with pytest.raises(AudioError, match=r"huge.wav: 16000 of 16000 samples are NaN, infinite or beyond \+-8"):
+            load_audio(p, 16000)
+        with pytest.raises(AudioError, match="beyond"):
+            load_audio(_float_wav(tmp_path / "e30.wav", np.full(8000, 1e30)), 16000)
+        with pytest.raises(AudioError, match="beyond"):
+            load_audio((np.full(8000, -3e38, np.float32), 16000), 16000)
+
+
+def test_a_few_wild_samples_are_zeroed_like_nans(tmp_path):
+    x = (0.5 * np.sin(np.arange(16000) / 10)).astype(np.float32)
+    x[[10, 500, 9000]] = [1e30, -3e38, np.inf]
+    y = load_audio(_float_wav(tmp_path / "few.wav", x), 16000)
+    assert np.isfinite(y).all() and y[10] == y[500] == y[9000] == 0.0
+    assert np.abs(y).max() <= 0.5
+
+
+def test_headroom_within_the_bound_is_kept(tmp_path):
+    x = np.linspace(-1.5, 1.5, 16000).astype(np.float32)  # +3.5 dB over full scale: loud, not damage
+    y = load_audio(_float_wav(tmp_path / "loud.wav", x), 16000)
+    assert y.tobytes() == x.tobytes()
+    x[:200] = 9.0  # beyond +-8 in more than 1 % of the samples
+    with pytest.raises(AudioError, match="200 of 16000 samples"):
+        load_audio(_float_wav(tmp_path / "wild.wav", x), 16000)
+
+
+def test_integer_pcm_is_bounded_by_construction(tmp_path):
+    y = load_audio(_wav(tmp_path / "full.wav", np.full(1000, -32768, np.int16), 16000), 16000)
+    assert y.min() == -1.0 and y.max() == -1.0
+
+
+@pytest.mark.parametrize("fmt,subtype", [("WAV", "PCM_16"), ("WAV", "FLOAT"), ("AIFF", "PCM_16"),
+                                         ("FLAC", "PCM_16"), ("MP3", "MPEG_LAYER_III")])
+def test_data_cut_to_a_third_is_refused(tmp_path, fmt, subtype):
+    x = (0.5 * np.sin(np.arange(48000) / 7)).astype(np.float32)
+    p = tmp_path / f"cut.{fmt.lower()}"
+    sf.write(str(p), x, 16000, format=fmt, subtype=subtype)
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 3])
+    with pytest.raises(AudioError, match=r"cut\.\w+: (truncated|decoding failed)"):
+        load_audio(p, 16000)
+
+
+def test_streamed_wav_with_placeholder_size_is_accepted(tmp_path):
+    """Writers that stream WAV (ffmpeg to a pipe) put 0xFFFFFFFF in the size fields; not truncation."""
+    x = np.arange(-500, 500, dtype=np.int16)
+    p = _wav(tmp_path / "stream.wav", x, 16000)
+    data = bytearray(p.read_bytes())
+    data[4:8] = (0xFFFFFFFF).to_bytes(4, "little")
+    i = data.index(b"data")
+    data[i + 4:i + 8] = (0xFFFFFFFF).to_bytes(4, "little")
+    p.write_bytes(bytes(data))
+    assert load_audio(p, 16000).shape == (1000,)
+
+
+def test_bytes_and_file_objects(tmp_path):
+    import io
+    x = np.arange(-800, 800, dtype=np.int16)
+    p = _wav(tmp_path / "b.wav", x, 16000)
+    from_path = load_audio(p, 16000)
+    assert load_audio(p.read_bytes(), 16000).tobytes() == from_path.tobytes()
+    with open(p, "rb") as f:
+        assert load_audio(f, 16000).tobytes() == from_path.tobytes()
+    assert load_audio(io.BytesIO(p.read_bytes()), 16000).tobytes() == from_path.tobytes()
+    with pytest.raises(AudioError, match="<bytes>: not a readable audio file"):
+        load_audio(b"RIFF\x00\x00", 16000)
+
+
+# -- paths that cannot be used -------------------------------------------------------------------------
+def test_file_name_too_long(tmp_path):
+    name = "x" * 300 + ".wav"
+    with pytest.raises(AudioError, match=r"file name too long \(304 bytes in one component; file systems allow 255\)"):
+        load_audio(tmp_path / name, 16000)
+    assert expand_paths([tmp_path / name]) == [tmp_path / name]
+
+
+def test_symlink_loop_and_broken_link(tmp_path):
+    (tmp_path / "loop.wav").symlink_to(tmp_path / "loop.wav")
+    (tmp_path / "gone.wav").symlink_to(tmp_path / "missing-target.wav")
+    with pytest.raises(AudioError, match="loop.wav: symbolic link loop"):
+        load_audio(tmp_path / "loop.wav", 16000)
+    with pytest.raises(AudioError, match="gone.wav: broken symbolic link .*missing-target.wav"):
+        load_audio(tmp_path / "gone.wav", 16000)
+    _wav(tmp_path / "ok.wav", np.zeros(100, np.int16), 16000)
+    # inside a folder they are listed (and then reported), not skipped silently
+    assert [p.name for p in expand_paths([tmp_path])] == ["gone.wav", "loop.wav", "ok.wav"]
+
+
+def test_folder_given_as_a_file_and_special_files(tmp_path):
+    import os
+    (tmp_path / "d.wav").mkdir()
+    with pytest.raises(AudioError, match="d.wav: is a directory"):
+        load_audio(tmp_path / "d.wav", 16000)
+    os.mkfifo(tmp_path / "pipe.wav")
+    with pytest.raises(AudioError, match="pipe.wav: not a regular file"):
+        load_audio(tmp_path / "pipe.wav", 16000)
+
+
+PERMISSION_SCRIPT = r"""
+import sys
+from mats.audio import AudioError, expand_paths, load_audio
+for arg in sys.argv[1:]:
+    files = expand_paths([arg])
+    for f in files:
+        try:
+            load_audio(f, 16000)
+            print(f"OK {f}")
+        except AudioError as e:
+            print(f"ERR {e}")
+"""
+
+
+def test_permission_errors_are_reported_per_file(tmp_path):
+    """Mode-000 files and folders without search permission; the good file beside them still loads."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from unprivileged import drop_file_capabilities, permissions_apply
+    if not permissions_apply():
+        pytest.skip("cannot start a process that file permissions apply to")
+    root = tmp_path
+    _wav(root / "good.wav", np.zeros(100, np.int16), 16000)
+    _wav(root / "locked.wav", np.zeros(100, np.int16), 16000)
+    os.chmod(root / "locked.wav", 0)
+    (root / "shut").mkdir()
+    _wav(root / "shut" / "inside.wav", np.zeros(100, np.int16), 16000)
+    os.chmod(root / "shut", 0)
+    try:
+        src = str(Path(__file__).resolve().parents[1] / "src")
+        p = subprocess.run([sys.executable, "-c", PERMISSION_SCRIPT, str(root / "locked.wav"),
+                            str(root / "shut" / "inside.wav"), str(root)],
+                           capture_output=True, text=True, timeout=120, preexec_fn=drop_file_capabilities,
+                           env={**os.environ, "PYTHONPATH": src})
+    finally:
+        os.chmod(root / "shut", 0o755)
+    assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr[-2000:]
+    lines = p.stdout.splitlines()
+    denied = "permission denied (the file is not readable, or a folder on its path is not searchable)"
+    assert lines[0] == f"ERR {root}/locked.wav: {denied}"
+    assert lines[1] == f"ERR {root}/shut/inside.wav: {denied}"
+    # the folder: the good file is still loaded, the locked one and the unlistable folder are named
+    assert lines[2:] == [f"OK {root}/good.wav", f"ERR {root}/locked.wav: {denied}",
+                         f"ERR {root}/shut: is a folder that cannot be listed (permission denied)"], lines
+
+
+@pytest.mark.parametrize("xing", [True, False])
+def test_mp3_decodes_as_one_whole_file_read(tmp_path, xing):
+    """MP3 past one block, with and without the Xing frame that states its length: the same bytes as
+    a whole-file read, and a bitrate-estimated length (often too long) is not taken for truncation."""
+    from mats.audio import BLOCK_FRAMES, resample
+    rng = np.random.default_rng(1)
+    p = tmp_path / "long.mp3"
+    sf.write(str(p), (rng.standard_normal(BLOCK_FRAMES * 2 + 999) * 0.2).astype(np.float32), 22050, format="MP3")
+    if not xing:
+        p.write_bytes(p.read_bytes().replace(b"Xing", b"XXXX").replace(b"Info", b"IIII"))
+    whole, _ = sf.read(str(p), dtype="float32", always_2d=True)
+    expected = resample(whole.mean(axis=1), 22050, 16000)
+    assert load_audio(p, 16000).tobytes() == expected.tobytes()

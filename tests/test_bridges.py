@@ -9,9 +9,9 @@ from mats.bridge import (
     SantaConfig,
     SantaMemory,
     apply_bridge,
-    l2_normalize,
     projection,
 )
+from mats.clap import l2_normalize
 
 D = 24
 

@@ -171,7 +171,7 @@ def test_cli_exit_codes_and_shift(eval_set, tiny_model, tmp_path, capsys):
     args = ["eval", "--data", str(eval_set), "--model", str(tiny_model), "--task", "tag", "--limit", "3",
             "--beams", "1", "--max-new-tokens", "3", "--quiet", "--no-plots", "--sweep", "lam=0,1",
             "--shift", str(tmp_path / "shift.npy"), "--out", str(tmp_path / "cli")]
-    assert main(args) == 0
+    assert main(args + ["--keep-going"]) == 0  # the failed clip is listed, the exit code stays 0
     res = json.loads((tmp_path / "cli" / "results.json").read_text())
     assert res["n_evaluated"] == 2 and res["n_failed"] == 1  # --limit 3 includes the broken file
     runs = {r["name"]: r for r in res["ablation"]["runs"]}
@@ -180,8 +180,9 @@ def test_cli_exit_codes_and_shift(eval_set, tiny_model, tmp_path, capsys):
     captured = capsys.readouterr()
     assert "folder tag: 2 clips" in captured.out  # the result summary on stdout
     assert "could not be read" in captured.err   # the failed clip, on stderr even with --quiet
-    # --strict: a failed clip makes the exit code 1; bad input: 2 (one-line error)
+    # a failed clip makes the exit code 1 (--strict, the old opt-in, still works); bad input: 2 (one line)
     assert main(args[:-2] + ["--strict", "--sweep", "tau=10", "--out", str(tmp_path / "strict")]) == 1
+    assert main(args[:-2] + ["--sweep", "tau=10", "--out", str(tmp_path / "default")]) == 1
     assert main(["eval", "--data", str(tmp_path / "nowhere"), "--task", "tag", "--out", str(tmp_path / "x"),
                  "--model", str(tiny_model)]) == 2
     with pytest.raises(SystemExit):

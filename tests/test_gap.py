@@ -285,8 +285,13 @@ def test_cli_skips_unreadable_audio_and_keeps_the_rest(tmp_path, capsys):
             f.write(json.dumps({"file": Path(r["file"]).name, "labels": r["labels"]}) + "\n")
         f.write(json.dumps({"file": "empty.wav", "labels": ["nothing"]}) + "\n")
     out = tmp_path / "gap"
-    assert main(["gap", "--audio", str(data), "--out", str(out), "--no-cache", "--no-plot"]) == 0
+    # a skipped file makes the exit code 1; --keep-going gives the old 0 (the measurement is the same)
+    assert main(["gap", "--audio", str(data), "--out", str(tmp_path / "strict"), "--no-cache", "--no-plot"]) == 1
+    capsys.readouterr()
+    assert main(["gap", "--audio", str(data), "--out", str(out), "--no-cache", "--no-plot", "--keep-going"]) == 0
     err = capsys.readouterr().err
     assert "skipped" in err and "empty.wav" in err
     doc = json.loads((out / "gap.json").read_text())
     assert doc["paired"] and doc["n_audio"] == 2 and doc["n_text"] == 2
+    assert doc["n_audio_skipped"] == 1 and doc["skipped"] == [str(data / "empty.wav")]
+    assert json.loads((tmp_path / "strict" / "gap.json").read_text())["n_audio"] == 2

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from mats.bridge.config import PAPER_NOISE_VARIANCE
-from mats.bridge.noise import add_noise, l2_normalize, sample_noise
+from mats.bridge.noise import add_noise, sample_noise
+from mats.clap import l2_normalize
 
 
 def _unit(n, d, seed=0):

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from mats.bridge.noise import l2_normalize
 from mats.bridge.santa import SantaConfig, SantaMemory, kmeans
+from mats.clap import l2_normalize
 
 # A tiny bank, D = 3, two obvious groups: A = {m0, m1, m2} (x-y plane), B = {m3, m4}.
 BANK = np.array(

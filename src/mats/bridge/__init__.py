@@ -12,7 +12,7 @@ _WHERE = {
     "BRIDGES": "config", "DEFAULT_TAU": "config", "BridgeConfig": "config", "BridgeError": "config",
     "available_bridges": "config", "NOISE_KINDS": "config",
     "apply_bridge": "bridges", "projection": "bridges",
-    "add_noise": "noise", "l2_normalize": "noise", "sample_noise": "noise",
+    "add_noise": "noise", "sample_noise": "noise",
     "SEARCH_MODES": "config", "SantaConfig": "santa", "SantaMemory": "santa", "kmeans": "santa",
     "load_shift": "shift", "save_shift": "shift",
 }
@@ -35,7 +35,6 @@ __all__ = [
     "projection",
     "NOISE_KINDS",
     "add_noise",
-    "l2_normalize",
     "sample_noise",
     "SEARCH_MODES",
     "SantaConfig",

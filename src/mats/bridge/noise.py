@@ -21,11 +21,10 @@ import math
 import numpy as np
 import torch
 
+from ..clap.base import l2_normalize
 from .config import NOISE_KINDS
 
-__all__ = ["NOISE_KINDS", "l2_normalize", "sample_noise", "add_noise"]
-
-_EPS = 1e-12
+__all__ = ["NOISE_KINDS", "sample_noise", "add_noise"]
 
 
 def _check(variance: float, kind: str) -> None:
@@ -33,15 +32,6 @@ def _check(variance: float, kind: str) -> None:
         raise ValueError(f"unknown noise kind {kind!r}; choose one of {NOISE_KINDS}")
     if not (variance >= 0.0) or not math.isfinite(variance):
         raise ValueError(f"noise variance must be a finite number >= 0, got {variance!r}")
-
-
-def l2_normalize(x, dim: int = -1, eps: float = _EPS):
-    """Row-wise L2 normalisation for torch tensors or numpy arrays (zero rows stay zero)."""
-    if isinstance(x, torch.Tensor):
-        return x / x.norm(dim=dim, keepdim=True).clamp_min(eps)
-    x = np.asarray(x)
-    n = np.linalg.norm(x, axis=dim, keepdims=True)
-    return x / np.maximum(n, eps)
 
 
 def sample_noise(

@@ -9,6 +9,7 @@ deterministic windowing and pooling are shared here.
 from __future__ import annotations
 
 import os
+import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Sequence, Union
@@ -50,6 +51,21 @@ class CLAP(ABC):
     def clip_samples(self) -> int:
         return int(round(self.clip_seconds * self.sample_rate))
 
+    def fit_windows(self, windows: np.ndarray) -> np.ndarray:
+        """``windows`` as float32 [W, clip_samples]: longer rows keep their start (deterministic; the
+        shared windowing never sends them), shorter ones are repeat-padded as the original CLAPs do."""
+        w = np.asarray(windows, dtype=np.float32)
+        if w.ndim == 1:
+            w = w[None, :]
+        if w.ndim != 2:
+            raise ValueError(f"embed_windows expects [W, samples], got shape {w.shape}")
+        n = self.clip_samples
+        if w.shape[1] > n:
+            w = w[:, :n]
+        elif w.shape[1] < n:
+            w = np.tile(w, (1, -(-n // max(w.shape[1], 1))))[:, :n]
+        return w
+
     def load(self, audio: AudioInput) -> np.ndarray:
         from ..audio import load_audio
         return load_audio(audio, self.sample_rate, max_seconds=self.max_seconds)
@@ -62,7 +78,8 @@ class CLAP(ABC):
         wins, starts, ends = self.windows(self.load(audio))
         emb = np.concatenate([self.embed_windows(wins[i:i + batch_size])
                               for i in range(0, len(wins), batch_size)])
-        return WindowEmbeddings(l2_normalize(emb), np.asarray(starts), np.asarray(ends))
+        emb = l2_normalize(emb.astype(np.float32, copy=False))  # CLAP outputs are float32, whatever the backend
+        return WindowEmbeddings(emb, np.asarray(starts), np.asarray(ends))
 
     def encode_audio(self, audio: Sequence[AudioInput], batch_size: int = 16) -> np.ndarray:
         """One embedding per input: mean of the normalised window embeddings, re-normalised."""
@@ -71,7 +88,7 @@ class CLAP(ABC):
         out = [self.encode_audio_windows(a, batch_size).embeddings.mean(0) for a in audio]
         if not out:
             return np.zeros((0, self.dim), np.float32)
-        return l2_normalize(np.stack(out))
+        return l2_normalize(np.stack(out).astype(np.float32, copy=False))
 
     def fingerprint(self) -> str:
         """Identifies the weights + preprocessing, so caches of its embeddings can be invalidated."""
@@ -82,9 +99,14 @@ class CLAP(ABC):
                 "clip_seconds": self.clip_seconds}
 
 
-def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
+def l2_normalize(x, dim: int = -1, eps: float = 1e-12):
+    """Unit rows along ``dim`` of a numpy array or a torch tensor, in its own type, dtype and device;
+    zero rows stay zero. The one normalisation of MATS: CLAP outputs, noise, Santa, bridges, metrics."""
+    torch = sys.modules.get("torch")  # a tensor can only exist once torch is loaded; this module never loads it
+    if torch is not None and isinstance(x, torch.Tensor):
+        return x / x.norm(dim=dim, keepdim=True).clamp_min(eps)
+    x = np.asarray(x)
+    return x / np.maximum(np.linalg.norm(x, axis=dim, keepdims=True), eps)
 
 
 def check_texts(texts: Sequence[str]) -> list[str]:

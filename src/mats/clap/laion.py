@@ -38,9 +38,10 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from ..devices import pick_device
 from .base import CLAP, encode_texts_batched, l2_normalize
 
-__all__ = ["LaionCLAP", "CheckpointError", "pick_device", "files_digest"]
+__all__ = ["LaionCLAP", "CheckpointError", "files_digest"]
 
 
 try:  # one error type for "this checkpoint cannot be used", shared with the MS-CLAP backend
@@ -51,14 +52,6 @@ except Exception:  # pragma: no cover
 
 class CheckpointError(_Base):
     """A checkpoint is missing, corrupt, or not the architecture it claims to be."""
-
-
-def pick_device(device: str | None) -> str:
-    import torch
-
-    if device:
-        return str(device)
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def files_digest(paths: Iterable[Path], content_files: Iterable[Path] = (), head: int = 1 << 20) -> str:
@@ -128,7 +121,7 @@ class LaionCLAP(CLAP):
 
         self.path = folder
         self.name = Path(spec).expanduser().resolve().name if is_local else spec
-        self.device = pick_device(device)
+        self.device = str(pick_device(device))
         self.text_max_length = int(text_max_length)
         if max_seconds is not None:
             self.max_seconds = float(max_seconds)
@@ -168,20 +161,6 @@ class LaionCLAP(CLAP):
         self._fingerprint = None
 
     # -- CLAP interface ----------------------------------------------------------------------
-    def _fit(self, windows: np.ndarray) -> np.ndarray:
-        w = np.asarray(windows, dtype=np.float32)
-        if w.ndim == 1:
-            w = w[None, :]
-        if w.ndim != 2:
-            raise ValueError(f"embed_windows expects [W, samples], got shape {w.shape}")
-        n = self.clip_samples
-        if w.shape[1] > n:  # deterministic: keep the start (the shared windowing never does this)
-            w = w[:, :n]
-        elif w.shape[1] < n:
-            reps = -(-n // max(w.shape[1], 1))
-            w = np.tile(w, (1, reps))[:, :n]
-        return w
-
     def _features(self, w: np.ndarray):
         import torch
 
@@ -207,7 +186,7 @@ class LaionCLAP(CLAP):
     def embed_windows(self, windows: np.ndarray) -> np.ndarray:
         import torch
 
-        w = self._fit(windows)
+        w = self.fit_windows(windows)
         if len(w) == 0:
             return np.zeros((0, self.dim), np.float32)
         x, longer = self._features(w)

@@ -65,6 +65,15 @@ def add_format(p: argparse.ArgumentParser, choices: tuple[str, ...] = ("text", "
                    help=f"how results are printed on stdout: {' | '.join(choices)} (default: text)")
 
 
+def add_decoding(p: argparse.ArgumentParser) -> None:
+    """The decoding options of every command that generates (defaults come from the task registry)."""
+    p.add_argument("--beams", type=int, help="beam size (default: per task)")
+    p.add_argument("--max-new-tokens", type=int, help="answer length limit (default: per task)")
+    p.add_argument("--rerank", type=int, metavar="K",
+                   help="beam candidates the CLAP scores against the recording; the best match is the answer "
+                        "(default: per task, 8 for caption and tag; 0 = the top beam as is)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mats", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -111,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     _quiet_libraries()
     setup_logging(getattr(args, "quiet", False))
+    # File names that are not UTF-8 come back as the bytes they are, not as a UnicodeEncodeError.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="surrogateescape")
     try:
         from ..threads import configure
         configure(getattr(args, "threads", None))  # before any model loads; passive OpenMP waiting
@@ -120,9 +132,18 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         # Expected user-facing failures: one clear line, no traceback.
-        print(f"mats: error: {e}", file=sys.stderr)
+        print(f"mats: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a path that cannot be written or read (permission, a name too long, ...)
+        from ..audio import describe_os_error
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"mats: error: {where}{describe_os_error(e)}", file=sys.stderr)
         return 2
     return int(rc or 0)
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split("\n")).strip()
 
 
 def run() -> None:

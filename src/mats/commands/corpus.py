@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from . import add_format
 
@@ -38,12 +39,18 @@ def _build(args) -> int:
 def _check(args) -> int:
     from collections import Counter
 
-    from ..data.corpus import read_jsonl
+    from ..data.corpus import CorpusError, read_jsonl
+    bad = 0
     for f in args.files:
-        rows = read_jsonl(f)
+        try:
+            rows = read_jsonl(f)
+        except CorpusError as e:  # reported, and the other files are still checked
+            bad += 1
+            print(f"mats: error: {e}", file=sys.stderr, flush=True)
+            continue
         tasks = dict(Counter(r.task for r in rows))
         if args.format == "jsonl":
             print(json.dumps({"file": str(f), "rows": len(rows), "tasks": tasks}))
         else:
-            print(f"{f}: {len(rows)} rows ok; tasks {tasks}")
-    return 0
+            print(f"{f}: {len(rows)} rows ok; tasks {tasks}", flush=True)
+    return 2 if bad else 0

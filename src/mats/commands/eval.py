@@ -6,7 +6,7 @@ import argparse
 import json
 import logging
 
-from . import add_format
+from . import add_decoding, add_format
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ captions / labels [+ synonyms] / question+answer per file).
 Writes OUTDIR/results.json (config, per-clip predictions, "metrics", timings, failed clips) and
 OUTDIR/report.md; with --ablation also bridges.png and sweeps.png. Audio is embedded once per
 run and reused by every bridge and sweep point. A clip whose audio cannot be read is listed under
-"failed" and left out of the metrics (exit code 0; 1 with --strict). For sets with labels the
+"failed" and left out of the metrics; each is named on stderr and the exit code is 1 (--keep-going: 0). For sets with labels the
 report adds keyword_accuracy (the text mentions the label or a synonym) and the CLAP zero-shot
 accuracy on the same clips (the ceiling).
 
@@ -54,10 +54,7 @@ def add_parser(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, metavar="N", help="evaluate the first N clips only")
     p.add_argument("--seed", type=int, default=0, help="seed of the bridges' noise (default 0)")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--beams", type=int, help="beam size (default: per task)")
-    p.add_argument("--max-new-tokens", type=int, help="answer length limit (default: per task)")
-    p.add_argument("--rerank", type=int, metavar="K",
-                   help="beam candidates the CLAP scores against the recording; the best match is the answer (default: per task, 8 for caption and tag; 0 = the top beam as is)")
+    add_decoding(p)
     p.add_argument("--metrics", help="caption metrics, comma-separated (default: all; e.g. bleu,cider,rouge,meteor)")
     p.add_argument("--out", required=True, metavar="OUTDIR", help="folder for results.json and report.md")
     p.add_argument("--ablation", action="store_true", help="every bridge + Santa parameter sweeps")
@@ -71,7 +68,9 @@ def add_parser(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--no-plot", "--no-plots", dest="no_plot", action="store_true",
                    help="do not draw the ablation PNGs")
     add_format(p, ("text", "jsonl"))
-    p.add_argument("--strict", action="store_true", help="exit code 1 when any clip failed to load")
+    p.add_argument("--keep-going", action="store_true",
+                   help="exit code 0 even when clips failed to load or were missing (they are still listed)")
+    p.add_argument("--strict", action="store_true", help=argparse.SUPPRESS)  # the default since 0.x; kept for scripts
     p.set_defaults(func=_run)
     return p
 
@@ -102,8 +101,15 @@ def _run(args) -> int:
               f"{f' ({pm} = {m[pm]:.4f})' if pm and m.get(pm) is not None else ''}")
         print(f"  {summary}")
     log.info("wrote %s/results.json and %s/report.md", args.out, args.out)
-    if results["n_failed"]:
-        log.warning("mats eval: %d clip(s) could not be read and were excluded (first: %s: %s)",
-                    results["n_failed"], results["failed"][0]["file"], results["failed"][0]["error"])
-        return 1 if args.strict else 0
+    for f in results["failed"]:
+        log.warning("mats eval: skipped %s", f["error"])
+    missing = results.get("benchmark", {}).get("missing") or []
+    for name in missing:
+        log.warning("mats eval: skipped %s: listed in the benchmark but not found", name)
+    n_missing = results.get("benchmark", {}).get("n_missing_audio", len(missing))
+    if results["n_failed"] or n_missing:
+        log.warning("mats eval: %d clip(s) could not be read and %d were not found; they are left out of "
+                    "the metrics%s", results["n_failed"], n_missing,
+                    "" if args.keep_going else " (exit code 1; --keep-going for 0)")
+        return 0 if args.keep_going else 1
     return 0

@@ -44,6 +44,8 @@ def add_parser(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16, help="audio batch size")
     p.add_argument("--no-cache", action="store_true", help="do not use the text-embedding cache")
     p.add_argument("--no-plot", "--no-plots", dest="no_plot", action="store_true", help="do not draw gap.png")
+    p.add_argument("--keep-going", action="store_true",
+                   help="exit code 0 even when audio files were skipped (they are still named on stderr)")
     add_format(p, ("text", "jsonl"))
     p.set_defaults(func=_run)
     return p
@@ -51,8 +53,8 @@ def add_parser(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def _embed_audio(clap, paths: list[Path], batch_size: int, quiet: bool = False) -> tuple[np.ndarray, list[int]]:
     """Embeddings of the readable files and their indices in ``paths``. A file the front end
-    refuses (empty, corrupt, ...) is reported on stderr and left out: one bad clip in a folder of
-    hundreds should not cost the measurement."""
+    refuses (missing, empty, corrupt, ...) is reported on stderr, one line each, and left out: one
+    bad clip in a folder of hundreds should not cost the measurement (the exit code says so)."""
     from tqdm.auto import tqdm
 
     from ..audio import AudioError
@@ -78,6 +80,15 @@ def _embed_audio(clap, paths: list[Path], batch_size: int, quiet: bool = False) 
     return np.concatenate(out), kept
 
 
+def _refuse_if_none_exist(paths: list[Path]) -> None:
+    """Nothing to measure is a usage error (exit 2); single files that are missing or unreadable
+    are skipped and named later, and the run goes on with the rest."""
+    import os
+    if paths and not any(os.path.lexists(p) for p in paths):
+        raise FileNotFoundError(f"no such audio file: {paths[0]}"
+                                + (f" (and {len(paths) - 1} more)" if len(paths) > 1 else ""))
+
+
 def _embed_texts(clap, texts: list[str], use_cache: bool) -> np.ndarray:
     uniq = list(dict.fromkeys(texts))
     if use_cache:
@@ -90,7 +101,7 @@ def _embed_texts(clap, texts: list[str], use_cache: bool) -> np.ndarray:
 
 
 def _run(args) -> int:
-    from ..audio import expand_paths
+    from ..audio import expand_audio_args, expand_paths
     from ..evaluation.gap import DEFAULT_TEMPLATE, measure_gap, plot_gap, read_paired_metadata, read_texts, save_shift
 
     meta = args.metadata
@@ -104,26 +115,19 @@ def _run(args) -> int:
             pairs = [(f, t) for f, t in pairs if f.resolve() in wanted]
         if args.max_audio:
             pairs = pairs[:args.max_audio]
-        missing = [str(f) for f, _ in pairs if not f.is_file()]
-        if missing:
-            raise FileNotFoundError(f"{len(missing)} audio files from the metadata are missing, e.g. {missing[0]}")
         if not pairs:
             raise ValueError("no audio files left to pair")
+        _refuse_if_none_exist([f for f, _ in pairs])
         if args.texts:
             log.warning("mats gap: --texts is ignored in paired mode (texts come from the metadata)")
         paths = [f for f, _ in pairs]
     else:
         if not args.audio or not args.texts:
             raise ValueError("give --audio and --texts (unpaired), or --metadata (paired)")
-        paths = expand_paths(args.audio)
+        paths = expand_audio_args(args.audio)
         if args.max_audio:
             paths = paths[:args.max_audio]
-        if not paths:
-            raise ValueError("no audio files found in " + " ".join(args.audio))
-        missing = [str(f) for f in paths if not f.is_file()]
-        if missing:
-            raise FileNotFoundError(f"no such audio file: {missing[0]}"
-                                    + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+        _refuse_if_none_exist(paths)
         texts = read_texts(args.texts, args.template)
         if not texts:
             raise ValueError("no texts given")
@@ -145,7 +149,9 @@ def _run(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     fp = clap.fingerprint()
+    skipped = [str(paths[i]) for i in sorted(set(range(len(paths))) - set(kept))]
     doc = dict(report.to_dict(), clap=fp, clap_spec=args.clap, n_audio_files=len(paths),
+               n_audio_used=len(kept), n_audio_skipped=len(skipped), skipped=skipped,
                n_distinct_texts=len(set(texts)))
     (out / "gap.json").write_text(json.dumps(doc, indent=1) + "\n")
     save_shift(report, out / "shift.safetensors", clap_fingerprint=fp)
@@ -166,4 +172,8 @@ def _run(args) -> int:
         m.shift = report.shift
         m.save_pretrained(args.model)
         log.info("stored the shift vector in the model folder %s", args.model)
+    if skipped:
+        log.warning("mats gap: %d of %d audio files were skipped%s", len(skipped), len(paths),
+                    "" if args.keep_going else " (exit code 1; --keep-going for 0)")
+        return 0 if args.keep_going else 1
     return 0

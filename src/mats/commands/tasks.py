@@ -14,7 +14,7 @@ import sys
 
 from ..bridge.config import BRIDGES
 from ..tasks import command_tasks, get_task
-from . import add_format
+from . import add_decoding, add_format
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +40,7 @@ def _options(p: argparse.ArgumentParser) -> None:
                    help="how the audio embedding reaches the text space (default: santa)")
     p.add_argument("--per-window", action="store_true", help="one answer per CLAP window of long audio")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--beams", type=int, help="beam size (default: per task)")
-    p.add_argument("--max-new-tokens", type=int, help="answer length limit (default: per task)")
-    p.add_argument("--rerank", type=int, metavar="K",
-                   help="beam candidates the CLAP scores against the recording; the best match is the answer (default: per task, 8 for caption and tag; 0 = the top beam as is)")
+    add_decoding(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the bridge's noise (default 0)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: best available)")
 
@@ -106,15 +103,13 @@ def _one_line(s: str) -> str:
 
 
 def _run(args) -> int:
-    from ..audio import expand_paths
+    from ..audio import expand_audio_args
 
     if get_task(args.task).needs_question:
         _take_question(args)
     if args.rerank is not None and args.rerank < 0:  # refused before the model loads
         raise ValueError(f"--rerank must be >= 0, got {args.rerank}")
-    files = expand_paths(args.paths)
-    if not files:
-        raise ValueError("no audio files found in the given paths")
+    files = expand_audio_args(args.paths)
     m = _load(args)
     failed = 0
     writer = csv.writer(sys.stdout) if args.format == "csv" else None

@@ -42,7 +42,7 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
 
 
 def _run(args) -> int:
-    from ..audio import expand_paths
+    from ..audio import expand_audio_args
     from ..clap import load_clap
     from ..zeroshot import clean_labels, zero_shot
 
@@ -52,9 +52,7 @@ def _run(args) -> int:
             raise FileNotFoundError(f"labels file {args.labels_file} not found")
         labels += args.labels_file.read_text(encoding="utf-8").splitlines()
     labels = clean_labels(labels)
-    files = expand_paths(args.files)
-    if not files:
-        raise ValueError("no audio files found in the given paths")
+    files = expand_audio_args(args.files)
     clap = load_clap(args.clap)
     failed = 0
     writer = csv.writer(sys.stdout) if args.format == "csv" else None

@@ -39,6 +39,15 @@ class Sample:
     source: str = "unknown"
 
 
+def _check_encodable(value: str, key: str, where: str) -> None:
+    # JSON escapes can spell lone surrogates ("\ud800"), which no UTF-8 writer or tokenizer accepts.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise CorpusError(f"{where}: field {key!r} holds an unpaired surrogate escape at character "
+                          f"{e.start + 1}; not valid text") from None
+
+
 def validate_row(row: object, where: str) -> Sample:
     if not isinstance(row, dict):
         raise CorpusError(f"{where}: expected a JSON object, got {type(row).__name__}")
@@ -47,12 +56,15 @@ def validate_row(row: object, where: str) -> Sample:
             raise CorpusError(f"{where}: missing field {key!r}")
         if not isinstance(row[key], str) or not row[key].strip():
             raise CorpusError(f"{where}: field {key!r} must be a non-empty string")
+        _check_encodable(row[key], key, where)
     task = row["task"]
     if task not in TASKS:
         raise CorpusError(f"{where}: unknown task {task!r} (known: {', '.join(TASKS)})")
     instruction = row.get("instruction")
     if instruction is not None and not isinstance(instruction, str):
         raise CorpusError(f"{where}: field 'instruction' must be a string or null")
+    if instruction is not None:
+        _check_encodable(instruction, "instruction", where)
     if task in ("qa", "open") and not (instruction or "").strip():
         raise CorpusError(f"{where}: task {task!r} needs an 'instruction' (the question)")
     unknown = set(row) - {"text", "task", "answer", "instruction", "source"}

@@ -279,29 +279,34 @@ def _build_sound_folder(dest: Path, packages: tuple[str, ...], labelled: bool) -
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = dest.with_name(dest.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    rows = []
-    with tempfile.TemporaryDirectory(dir=dest.parent, prefix="debs-") as tmp:
-        for pkg in packages:
-            if pkg not in PACKAGES:
-                raise SoundsError(f"unknown sound package {pkg!r}; known: {', '.join(PACKAGES)}")
-            deb = _download_deb(PACKAGES[pkg], Path(tmp))
-            for rel, data, original in _clips_from_package(pkg, deb):
-                hit = _label(pkg, original)
-                if (hit is None) == labelled:
-                    continue
-                out = staging / "clips" / pkg / rel
-                out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_bytes(data)
-                row = {"file": str(out.relative_to(staging))}
-                if hit is not None:
-                    row.update(labels=[hit[0]], synonyms=hit[1])
-                rows.append({**row, "source": pkg, "original_name": original})
-            deb.unlink()
-    rows.sort(key=lambda r: r["file"])
-    with open(staging / ("metadata.jsonl" if labelled else "sources.jsonl"), "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
-    (staging / _COMPLETE).write_text(stamp)
+    try:
+        rows = []
+        with tempfile.TemporaryDirectory(dir=dest.parent, prefix="debs-") as tmp:
+            for pkg in packages:
+                if pkg not in PACKAGES:
+                    raise SoundsError(f"unknown sound package {pkg!r}; known: {', '.join(PACKAGES)}")
+                deb = _download_deb(PACKAGES[pkg], Path(tmp))
+                for rel, data, original in _clips_from_package(pkg, deb):
+                    hit = _label(pkg, original)
+                    if (hit is None) == labelled:
+                        continue
+                    out = staging / "clips" / pkg / rel
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    out.write_bytes(data)
+                    row = {"file": str(out.relative_to(staging))}
+                    if hit is not None:
+                        row.update(labels=[hit[0]], synonyms=hit[1])
+                    rows.append({**row, "source": pkg, "original_name": original})
+                deb.unlink()
+        rows.sort(key=lambda r: r["file"])
+        with open(staging / ("metadata.jsonl" if labelled else "sources.jsonl"), "w", encoding="utf-8") as f:
+            for r in rows:
+                f.write(json.dumps(r) + "\n")
+        (staging / _COMPLETE).write_text(stamp)
+    except BaseException:
+        # A failed download or an interrupted build leaves nothing half-built behind.
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     shutil.rmtree(dest, ignore_errors=True)
     staging.rename(dest)
     return dest

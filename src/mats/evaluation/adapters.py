@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import csv
 import json
+import os
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,6 +109,14 @@ def _finish(name: str, root: Path, split: str | None, tasks: tuple[str, ...], it
     return Benchmark(name, items, tasks, split, root, sorted(set(labels)), missing)
 
 
+def _fold_rows(csv_path: Path, columns: Sequence[str], split: str | None) -> tuple[list[dict], list[dict]]:
+    """All rows of a fold-based set's CSV (its label vocabulary) and those of the fold ``split`` names."""
+    rows = _read_csv(csv_path)
+    _need_columns(rows, columns, csv_path)
+    fold = _fold_filter(split)
+    return rows, [r for r in rows if fold is None or int(r["fold"]) == fold]
+
+
 def _float_str(x: str) -> str:
     try:
         v = float(x)
@@ -200,13 +209,9 @@ def load_esc50(data_dir: str | Path, split: str | None = None, missing: str = "s
     ``split``: a fold ("1".."5" / "fold1"); None = all 2,000 clips (zero-shot evaluation)."""
     root = Path(data_dir)
     csv_path = _need(root / "meta" / "esc50.csv", "ESC-50 metadata")
-    rows = _read_csv(csv_path)
-    _need_columns(rows, ("filename", "fold", "category"), csv_path)
-    fold = _fold_filter(split)
+    rows, selected = _fold_rows(csv_path, ("filename", "fold", "category"), split)
     items, miss = [], []
-    for r in rows:
-        if fold is not None and int(r["fold"]) != fold:
-            continue
+    for r in selected:
         f = _find_audio([root / "audio"], [r["filename"]])
         if f is None:
             miss.append(r["filename"])
@@ -224,13 +229,9 @@ def load_urbansound8k(data_dir: str | Path, split: str | None = None, missing: s
     ``split``: a fold ("1".."10"); None = all folds."""
     root = Path(data_dir)
     csv_path = _need(root / "metadata" / "UrbanSound8K.csv", "UrbanSound8K metadata")
-    rows = _read_csv(csv_path)
-    _need_columns(rows, ("slice_file_name", "fold", "class"), csv_path)
-    fold = _fold_filter(split)
+    rows, selected = _fold_rows(csv_path, ("slice_file_name", "fold", "class"), split)
     items, miss = [], []
-    for r in rows:
-        if fold is not None and int(r["fold"]) != fold:
-            continue
+    for r in selected:
         f = _find_audio([root / "audio" / f"fold{r['fold']}"], [r["slice_file_name"]])
         if f is None:
             miss.append(f"fold{r['fold']}/{r['slice_file_name']}")
@@ -407,21 +408,37 @@ def load_mmau(data_dir: str | Path, split: str | None = None, missing: str = "sk
 
 
 # ----------------------------------------------------------------------------- generic folder
-def _synonyms(value, labels: list[str]) -> dict[str, list[str]]:
-    """``{label: [...]}`` as given, or a plain list (single-label rows) attached to the first label."""
+def _synonyms(value, labels: list[str], each_label: bool = False) -> dict[str, list[str]]:
+    """``{label: [...]}`` as given, or a plain list attached to the first label (``each_label``: to
+    every label of the row)."""
     if not value:
         return {}
     if isinstance(value, dict):
         return {k: list(v) for k, v in value.items()}
-    if isinstance(value, list) and labels:
-        return {labels[0]: [str(v) for v in value]}
+    if isinstance(value, list) and (labels or each_label):
+        return {lab: [str(v) for v in value] for lab in (labels if each_label else labels[:1])}
     raise BenchmarkLayoutError(f"'synonyms' must be an object {{label: [...]}} or a list, got {value!r}")
 
 
-def load_folder(data_dir: str | Path, split: str | None = None, missing: str = "skip") -> Benchmark:
+def _present(f: Path) -> bool:
+    """Whether a listed file is there in some form. Only a path with nothing behind it is missing;
+    anything else that is there (a folder, a link loop, a file that cannot be read, a name too long
+    to open) becomes an item, so the loader names what is wrong with it under ``failed``."""
+    try:
+        os.lstat(f)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def load_folder(data_dir: str | Path, split: str | None = None, missing: str = "skip", *,
+                synonyms_for_each_label: bool = False) -> Benchmark:
     """Generic folder: audio files and ``metadata.jsonl`` (or ``metadata_{split}.jsonl``), one JSON
     object a line: ``{"file": "x.wav", "captions": [...]}`` and/or ``"labels": [...]`` (optionally
-    ``"synonyms": {label: [...]}``) and/or ``"question": ..., "answer": ..., "choices": [...]``;
+    ``"synonyms": {label: [...]}``, or a plain list: the first label's, or with
+    ``synonyms_for_each_label`` every label's) and/or ``"question": ..., "answer": ..., "choices": [...]``;
     ``"id"`` optional, other keys go to ``meta``. ``file`` is relative to the folder. Tasks supported
     are those every row has data for (caption, classify/tag, qa)."""
     root = Path(data_dir)
@@ -433,7 +450,7 @@ def load_folder(data_dir: str | Path, split: str | None = None, missing: str = "
         if not isinstance(d, dict) or "file" not in d:
             raise BenchmarkLayoutError(f"{where}: row has no 'file' key")
         f = root / d["file"]
-        if not f.is_file():
+        if not _present(f):
             miss.append(str(d["file"]))
             continue
         caps = d.get("captions") or ([d["caption"]] if d.get("caption") else [])
@@ -448,7 +465,7 @@ def load_folder(data_dir: str | Path, split: str | None = None, missing: str = "
         n_multi += len(labels) >= 1
         known = {"file", "captions", "caption", "labels", "label", "synonyms", "question", "answer", "choices", "id"}
         items.append(EvalItem(file=f, captions=list(caps), labels=list(labels),
-                              synonyms=_synonyms(d.get("synonyms"), labels),
+                              synonyms=_synonyms(d.get("synonyms"), labels, synonyms_for_each_label),
                               question=d.get("question"), answer=d.get("answer"),
                               choices=list(d.get("choices") or []), id=str(d.get("id") or d["file"]),
                               meta={k: v for k, v in d.items() if k not in known}))
@@ -525,6 +542,18 @@ def load_benchmark(data_dir: str | Path, name: str | None = None, split: str | N
     return ADAPTERS[key][0](root, split=split, missing=missing)
 
 
-__all__ = ["EvalItem", "Benchmark", "BenchmarkLayoutError", "load_benchmark", "detect_benchmark", "ADAPTERS",
+def load_eval_benchmark(data_dir: str | Path, name: str | None = None, split: str | None = None) -> Benchmark:
+    """:func:`load_benchmark` as the evaluation runner reads it: in a generic folder a plain list of
+    ``synonyms`` belongs to every label of its row (the format :func:`mats.data.sounds.fetch_real_sounds`
+    writes), not to the first one only."""
+    root = Path(data_dir)
+    key = name.lower() if name else (detect_benchmark(root) if root.is_dir() else "")
+    if root.is_dir() and NAME_ALIASES.get(key, key) == "folder":
+        return load_folder(root, split, synonyms_for_each_label=True)
+    return load_benchmark(root, name, split)
+
+
+__all__ = ["EvalItem", "Benchmark", "BenchmarkLayoutError", "load_benchmark", "load_eval_benchmark",
+           "detect_benchmark", "ADAPTERS",
            "load_audiocaps", "load_clotho", "load_esc50", "load_urbansound8k", "load_vggsound", "load_fsd50k",
            "load_musiccaps", "load_clothoaqa", "load_mmau", "load_folder"]

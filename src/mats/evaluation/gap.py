@@ -43,6 +43,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..clap.base import l2_normalize
 from ..jsonl import iter_jsonl
 
 __all__ = [
@@ -182,7 +183,7 @@ def _unit(x: np.ndarray, name: str) -> np.ndarray:
         raise ValueError(f"no {name} embeddings")
     if not np.isfinite(x).all():
         raise ValueError(f"{name} embeddings contain NaN or inf")
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return l2_normalize(x)
 
 
 def _mean_offdiag_cosine(x: np.ndarray) -> float:
@@ -226,8 +227,7 @@ def measure_gap(audio_emb: np.ndarray, text_emb: np.ndarray, paired: bool = Fals
     t_inv = np.asarray(t_inv).reshape(-1)
     a_u = np.unique(a, axis=0)
 
-    shifted = a + shift
-    shifted /= np.maximum(np.linalg.norm(shifted, axis=1, keepdims=True), 1e-12)
+    shifted = l2_normalize(a + shift)
     near, near_arg = _nearest(a, t_u)
     near_s, _ = _nearest(shifted, t_u)
 

@@ -41,6 +41,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from ..clap.base import l2_normalize
+
 ALL_METRICS = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider_d",
                "spice", "spider", "sbert_sim", "fense")
 DEFAULT_METRICS = ALL_METRICS
@@ -322,7 +324,7 @@ def sbert_similarity(predictions: Sequence[str], references: Sequence[Sequence[s
     keep = [i for i, p in enumerate(preds) if p]          # an empty prediction scores 0
     flat = [str(r) for rs in references for r in rs]
     emb = np.asarray(enc.encode([preds[i] for i in keep] + flat), dtype=np.float64)
-    emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    emb = l2_normalize(emb)
     pe = dict(zip(keep, emb[:len(keep)]))
     re_ = emb[len(keep):]
     per, k = [], 0

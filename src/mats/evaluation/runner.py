@@ -40,6 +40,7 @@ import numpy as np
 from ..tasks import EVAL_TASKS, get_eval_task, get_task, split_tags
 from .ablation import (DEFAULT_GRID, QUICK_GRID, RunSpec, bridge_key, merge_grids, plan_ablation,
                        resolve_bridge)
+from .adapters import load_eval_benchmark
 
 __all__ = ["EvalConfig", "Evaluation", "run_eval", "load_eval_benchmark", "write_results", "primary_metric",
            "RESULTS_FILE", "REPORT_FILE"]
@@ -316,41 +317,171 @@ class Evaluation:
 
 
 # ----------------------------------------------------------------------------- the run
-def load_eval_benchmark(data: str | os.PathLike, name: str | None = None, split: str | None = None):
-    """:func:`load_benchmark`, also for generic folders whose rows give ``synonyms`` as a list (the
-    format :func:`mats.data.sounds.fetch_real_sounds` writes: the synonyms of the row's label(s)); such
-    rows are read as ``{label: synonyms}`` for each of the row's labels."""
-    import tempfile
+def run_eval(config: EvalConfig, mats=None, benchmark=None, evaluation: Evaluation | None = None) -> dict:
+    """Run one evaluation (optionally the ablation) and return the results dict; with
+    ``config.out`` also write ``results.json``, ``report.md`` and the plots there.
 
-    from .adapters import detect_benchmark, load_benchmark, load_folder
+    ``mats`` / ``benchmark`` / ``evaluation`` may be passed in to reuse a loaded model, a loaded
+    benchmark, or embeddings already computed (e.g. several tasks over one set)."""
+    t_start = time.perf_counter()
+    ev, load_seconds = _embedded_benchmark(config, mats, benchmark, evaluation)
+    prompt_task = _prompt_task(config.task, ev.benchmark)
+    decoding = ev.decoding_params(prompt_task, config.num_beams, config.max_new_tokens, config.rerank)
+    primary, specs = _plan_runs(config, ev.mats)
+    scored, runs = _decode_and_score(config, ev, prompt_task, decoding, [primary, *specs])
+    main = scored[bridge_key(primary.bridge, ev.mats.santa)]
+    main_preds = ev.decode(prompt_task, primary.bridge, config.seed, config.batch_size, decoding)
+    zs = ev.zero_shot(config.zero_shot_prompt) if config.zero_shot else {"available": False,
+                                                                          "reason": "disabled (--no-zero-shot)"}
+    predictions = _prediction_rows(ev, prompt_task, main_preds, main, zs)
+    results = _results(config, ev, prompt_task, decoding, primary, main, predictions, zs, runs)
+    results["timings"] = {"load_model_seconds": round(load_seconds, 3),
+                          "embed_seconds": round(ev.embed_seconds, 3),
+                          "generate_seconds": round(ev.generate_seconds, 3),
+                          "score_seconds": round(ev.score_seconds, 3),
+                          "zero_shot_seconds": round(ev.zero_shot_seconds, 3),
+                          "total_seconds": round(time.perf_counter() - t_start, 3)}
+    if config.out is not None:
+        write_results(results, config.out, plots=config.plots)
+    return results
 
-    root = Path(data)
-    key = (name or (detect_benchmark(root) if root.is_dir() else "")).lower()
-    jl = root / (f"metadata_{split}.jsonl" if split else "metadata.jsonl")
-    if key not in ("folder", "generic", "jsonl") or not jl.is_file():
-        return load_benchmark(root, name, split)
-    rows = [json.loads(line) for line in jl.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not any(isinstance(r.get("synonyms"), list) for r in rows):
-        return load_benchmark(root, name, split)
-    with tempfile.TemporaryDirectory(prefix="mats-eval-") as tmp:
-        with open(Path(tmp) / jl.name, "w", encoding="utf-8") as f:
-            for r in rows:
-                r = dict(r)
-                if isinstance(r.get("synonyms"), list):
-                    labels = r.get("labels") or ([r["label"]] if r.get("label") else [])
-                    labels = [labels] if isinstance(labels, str) else labels
-                    r["synonyms"] = {lab: list(r["synonyms"]) for lab in labels}
-                if "file" in r:
-                    r["file"] = str((root / r["file"]).absolute())
-                f.write(json.dumps(r) + "\n")
-        bench = load_folder(tmp, split=split)
-    bench.root = root
-    bench.missing = [str(Path(m).relative_to(root.absolute())) if Path(m).is_absolute() and
-                     Path(m).is_relative_to(root.absolute()) else m for m in bench.missing]
-    for it in bench.items:
-        if it.id and Path(it.id).is_absolute() and Path(it.id).is_relative_to(root.absolute()):
-            it.id = str(Path(it.id).relative_to(root.absolute()))
-    return bench
+
+def _embedded_benchmark(config: EvalConfig, mats, benchmark, evaluation: Evaluation | None
+                        ) -> tuple[Evaluation, float]:
+    """The benchmark, the model and every clip's audio embedding (each reused when given), and the
+    seconds the model took to load."""
+    if evaluation is not None:
+        mats, benchmark = evaluation.mats, evaluation.benchmark
+    if benchmark is None:
+        benchmark = load_eval_benchmark(config.data, config.benchmark, config.split)
+    t_load = time.perf_counter()
+    if mats is None:
+        mats = _load_mats(config)
+    load_seconds = time.perf_counter() - t_load
+    if evaluation is None:
+        evaluation = Evaluation(mats, benchmark, limit=config.limit, progress=config.progress)
+    if not evaluation.items:
+        raise RuntimeError(f"none of the {len(evaluation.all_items)} clips could be embedded; first error: "
+                           f"{evaluation.failed[0]['error'] if evaluation.failed else 'no clips in the benchmark'}")
+    return evaluation, load_seconds
+
+
+def _prompt_task(task: str, benchmark) -> str:
+    """The prompt an evaluation task decodes with; MusicCaps captions are asked for as music."""
+    prompt_task = EVAL_TASKS[task].prompt_task
+    return "music" if prompt_task == "caption" and benchmark.name == "musiccaps" else prompt_task
+
+
+def _plan_runs(config: EvalConfig, mats) -> tuple[RunSpec, list[RunSpec]]:
+    """The primary run (its bridge must be runnable on this model) and, with the ablation, the others."""
+    from ..bridge.bridges import BridgeConfig
+
+    primary = RunSpec(config.bridge, BridgeConfig(name=config.bridge), kind="primary")
+    specs = (plan_ablation(mats.santa, shift_available=mats.shift is not None, grid=config.sweep_grid())
+             if config.run_ablation else [])
+    if primary.bridge.needs_memory and mats.santa is None:
+        raise ValueError(f"bridge {config.bridge!r} needs the model's Santa memory (santa/santa.json), "
+                         f"which {mats.folder} lacks; use --bridge none or noise")
+    if primary.bridge.needs_shift and mats.shift is None:
+        raise ValueError("bridge 'shift' needs a shift vector: the model has no shift.safetensors; pass --shift FILE")
+    return primary, specs
+
+
+def _decode_and_score(config: EvalConfig, ev: Evaluation, prompt_task: str, decoding: dict,
+                      specs: list[RunSpec]) -> tuple[dict[str, dict], list[dict]]:
+    """Decode and score every run that is not skipped, once per distinct resolved bridge; returns the
+    scores by bridge key and one row per non-primary run (skipped ones with their reason)."""
+    from tqdm import tqdm
+
+    santa = ev.mats.santa
+    unique = {bridge_key(s.bridge, santa) for s in specs if not s.skipped}
+    bar = tqdm(total=len(unique) * len(ev.items), desc=f"decode {config.task}", unit="clip",
+               disable=not config.progress, dynamic_ncols=True, file=sys.stderr)
+    scored: dict[str, dict] = {}
+    runs: list[dict] = []
+    for spec in specs:
+        row: dict[str, Any] = {"name": spec.name, "kind": spec.kind, "param": spec.param, "value": spec.value,
+                               "bridge": resolve_bridge(spec.bridge, santa)}
+        if spec.skipped:
+            row.update(status="skipped", reason=spec.skipped, metrics={})
+        else:
+            key = bridge_key(spec.bridge, santa)
+            preds = ev.decode(prompt_task, spec.bridge, config.seed, config.batch_size, decoding, bar=bar)
+            if key not in scored:
+                scored[key] = ev.score(config.task, preds, config.metrics)
+            row.update(status="ok", metrics=scored[key]["metrics"], predictions=list(preds))
+        if spec.kind != "primary":
+            runs.append(row)
+    bar.close()
+    return scored, runs
+
+
+def _prediction_rows(ev: Evaluation, prompt_task: str, preds: list[str], main: dict, zs: dict) -> list[dict]:
+    """One row per evaluated clip: its prediction, references, per-clip scores and zero-shot answer."""
+    rows = []
+    for i, (it, p) in enumerate(zip(ev.items, preds)):
+        r: dict[str, Any] = {"id": it.id or str(it.file), "file": str(it.file), "prediction": p}
+        if prompt_task == "tags":
+            r["tags"] = split_tags(p)
+        if it.labels:
+            r["labels"] = list(it.labels)
+        if it.captions:
+            r["references"] = list(it.captions)
+        if it.question is not None:
+            r["question"] = it.question
+            r["answer"] = it.answer
+        r.update(main["per_item"][i])
+        if zs.get("available"):
+            r["zero_shot_label"] = zs["per_item"][i]["label"]
+            r["zero_shot_correct"] = zs["per_item"][i]["correct"]
+        rows.append(r)
+    return rows
+
+
+def _results(config: EvalConfig, ev: Evaluation, prompt_task: str, decoding: dict, primary: RunSpec,
+             main: dict, predictions: list[dict], zs: dict, runs: list[dict]) -> dict[str, Any]:
+    """The ``results.json`` document (timings are filled in by the caller, last)."""
+    mats, benchmark, task = ev.mats, ev.benchmark, config.task
+    metrics = dict(main["metrics"])
+    if zs.get("available"):
+        metrics["zero_shot_accuracy"] = zs["accuracy"]
+    versions = _versions()
+    results: dict[str, Any] = {
+        "format": "mats-eval/1",
+        "task": task,
+        "benchmark": {"name": benchmark.name, "split": benchmark.split, "data": str(Path(config.data).resolve()),
+                      "n_total": len(benchmark.items), "n_selected": len(ev.all_items),
+                      "n_missing_audio": len(benchmark.missing), "missing": list(benchmark.missing[:50]),
+                      "labels": list(benchmark.labels)},
+        "config": {
+            "model": _describe_model(mats),
+            "task": task, "prompt_task": prompt_task,
+            "bridge": resolve_bridge(primary.bridge, mats.santa),
+            "seed": config.seed, "batch_size": config.batch_size, "limit": config.limit,
+            "decoding": decoding, "caption_metrics": config.metrics,
+            "ablation": config.run_ablation,
+            "sweep_grid": config.sweep_grid() if config.run_ablation else None,
+            "shift_file": str(config.shift) if config.shift else None,
+            "zero_shot_prompt": config.zero_shot_prompt if config.zero_shot else None,
+            "device": str(getattr(mats.model, "device", "")) or None,
+            "mats_version": versions["mats"], "versions": versions,
+        },
+        "n_evaluated": len(ev.items),
+        "n_failed": len(ev.failed),
+        "failed": ev.failed,
+        "primary_metric": primary_metric(task, metrics),
+        "metrics": metrics,
+        "unavailable": main["unavailable"],
+        "zero_shot": {k: v for k, v in zs.items() if k != "per_item"},
+        "predictions": predictions,
+        "ablation": ({"runs": runs, "bridges": [r["name"] for r in runs if r["kind"] == "bridge"]}
+                     if config.run_ablation else None),
+        "timings": {},
+    }
+    for k in ("implementations", "tokenizer"):
+        if main.get(k):
+            results[k] = main[k]
+    return results
 
 
 def _load_mats(config: EvalConfig):
@@ -394,144 +525,6 @@ def _versions() -> dict:
     return v
 
 
-def run_eval(config: EvalConfig, mats=None, benchmark=None, evaluation: Evaluation | None = None) -> dict:
-    """Run one evaluation (optionally the ablation) and return the results dict; with
-    ``config.out`` also write ``results.json``, ``report.md`` and the plots there.
-
-    ``mats`` / ``benchmark`` / ``evaluation`` may be passed in to reuse a loaded model, a loaded
-    benchmark, or embeddings already computed (e.g. several tasks over one set)."""
-    from tqdm import tqdm
-
-    from ..bridge.bridges import BridgeConfig
-
-    t_start = time.perf_counter()
-    task = config.task
-    prompt_task = EVAL_TASKS[task].prompt_task
-    if evaluation is not None:
-        mats, benchmark = evaluation.mats, evaluation.benchmark
-    if benchmark is None:
-        benchmark = load_eval_benchmark(config.data, config.benchmark, config.split)
-    if prompt_task == "caption" and benchmark.name == "musiccaps":
-        prompt_task = "music"
-    t_load = time.perf_counter()
-    if mats is None:
-        mats = _load_mats(config)
-    load_seconds = time.perf_counter() - t_load
-    if evaluation is None:
-        evaluation = Evaluation(mats, benchmark, limit=config.limit, progress=config.progress)
-    ev = evaluation
-    if not ev.items:
-        raise RuntimeError(f"none of the {len(ev.all_items)} clips could be embedded; first error: "
-                           f"{ev.failed[0]['error'] if ev.failed else 'no clips in the benchmark'}")
-    decoding = ev.decoding_params(prompt_task, config.num_beams, config.max_new_tokens, config.rerank)
-
-    # -- the runs ------------------------------------------------------------------------------
-    primary = RunSpec(config.bridge, BridgeConfig(name=config.bridge), kind="primary")
-    specs: list[RunSpec] = []
-    if config.run_ablation:
-        shift_reason = None
-        specs = plan_ablation(mats.santa, shift_available=mats.shift is not None, shift_reason=shift_reason,
-                              grid=config.sweep_grid())
-    if primary.bridge.needs_memory and mats.santa is None:
-        raise ValueError(f"bridge {config.bridge!r} needs the model's Santa memory (santa/santa.json), "
-                         f"which {mats.folder} lacks; use --bridge none or noise")
-    if primary.bridge.needs_shift and mats.shift is None:
-        raise ValueError("bridge 'shift' needs a shift vector: the model has no shift.safetensors; pass --shift FILE")
-    todo = [s for s in [primary, *specs] if not s.skipped]
-    unique = {bridge_key(s.bridge, mats.santa) for s in todo}
-    bar = tqdm(total=len(unique) * len(ev.items), desc=f"decode {task}", unit="clip",
-               disable=not config.progress, dynamic_ncols=True, file=sys.stderr)
-    scored: dict[str, dict] = {}
-    runs: list[dict] = []
-    for spec in [primary, *specs]:
-        row: dict[str, Any] = {"name": spec.name, "kind": spec.kind, "param": spec.param, "value": spec.value,
-                               "bridge": resolve_bridge(spec.bridge, mats.santa)}
-        if spec.skipped:
-            row.update(status="skipped", reason=spec.skipped, metrics={})
-        else:
-            key = bridge_key(spec.bridge, mats.santa)
-            preds = ev.decode(prompt_task, spec.bridge, config.seed, config.batch_size, decoding, bar=bar)
-            if key not in scored:
-                scored[key] = ev.score(task, preds, config.metrics)
-            row.update(status="ok", metrics=scored[key]["metrics"], predictions=list(preds))
-        if spec.kind != "primary":
-            runs.append(row)
-    bar.close()
-
-    key = bridge_key(primary.bridge, mats.santa)
-    main = scored[key]
-    main_preds = ev.decode(prompt_task, primary.bridge, config.seed, config.batch_size, decoding)
-    zs = ev.zero_shot(config.zero_shot_prompt) if config.zero_shot else {"available": False,
-                                                                          "reason": "disabled (--no-zero-shot)"}
-    metrics = dict(main["metrics"])
-    if zs.get("available"):
-        metrics["zero_shot_accuracy"] = zs["accuracy"]
-
-    predictions = []
-    for i, (it, p) in enumerate(zip(ev.items, main_preds)):
-        r: dict[str, Any] = {"id": it.id or str(it.file), "file": str(it.file), "prediction": p}
-        if prompt_task == "tags":
-            r["tags"] = split_tags(p)
-        if it.labels:
-            r["labels"] = list(it.labels)
-        if it.captions:
-            r["references"] = list(it.captions)
-        if it.question is not None:
-            r["question"] = it.question
-            r["answer"] = it.answer
-        r.update(main["per_item"][i])
-        if zs.get("available"):
-            r["zero_shot_label"] = zs["per_item"][i]["label"]
-            r["zero_shot_correct"] = zs["per_item"][i]["correct"]
-        predictions.append(r)
-
-    pm = primary_metric(task, metrics)
-    results: dict[str, Any] = {
-        "format": "mats-eval/1",
-        "task": task,
-        "benchmark": {"name": benchmark.name, "split": benchmark.split, "data": str(Path(config.data).resolve()),
-                      "n_total": len(benchmark.items), "n_selected": len(ev.all_items),
-                      "n_missing_audio": len(benchmark.missing), "missing": list(benchmark.missing[:50]),
-                      "labels": list(benchmark.labels)},
-        "config": {
-            "model": _describe_model(mats),
-            "task": task, "prompt_task": prompt_task,
-            "bridge": resolve_bridge(primary.bridge, mats.santa),
-            "seed": config.seed, "batch_size": config.batch_size, "limit": config.limit,
-            "decoding": decoding, "caption_metrics": config.metrics,
-            "ablation": config.run_ablation,
-            "sweep_grid": config.sweep_grid() if config.run_ablation else None,
-            "shift_file": str(config.shift) if config.shift else None,
-            "zero_shot_prompt": config.zero_shot_prompt if config.zero_shot else None,
-            "device": str(getattr(mats.model, "device", "")) or None,
-            "mats_version": _versions()["mats"], "versions": _versions(),
-        },
-        "n_evaluated": len(ev.items),
-        "n_failed": len(ev.failed),
-        "failed": ev.failed,
-        "primary_metric": pm,
-        "metrics": metrics,
-        "unavailable": main["unavailable"],
-        "zero_shot": {k: v for k, v in zs.items() if k != "per_item"},
-        "predictions": predictions,
-        "ablation": ({"runs": runs, "bridges": [r["name"] for r in runs if r["kind"] == "bridge"]}
-                     if config.run_ablation else None),
-        "timings": {},
-    }
-    for k in ("implementations", "tokenizer"):
-        if main.get(k):
-            results[k] = main[k]
-    results["timings"] = {"load_model_seconds": round(load_seconds, 3),
-                          "embed_seconds": round(ev.embed_seconds, 3),
-                          "generate_seconds": round(ev.generate_seconds, 3),
-                          "score_seconds": round(ev.score_seconds, 3),
-                          "zero_shot_seconds": round(ev.zero_shot_seconds, 3),
-                          "total_seconds": round(time.perf_counter() - t_start, 3)}
-    if config.out is not None:
-        write_results(results, config.out, plots=config.plots)
-    return results
-
-
 def write_results(results: dict, out: str | os.PathLike, plots: bool = True) -> Path:
     """``results.json`` + plots + ``report.md`` in ``out``; returns the folder."""
     from .report import make_plots, render_report
@@ -540,7 +533,9 @@ def write_results(results: dict, out: str | os.PathLike, plots: bool = True) -> 
     out.mkdir(parents=True, exist_ok=True)
     if plots and results.get("ablation"):
         results["plots"] = make_plots(results, out)
+    # File names that are not UTF-8 hold lone surrogates; backslashreplace writes them as \udcXX,
+    # which is also the JSON escape that reads back to the same name.
     (out / RESULTS_FILE).write_text(json.dumps(_jsonable(results), indent=2, ensure_ascii=False) + "\n",
-                                    encoding="utf-8")
-    (out / REPORT_FILE).write_text(render_report(results), encoding="utf-8")
+                                    encoding="utf-8", errors="backslashreplace")
+    (out / REPORT_FILE).write_text(render_report(results), encoding="utf-8", errors="backslashreplace")
     return out

@@ -36,6 +36,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ..clap.base import l2_normalize
 from ..tasks import EVAL_TASKS, get_eval_task
 from .metrics import caption_metrics, check_caption_inputs, default_text_encoder
 
@@ -134,7 +135,7 @@ def mentioned_labels(text: str, labels: Sequence[str],
 def _encode(encoder, texts: Sequence[str]) -> np.ndarray:
     texts = [t if str(t).strip() else "nothing" for t in texts]
     emb = np.asarray(encoder.encode(list(texts)), dtype=np.float64)
-    return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    return l2_normalize(emb)
 
 
 def _answer_parts(text: str) -> list[str]:
@@ -230,16 +231,25 @@ def label_vocabulary(items: Sequence[Any]) -> list[str]:
     return sorted({lab for it in items for lab in (_get(it, "labels") or [])})
 
 
+def _vocabulary_and_synonyms(what: str, items: Sequence[Any], predictions: Sequence[str],
+                             labels: Sequence[str] | None, synonyms: Mapping[str, Sequence[str]] | None
+                             ) -> tuple[list[str], dict[str, list[str]]]:
+    """The label list (``labels``, or the union of the items') and every label's synonyms (the items',
+    overridden by ``synonyms``), for a label-scored task."""
+    _check_len(items, predictions)
+    vocab = list(labels) if labels is not None else label_vocabulary(items)
+    if not vocab:
+        raise ValueError(f"{what} needs labels: items have none and no labels= given")
+    syn = dict(_synonyms_of(items, vocab))
+    syn.update(synonyms or {})
+    return vocab, syn
+
+
 # ----------------------------------------------------------------------------- tasks
 def score_classification(items: Sequence[Any], predictions: Sequence[str], labels: Sequence[str] | None = None,
                          synonyms: Mapping[str, Sequence[str]] | None = None, encoder=None) -> dict:
     """Single-label accuracy from free text. ``labels``: the class list (default: union of items')."""
-    _check_len(items, predictions)
-    vocab = list(labels) if labels is not None else label_vocabulary(items)
-    if not vocab:
-        raise ValueError("classification needs labels: items have none and no labels= given")
-    syn = dict(_synonyms_of(items, vocab))
-    syn.update(synonyms or {})
+    vocab, syn = _vocabulary_and_synonyms("classification", items, predictions, labels, synonyms)
     sims = label_similarity(predictions, vocab, syn, encoder)
     per, hits = [], {"accuracy": 0, "accuracy_string": 0, "accuracy_embedding": 0}
     for i, (it, pred) in enumerate(zip(items, predictions)):
@@ -264,12 +274,7 @@ def score_classification(items: Sequence[Any], predictions: Sequence[str], label
 def score_tagging(items: Sequence[Any], predictions: Sequence[str], labels: Sequence[str] | None = None,
                   synonyms: Mapping[str, Sequence[str]] | None = None, encoder=None) -> dict:
     """Multi-label mAP (ranking labels per item by embedding similarity + mention) and string F1."""
-    _check_len(items, predictions)
-    vocab = list(labels) if labels is not None else label_vocabulary(items)
-    if not vocab:
-        raise ValueError("tagging needs labels: items have none and no labels= given")
-    syn = dict(_synonyms_of(items, vocab))
-    syn.update(synonyms or {})
+    vocab, syn = _vocabulary_and_synonyms("tagging", items, predictions, labels, synonyms)
     index = {lab: j for j, lab in enumerate(vocab)}
     sims = label_similarity(predictions, vocab, syn, encoder)
     y = np.zeros((len(items), len(vocab)), dtype=bool)

@@ -33,7 +33,7 @@ from ..data.corpus import Corpus, CorpusSource, pick_instruction
 from ..llm import native_bf16_cpu, pick_device
 from ..model import MATSModel, Request
 from .parallel import full_state, wrap_model
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import all_checkpoints, resume_from_intact, save_checkpoint
 from .config import RunConfig
 from .batching import epoch_batches
 from .step import train_step
@@ -137,11 +137,15 @@ def train(cfg: RunConfig, resume: bool = True, progress: bool = True) -> Path:
     autocast, scaler = autocast_context(device, tc.precision)
 
     start = 0
-    ckpt = latest_checkpoint(out) if resume else None
-    if ckpt is not None:
-        start = load_checkpoint(ckpt, model, optimizer, scheduler, scaler)
-        if dinfo.main:
-            log.info("[mats] resumed from %s at step %d", ckpt, start)
+    if resume:
+        # A damaged newest checkpoint is reported and skipped: the run resumes from the newest
+        # intact one (every rank verifies the same files, so all ranks pick the same one).
+        report = (lambda line: log.warning("%s", line)) if dinfo.main else (lambda line: None)
+        ckpt, start = resume_from_intact(out, model, optimizer, scheduler, scaler, report=report)
+        if ckpt is not None and dinfo.main:
+            newest = all_checkpoints(out)[0]
+            note = "" if ckpt == newest else " (the newest intact checkpoint)"
+            log.info("[mats] resumed from %s at step %d%s", ckpt, start, note)
 
     def make_batch(rows: np.ndarray, rng: random.Random, gen: torch.Generator):
         """Noisy CLAP text embeddings and prompts for ``rows`` (the whole global batch)."""

@@ -1,0 +1,26 @@
+"""Which device a model runs on, decided in one place for every part (CLAP backends, the LLM, training).
+
+Torch is imported inside the function, so modules that only pass a device name along load without it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+__all__ = ["pick_device"]
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` as given, or for ``None``/``"auto"`` the best one present: CUDA, then Apple MPS, then CPU."""
+    import torch
+
+    if device and str(device) != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")

@@ -1,0 +1,443 @@
+"""The HTTP API and the web page: ``create_app(model, settings)`` returns a FastAPI app.
+
+    from mats import MATS
+    from mats.server import create_app, Settings
+    app = create_app(MATS.from_pretrained(), Settings(batch_window_ms=20))
+    # uvicorn.run(app), or mount it in your own service
+
+Every task of the registry with a command gets ``POST /v1/<command>`` (caption, tag, music, ask);
+besides them ``/v1/zero-shot`` (labels in the request), ``/v1/embed`` (the CLAP audio embedding),
+``GET /health``, ``GET /v1/info``, the page at ``/`` and the API reference at ``/docs``.
+
+A POST takes JSON (``{"audio": "<base64>", ...}``, or ``{"path": ...}`` where the server shares a
+folder) or ``multipart/form-data`` (a ``file`` part plus the same fields). Errors are JSON:
+``{"error": "...", "status": N}``; a field that fails validation is a 422 whose message starts
+with the field's name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hmac
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+
+from . import inference, schemas
+from .batching import Busy, MicroBatcher
+from .guard import AudioRefused, PathRefused, check_audio, resolve_allowed
+from .settings import Settings
+
+from ..tasks import TASKS, command_tasks
+
+__all__ = ["create_app", "Settings"]
+
+log = logging.getLogger("mats.server")
+STATIC = Path(__file__).resolve().parent / "static"
+
+
+# -- errors -------------------------------------------------------------------------------------
+
+def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
+
+
+def _field_errors(errors) -> str:
+    parts = []
+    for e in errors:
+        loc = [str(x) for x in e.get("loc", ()) if x not in ("body", "query", "form")]
+        parts.append(f"{'.'.join(loc) or 'body'}: {e.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+def _invalid(field_name: str, message: str) -> RequestValidationError:
+    return RequestValidationError([{"loc": ("body", field_name), "msg": message, "type": "value_error"}])
+
+
+class BodyTooLarge(HTTPException):
+    def __init__(self, limit: int):
+        super().__init__(413, f"the request body is over this server's limit of {limit:,} bytes")
+
+
+# -- per-request guard: key, size, timeout, one log line ------------------------------------------
+
+class RequestGuard:
+    """Pure ASGI middleware, outermost of ours: it sees every request once."""
+
+    def __init__(self, app, settings: Settings):
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        s = self.settings
+        t0 = time.perf_counter()
+        state = {"status": None, "body_done": False, "received": 0}
+        headers = {k.lower(): v for k, v in scope.get("headers", [])}
+
+        async def reply(status: int, message: str, extra: dict | None = None):
+            body = json.dumps({"error": message, "status": status}).encode()
+            hdrs = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+            hdrs += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
+            state["status"] = status
+            await send({"type": "http.response.start", "status": status, "headers": hdrs})
+            await send({"type": "http.response.body", "body": body})
+
+        async def guarded_receive():
+            message = await receive()
+            if message["type"] == "http.request":
+                state["received"] += len(message.get("body", b""))
+                if state["received"] > s.max_upload_bytes:
+                    raise BodyTooLarge(s.max_upload_bytes)
+                state["body_done"] = not message.get("more_body", False)
+            return message
+
+        async def tracked_send(message):
+            if message["type"] == "http.response.start":
+                state["status"] = message["status"]
+            await send(message)
+
+        try:
+            if s.api_key and scope["path"].startswith("/v1/") and not _authorised(headers, s.api_key):
+                return await reply(401, "this server needs an API key: send the header "
+                                        "'Authorization: Bearer <key>'", {"www-authenticate": "Bearer"})
+            length = headers.get(b"content-length")
+            if length is not None and length.isdigit() and int(length) > s.max_upload_bytes:
+                return await reply(413, f"the request body ({int(length):,} bytes) is over this server's "
+                                        f"limit of {s.max_upload_bytes:,} bytes", {"connection": "close"})
+            try:
+                await asyncio.wait_for(self.app(scope, guarded_receive, tracked_send), s.request_timeout_s)
+            except asyncio.TimeoutError:
+                if state["status"] is None:
+                    if state["body_done"]:
+                        await reply(504, f"no answer within this server's request timeout of "
+                                         f"{s.request_timeout_s:g} s; try a shorter clip or retry later")
+                    else:
+                        await reply(408, f"the request body did not arrive within {s.request_timeout_s:g} s",
+                                    {"connection": "close"})
+        finally:
+            ms = (time.perf_counter() - t0) * 1000
+            log.info("%s %s %s %.0f ms", scope.get("method"), scope.get("path"), state["status"] or "-", ms)
+
+
+def _authorised(headers: dict, key: str) -> bool:
+    raw = headers.get(b"authorization", b"").decode("latin-1")
+    scheme, _, token = raw.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), key.encode())
+
+
+# -- reading a request ----------------------------------------------------------------------------
+
+@dataclass
+class Upload:
+    options: BaseModel
+    path: Path  # the audio to read: a temporary copy of the upload, or an allowed file
+    name: str  # what the answer calls it
+    temporary: bool
+
+    def close(self):
+        if self.temporary:
+            self.path.unlink(missing_ok=True)
+
+
+def _suffix(name: str | None) -> str:
+    suffix = Path(name or "").suffix.lower()
+    return suffix if suffix.isascii() and 1 < len(suffix) <= 6 and suffix[1:].isalnum() else ""
+
+
+async def _write_temp(write, name: str | None) -> Path:
+    fd, tmp = tempfile.mkstemp(prefix="mats-upload-", suffix=_suffix(name))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            await write(f)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return Path(tmp)
+
+
+def _validate(model_cls: type[BaseModel], data: dict) -> BaseModel:
+    try:
+        return model_cls.model_validate(data)
+    except ValidationError as e:
+        raise RequestValidationError([{**err, "loc": ("body", *err["loc"])} for err in e.errors()]) from None
+
+
+async def read_request(request: Request, json_cls: type[BaseModel], form_cls: type[BaseModel],
+                       settings: Settings, list_fields: tuple[str, ...] = ()) -> Upload:
+    ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if ctype == "application/json":
+        body = await request.body()
+        try:
+            data = json.loads(body)
+        except (ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
+            raise HTTPException(400, "the body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise HTTPException(422, "body: the JSON body must be an object, e.g. {\"audio\": \"<base64>\"}")
+        opts = _validate(json_cls, data)
+        if (opts.audio is None) == (opts.path is None):
+            raise _invalid("audio", "give exactly one of \"audio\" (base64 of the file) or \"path\"")
+        fields = opts.model_dump(exclude={"audio", "path"})
+        options = form_cls.model_validate(fields)
+        if opts.path is not None:
+            real = resolve_allowed(opts.path, settings.allow_dir)
+            return Upload(options, real, opts.filename or opts.path, False)
+        try:
+            data_bytes = base64.b64decode(opts.audio, validate=True)
+        except (binascii.Error, ValueError):
+            raise _invalid("audio", "not valid base64") from None
+        if not data_bytes:
+            raise _invalid("audio", "the audio is empty")
+
+        async def write(f):
+            f.write(data_bytes)
+        name = os.path.basename(opts.filename or "") or "upload"
+        return Upload(options, await _write_temp(write, opts.filename), name, True)
+    if ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        form = await request.form(max_files=1, max_fields=64, max_part_size=256 * 1024)
+        try:
+            data = {}
+            for key in form.keys():
+                if key == "file":
+                    continue
+                values = [v for v in form.getlist(key) if isinstance(v, str)]
+                data[key] = values if key in list_fields else values[-1]
+            upload = form.get("file")
+            if "path" in data:
+                path = data.pop("path")
+                options = _validate(form_cls, data)
+                real = resolve_allowed(path, settings.allow_dir)
+                return Upload(options, real, options.filename or path, False)
+            options = _validate(form_cls, data)
+            if not isinstance(upload, UploadFile):
+                raise _invalid("file", "no audio: send the file as the form part named \"file\"")
+
+            async def write(f):
+                await run_in_threadpool(shutil.copyfileobj, upload.file, f, 1 << 20)
+            name = os.path.basename(options.filename or upload.filename or "") or "upload"
+            saved = await _write_temp(write, upload.filename)
+            if saved.stat().st_size == 0:
+                saved.unlink()
+                raise _invalid("file", "the uploaded file is empty")
+            return Upload(options, saved, name, True)
+        finally:
+            await form.close()
+    if not ctype:
+        raise HTTPException(415, "missing Content-Type: send application/json or multipart/form-data")
+    raise HTTPException(415, f"unsupported Content-Type {ctype!r}: send application/json "
+                             "({\"audio\": base64, ...}) or multipart/form-data (a \"file\" part)")
+
+
+def _body_doc(json_cls, form_cls) -> dict:
+    """OpenAPI for a body that may be JSON or a form (FastAPI cannot infer one that is both)."""
+    form_schema = form_cls.model_json_schema()
+    form_schema = {**form_schema, "properties": {"file": {"type": "string", "format": "binary"},
+                                                 **form_schema.get("properties", {})}}
+    return {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": json_cls.model_json_schema()},
+        "multipart/form-data": {"schema": form_schema}}}}
+
+
+# -- the app --------------------------------------------------------------------------------------
+
+def create_app(model, settings: Settings | None = None) -> FastAPI:
+    """A FastAPI app serving ``model`` (a loaded :class:`mats.pipeline.MATS`). The model is used
+    only by the app's worker thread, started and stopped with the app's lifespan."""
+    settings = settings or Settings()
+    if settings.allow_dir is not None:
+        raw = str(settings.allow_dir)
+        if raw.startswith("~"):
+            raise ValueError(f"--allow-dir {raw}: give the folder without '~'")
+        if not Path(raw).is_dir():
+            raise ValueError(f"--allow-dir {raw}: no such folder")
+        settings.allow_dir = Path(raw).resolve()
+    endpoint_tasks = {t.command: t for t in command_tasks()}
+
+    def parse_for(task_name: str):
+        return TASKS[task_name].parse
+
+    batcher = MicroBatcher(lambda key, items: inference.process(model, key, items, parse_for, settings.max_batch),
+                           window_s=settings.batch_window_ms / 1000, max_batch=settings.max_batch,
+                           max_queue=settings.max_queue)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        batcher.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(batcher.stop)
+
+    app = FastAPI(title="MATS", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
+                  description="Captions, tags, answers and zero-shot labels for audio, from a model "
+                              "trained on text alone. The page at / uses this API.")
+    app.state.model, app.state.settings, app.state.batcher = model, settings, batcher
+    app.add_middleware(RequestGuard, settings=settings)
+
+    @app.exception_handler(RequestValidationError)
+    async def _on_invalid(request, exc: RequestValidationError):
+        return _error(422, _field_errors(exc.errors()))
+
+    @app.exception_handler(AudioRefused)
+    @app.exception_handler(PathRefused)
+    async def _on_refused(request, exc):
+        return _error(exc.status, str(exc))
+
+    @app.exception_handler(HTTPException)
+    async def _on_http(request, exc: HTTPException):
+        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    def bridges() -> list[str]:
+        return list(model.bridges)
+
+    def header(upload: Upload):
+        return check_audio(upload.path, upload.name, settings.budget(), model.clap.sample_rate)
+
+    async def run_job(key, item):
+        try:
+            return await batcher.submit(key, item)
+        except Busy as e:
+            raise HTTPException(503, str(e)) from None
+        except (AudioRefused, PathRefused) as e:
+            raise HTTPException(e.status, str(e)) from None
+        except ValueError as e:
+            raise HTTPException(400, str(e)) from None
+
+    # -- pages ------------------------------------------------------------------------------
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(STATIC / "index.html", headers=_PAGE_HEADERS)
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        return FileResponse(STATIC / "docs.html", headers=_PAGE_HEADERS)
+
+    @app.get("/health", summary="liveness")
+    async def health():
+        return {"status": "ok"}
+
+    @app.get("/v1/info", response_model=schemas.Info, summary="model, CLAP, tasks, bridges, limits")
+    async def info():
+        return {
+            "model": _model_name(model),
+            "clap": model.clap.describe() if hasattr(model.clap, "describe") else {"name": model.clap.name},
+            "llm": Path(str(model.model.config.llm)).name,
+            "tasks": [{"endpoint": f"/v1/{c}", "task": t.name, "needs_question": t.needs_question,
+                       "help": t.help} for c, t in endpoint_tasks.items()],
+            "bridges": bridges(),
+            "default_bridge": "santa" if "santa" in bridges() else bridges()[0],
+            "limits": {"max_upload_bytes": settings.max_upload_bytes, "max_decoded_samples": settings.budget(),
+                       "max_windows": settings.max_windows, "request_timeout_s": settings.request_timeout_s,
+                       "path_field": settings.allow_dir is not None, "api_key": bool(settings.api_key),
+                       "clip_seconds": model.clap.clip_seconds},
+            "batching": {"window_ms": settings.batch_window_ms, "max_batch": settings.max_batch},
+        }
+
+    # -- tasks ------------------------------------------------------------------------------
+    def add_task_endpoint(command: str, task) -> None:
+        async def endpoint(request: Request):
+            upload = await read_request(request, schemas.TaskJSON, schemas.TaskOptions, settings)
+            try:
+                o = upload.options
+                question = (o.question or "").strip() or None
+                if task.needs_question and not question:
+                    raise _invalid("question", f"/v1/{command} needs a non-empty question")
+                if not task.needs_question and o.question is not None:
+                    raise _invalid("question", f"/v1/{command} takes no question")
+                if o.bridge not in bridges():
+                    raise _invalid("bridge", f"unknown or unavailable bridge {o.bridge!r}; this model has "
+                                             f"{', '.join(bridges())}")
+                head = header(upload)
+                if o.per_window:
+                    windows = math.ceil(head.duration / model.clap.clip_seconds)
+                    if windows > settings.max_windows:
+                        raise _invalid("per_window", f"{head.duration:.0f} s is {windows} windows, more than "
+                                                     f"this server's {settings.max_windows}")
+                key = inference.generate_key(task.name, o.bridge, o.seed, o.max_new_tokens, o.num_beams,
+                                             o.rerank)
+                item = inference.GenerateItem(upload.path, upload.name, question, o.per_window,
+                                              o.top_k if o.explain else 0)
+                r = await run_job(key, item)
+            finally:
+                upload.close()
+            return {"file": upload.name, "task": task.name, "bridge": o.bridge, "question": question,
+                    "duration": round(head.duration, 3), **{k: v for k, v in r.items() if v is not None}}
+
+        app.add_api_route(f"/v1/{command}", endpoint, methods=["POST"], response_model=schemas.Answer,
+                          response_model_exclude_none=True, summary=task.help, name=command,
+                          openapi_extra=_body_doc(schemas.TaskJSON, schemas.TaskOptions),
+                          responses=_ERRORS)
+
+    for command, task in endpoint_tasks.items():
+        add_task_endpoint(command, task)
+
+    @app.post("/v1/zero-shot", response_model=schemas.ZeroShotAnswer, responses=_ERRORS,
+              summary="rank labels you give by the CLAP's audio-text similarity",
+              openapi_extra=_body_doc(schemas.ZeroShotJSON, schemas.ZeroShotOptions))
+    async def zero_shot(request: Request):
+        upload = await read_request(request, schemas.ZeroShotJSON, schemas.ZeroShotOptions, settings,
+                                    list_fields=("labels",))
+        try:
+            header(upload)
+            o = upload.options
+            return await run_job(("zero-shot",), inference.ZeroShotItem(
+                upload.path, upload.name, tuple(o.labels), o.prompt, o.top_k))
+        finally:
+            upload.close()
+
+    @app.post("/v1/embed", response_model=schemas.EmbedAnswer, responses=_ERRORS,
+              summary="the CLAP audio embedding (L2-normalised), for retrieval",
+              openapi_extra=_body_doc(schemas.EmbedJSON, schemas.EmbedOptions))
+    async def embed(request: Request):
+        upload = await read_request(request, schemas.EmbedJSON, schemas.EmbedOptions, settings)
+        try:
+            header(upload)
+            return await run_job(("embed",), inference.EmbedItem(upload.path, upload.name))
+        finally:
+            upload.close()
+
+    return app
+
+
+_ERRORS = {s: {"model": schemas.Error, "description": d} for s, d in (
+    (400, "unreadable audio or JSON"), (401, "API key missing or wrong"), (404, "path not shared"),
+    (413, "body or decoded audio over the limit"), (415, "not JSON or a form"),
+    (422, "a field is invalid (the message names it)"), (503, "too many waiting requests"),
+    (504, "no answer within the request timeout"))}
+
+# The page loads only its own files: no CDN, nothing inline from elsewhere.
+_PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; "
+                                            "media-src 'self' blob:; style-src 'self'",
+                 "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+
+
+def _model_name(model) -> str:
+    from ..pipeline import DEFAULT_MODEL
+    folder = Path(model.folder)
+    return "default" if folder.resolve() == DEFAULT_MODEL.resolve() else folder.name
+
+
+def _version() -> str:
+    from ..version import __version__
+    return __version__

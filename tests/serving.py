@@ -1,0 +1,79 @@
+"""Shared by the serving tests: real recorded clips and the real default model."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+WANTED = ["36-sheep.wav", "37-cow.wav", "phone-incoming-call.oga", "29-applause.wav", "38-horse.wav",
+          "03-factory-whistle.wav"]
+
+
+def real_clips(dest: Path, n: int = 4) -> list[Path]:
+    """``n`` real recorded clips (Debian sound packages, cached by mats.data.sounds) copied into ``dest``."""
+    from mats.data.sounds import fetch_real_sounds, read_metadata
+    try:
+        folder = fetch_real_sounds()
+        meta = read_metadata(folder)
+    except Exception as e:  # neither a cache nor apt/http: nothing real to test on
+        pytest.skip(f"real sound set unavailable: {e}")
+    found = [folder / r["file"] for w in WANTED for r in meta if r["file"].endswith("/" + w)]
+    if len(found) < n:  # another package version: any clips will do
+        found += [folder / r["file"] for r in meta if folder / r["file"] not in found]
+    found = [f for f in found if f.is_file()][:n]
+    if len(found) < n:
+        pytest.skip(f"fewer than {n} real clips available")
+    dest.mkdir(parents=True, exist_ok=True)
+    out = []
+    for f in found:
+        shutil.copy(f, dest / f.name)
+        out.append(dest / f.name)
+    return out
+
+
+def long_clip(src: Path, out: Path, seconds: int = 22) -> Path:
+    """A real clip repeated end to end to ``seconds`` (several CLAP windows)."""
+    import soundfile as sf
+    wave, sr = sf.read(str(src), dtype="float32", always_2d=True)
+    wave = wave.mean(1)
+    sf.write(str(out), np.tile(wave, int(np.ceil(seconds * sr / len(wave))))[: seconds * sr], sr)
+    return out
+
+
+def default_model():
+    from mats.pipeline import MATS
+    return MATS.from_pretrained()
+
+
+class LoopbackServer:
+    """The app under uvicorn on 127.0.0.1 (a free port), in a thread of this process."""
+
+    def __init__(self, app, settings):
+        import threading
+
+        import uvicorn
+
+        from mats.server.run import bind, uvicorn_config
+        self.sock = bind("127.0.0.1", 0, settings.backlog)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn_config(app, settings))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self):
+        import time
+        self.thread.start()
+        deadline = time.time() + 60
+        while not self.server.started:
+            assert time.time() < deadline and self.thread.is_alive(), "uvicorn did not start"
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(30)
+        self.sock.close()
+        assert not self.thread.is_alive()
