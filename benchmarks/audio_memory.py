@@ -18,6 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from _output import emit  # benchmarks/ is on sys.path when a script runs
+
 MEASURE = r"""
 import json, resource, sys, time
 from mats.audio import AudioError, load_audio
@@ -78,11 +80,7 @@ def main(argv=None) -> int:
         rows.append({"case": "flac-10min-384k-header", "frames": 600 * 384000, "channels": 1, "rate": 384000,
                      "target_rate": 16000, "file_mb": round(path.stat().st_size / 1e6, 3), **json.loads(p.stdout)})
     result = {"benchmark": "audio_memory", "max_decoded_samples": B, "cases": rows}
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    return 0
+    return emit(result, args.out, indent=1)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,8 @@ import sys
 import time
 from pathlib import Path
 
+from _output import emit  # benchmarks/ is on sys.path when a script runs
+
 
 def summary(samples: list[float]) -> dict:
     return {"median": round(statistics.median(samples), 4), "min": round(min(samples), 4),
@@ -116,11 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         "rerank_cost_ratio_batch1": round(statistics.median(batch1) / statistics.median(batch1_top), 3),
         "rerank_cost_ratio_batch8": round(statistics.median(batch8) / statistics.median(batch8_top), 3),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    return 0
+    return emit(result, args.out, indent=2)
 
 
 def fresh(cmd: list[str], repeats: int, env: dict | None = None) -> dict:

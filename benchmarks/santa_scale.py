@@ -32,9 +32,10 @@ import json
 import platform
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
+
+from _output import emit  # benchmarks/ is on sys.path when a script runs
 
 D = 384
 TOP_L = 32
@@ -152,11 +153,7 @@ def main(argv: list[str] | None = None) -> int:
               "real_bank": "8,192 MiniLM embeddings of corpus texts (shipped default memory) + noisy copies "
                            "(cosine ~0.86 to their source); queries: real rows with fresh noise",
               "rows": rows}
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    return 0
+    return emit(result, args.out, indent=1)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from _output import emit  # benchmarks/ is on sys.path when a script runs
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Random-weight LLM shapes (LlamaConfig arguments).
@@ -603,11 +605,7 @@ def main(argv=None) -> int:
             report["results"] += bench(setup, samples, batch_override or [12, 48], args.steps, args.warmup, tcfg,
                                    args.skip_plain)
 
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    return 0
+    return emit(report, args.out, indent=1)
 
 
 if __name__ == "__main__":

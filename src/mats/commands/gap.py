@@ -102,7 +102,7 @@ def _embed_texts(clap, texts: list[str], use_cache: bool) -> np.ndarray:
 
 def _run(args) -> int:
     from ..audio import expand_audio_args, expand_paths
-    from ..evaluation.gap import DEFAULT_TEMPLATE, measure_gap, plot_gap, read_paired_metadata, read_texts, save_shift
+    from ..evaluation.gap import measure_gap, plot_gap, read_paired_metadata, read_texts, save_shift
 
     meta = args.metadata
     if meta is None and not args.unpaired and len(args.audio) == 1 and (Path(args.audio[0]) / "metadata.jsonl").is_file():

@@ -13,7 +13,6 @@ Checkpoints written before manifests existed are checked by loading them.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -22,6 +21,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..store import sha256_file
 from .parallel import full_state, load_full_state, shard_like
 
 PREFIX = "step-"
@@ -54,16 +54,8 @@ def all_checkpoints(out: str | Path) -> list[Path]:
     return sorted((p for p in d.iterdir() if p.name.startswith(PREFIX) and p.is_dir()), reverse=True)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _write_manifest(folder: Path, step: int) -> None:
-    files = {name: {"bytes": (folder / name).stat().st_size, "sha256": _sha256(folder / name)}
+    files = {name: {"bytes": (folder / name).stat().st_size, "sha256": sha256_file(folder / name)}
              for name in FILES}
     (folder / MANIFEST).write_text(json.dumps({"format": "mats-checkpoint", "step": step, "files": files},
                                               indent=1))
@@ -104,7 +96,7 @@ def verify_checkpoint(path: str | Path) -> None:
             got = f.stat().st_size
             if got != size:
                 raise CheckpointError(f"{f}: {got} bytes, the manifest says {size} (truncated or overwritten)")
-            if _sha256(f) != digest:
+            if sha256_file(f) != digest:
                 raise CheckpointError(f"{f}: sha256 differs from the manifest (the file was damaged)")
     else:
         for name in FILES:
