@@ -115,3 +115,28 @@ def test_shipped_default_outputs_unchanged():
     assert m.tag(files) == golden["tags"]
     assert m.caption(files, bridge="none", rerank=0) == golden["caption_top_beam_none"]
     assert [m.ask(files[0], "What animal is making this sound?")] == golden["ask"]
+
+
+def test_bad_input_to_the_new_entry_points(tiny, tmp_path, capsys):
+    """retrieved() without a memory or with top_k < 1, `mats gap --model` on a folder that is no
+    model, `--threads 0`: one clear error each, no traceback."""
+    from mats.bridge.config import BridgeError
+    from mats.cli import main
+
+    with pytest.raises(ValueError, match="top_k must be >= 1"):
+        tiny.retrieved(_emb(1), top_k=0)
+    bare = MATS(tiny.model, tiny.clap, santa=None)
+    with pytest.raises(BridgeError, match="no Santa memory"):
+        bare.retrieved(_emb(1))
+    assert "santa" not in bare.bridges and "none" in bare.bridges
+
+    (tmp_path / "clip.wav").write_bytes(b"")
+    nowhere = tmp_path / "not-a-model"
+    nowhere.mkdir()
+    assert main(["gap", "--audio", str(tmp_path / "clip.wav"), "--texts", "a dog", "--model", str(nowhere),
+                 "--out", str(tmp_path / "gap")]) == 2
+    err = capsys.readouterr().err
+    assert "not-a-model is not a MATS model folder" in err and "Traceback" not in err
+    assert not (tmp_path / "gap").exists()  # refused before any work
+    assert main(["tag", str(tmp_path / "clip.wav"), "--threads", "0"]) == 2
+    assert "threads must be >= 1" in capsys.readouterr().err

@@ -297,6 +297,8 @@ class MATS:
         (``softmax(tau * score)`` over the ``top_k`` shown, tau from the memory; no noise)."""
         if self.santa is None:
             raise BridgeError("this model has no Santa memory to retrieve from")
+        if int(top_k) < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
         q = np.asarray(embeddings, np.float32)
         idx, sims = self.santa.retrieve_indices(q, top_l=int(top_k), search="exact")
         tau = float(self.santa.config.tau)
