@@ -93,22 +93,26 @@ class MATSModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: str | None = None,
-                        dtype: str | None = None, merge: bool = True) -> "MATSModel":
-        """``merge``: fold the LoRA into the LLM weights (inference only: faster, no peft import;
+                        dtype: str | None = None, merge: bool = True,
+                        config: ModelConfig | None = None) -> "MATSModel":
+        """The mapper and LLM of a model folder. ``config``: its ``model`` section when the caller
+        (``MATS.from_pretrained``, the folder's owner) has read and checked ``config.json`` already.
+        ``merge``: fold the LoRA into the LLM weights (inference only: faster, no peft import;
         same tokens). ``merge=False`` keeps the peft wrapper, for saving or further training."""
         from safetensors.torch import load_file
 
         folder = Path(folder)
-        cfg_path = folder / "config.json"
-        if not cfg_path.is_file():
-            raise FileNotFoundError(f"{folder} is not a MATS model folder (no config.json)")
-        try:
-            raw = json.loads(cfg_path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as e:
-            raise ValueError(f"{cfg_path}: invalid JSON ({e}); the model folder is damaged") from None
-        if not isinstance(raw, dict) or raw.get("format") != "mats":
-            raise ValueError(f"{cfg_path} is not a MATS model config (missing 'format': 'mats')")
-        config = from_dict(ModelConfig, raw["model"], "model")
+        if config is None:
+            cfg_path = folder / "config.json"
+            if not cfg_path.is_file():
+                raise FileNotFoundError(f"{folder} is not a MATS model folder (no config.json)")
+            try:
+                raw = json.loads(cfg_path.read_text(encoding="utf-8"))
+            except (ValueError, UnicodeDecodeError) as e:
+                raise ValueError(f"{cfg_path}: invalid JSON ({e}); the model folder is damaged") from None
+            if not isinstance(raw, dict) or raw.get("format") != "mats":
+                raise ValueError(f"{cfg_path} is not a MATS model config (missing 'format': 'mats')")
+            config = from_dict(ModelConfig, raw["model"], "model")
         base, tokenizer = load_llm(config.llm, device=device, dtype=dtype)
         if base.config.hidden_size != config.mapper.llm_hidden:
             raise ValueError(

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from .bridge.bridges import BridgeConfig, BridgeError, apply_bridge, available_bridges
-from .model import MATSModel, Request
+from .config import from_dict
+from .model import MATSModel, ModelConfig, Request
 from .tasks import get_task, split_tags
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "resources" / "default_model"
@@ -120,7 +121,8 @@ class MATS:
 
         folder = Path(folder) if folder is not None else DEFAULT_MODEL
         raw = read_model_config(folder)
-        model = MATSModel.from_pretrained(folder, device=device, dtype=dtype)
+        model = MATSModel.from_pretrained(folder, device=device, dtype=dtype,
+                                          config=from_dict(ModelConfig, raw.get("model"), f"{folder}/config.json: model"))
         clap = clap if clap is not None else load_clap(model.config.clap, device=device)
         if clap.dim != model.config.mapper.clap_dim:
             raise ValueError(f"CLAP {clap.name} has dim {clap.dim}, the model expects "
