@@ -100,6 +100,7 @@ async function useClip(blob, name) {
   state.name = name;
   state.duration = null;
   $("clip-name").textContent = name;
+  $("rec-time").textContent = "";  // the last recording's timer says nothing about this clip
   $("player").src = URL.createObjectURL(blob);
   $("player").hidden = false;
   showError("");
