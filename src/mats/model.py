@@ -18,6 +18,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from .bridge.retrieval import RetrievalConfig
 from .config import from_dict
 from .llm import LoRAConfig, add_lora, load_llm, merge_lora
 from .mapper import MapperConfig, build_mapper
@@ -36,6 +37,8 @@ class ModelConfig:
     prompt_style: str = "chat"  # "chat" (tokenizer's chat template) or "plain" (USER:/ASSISTANT:)
     system_prompt: str | None = "You are an assistant that listens to audio."
     max_answer_tokens: int = 64
+    # Retrieval-augmented prompting (mats.bridge.retrieval): k = 0, the default, is the paper's model.
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
 
 
 @dataclass
@@ -45,6 +48,7 @@ class Request:
     task: str
     instruction: str
     answer: str | None = None
+    context: str | None = None  # the retrieval hint (retrieval-augmented models only)
 
 
 def _check_safetensors(path: Path) -> None:
@@ -65,7 +69,7 @@ class MATSModel(nn.Module):
         self.llm = llm
         self.tokenizer = tokenizer
         self.mapper = build_mapper(config.mapper)
-        self._prompt_cache: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
+        self._prompt_cache: dict[tuple, tuple[list[int], list[int]]] = {}
         # Beam search otherwise prefills the same prompt once per beam (8 prefills for a default
         # caption); the prompt's KV cache is computed once per clip and copied to the beams.
         self.prefill_once = True
@@ -224,11 +228,11 @@ class MATSModel(nn.Module):
         return next(self.mapper.parameters()).device
 
     # -- sequence building ------------------------------------------------------------------------
-    def _prompt_ids(self, task: str, instruction: str) -> tuple[list[int], list[int]]:
-        key = (task, instruction)
+    def _prompt_ids(self, task: str, instruction: str, context: str | None = None) -> tuple[list[int], list[int]]:
+        key = (task, instruction, context)
         if key not in self._prompt_cache:
             before, after = render_prompt(self.tokenizer, task, instruction, self.config.prompt_style,
-                                          self.config.system_prompt)
+                                          self.config.system_prompt, context)
             enc = lambda s: self.tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
             if len(self._prompt_cache) > 10000:
                 self._prompt_cache.clear()
@@ -252,7 +256,7 @@ class MATSModel(nn.Module):
         prefix = prefix.to(embed.weight.dtype)
         pieces, labels = [], []
         for i, req in enumerate(requests):
-            before, after = self._prompt_ids(get_task(req.task).name, req.instruction)
+            before, after = self._prompt_ids(get_task(req.task).name, req.instruction, req.context)
             answer = self._answer_ids(req.answer) if with_answers else []
             ids_before = torch.tensor(before, device=device, dtype=torch.long)
             ids_after = torch.tensor(after + answer, device=device, dtype=torch.long)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .bridge.bridges import BridgeConfig, BridgeError, apply_bridge, available_bridges
+from .bridge.retrieval import retrieve_texts
 from .config import from_dict
 from .model import MATSModel, ModelConfig, Request
 from .tasks import get_task, split_tags
@@ -68,6 +69,7 @@ class Result:
     end: float | None = None
     error: str | None = None
     bridge: str | None = None
+    retrieved: list[dict] | None = None  # with show_retrieved: the memory texts behind the answer
 
     def to_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if v is not None}
@@ -193,7 +195,10 @@ class MATS:
 
         ``rerank=K`` (K > 1) decodes K beam candidates per clip and answers with the one whose CLAP
         text embedding is closest to the clip's own audio embedding (before any bridge): the CLAP
-        that bridges the modalities also judges which wording matches the recording best."""
+        that bridges the modalities also judges which wording matches the recording best.
+
+        A retrieval-augmented model (``config.model.retrieval.k > 0``) also writes the memory's
+        ``k`` training texts nearest to each bridged embedding into the prompt (see ``retrieved``)."""
         t = get_task(task)
         n = len(embeddings)
         if questions is not None and len(questions) != n:
@@ -208,9 +213,16 @@ class MATS:
         if rerank > 1:
             params["num_beams"] = max(int(params["num_beams"]), rerank)
             params["num_return_sequences"] = rerank
+        retrieval = self.model.config.retrieval
+        hints = [None] * n
+        if retrieval.enabled and n:
+            if self.santa is None or self.santa.texts is None:
+                raise BridgeError("this model prompts with retrieved training texts, but its folder has no "
+                                  "Santa memory with texts (santa/texts.txt)")
+            hints = [retrieval.hint([r.text for r in row]) for row in retrieve_texts(self.santa, z, retrieval.k)]
         out = []
         for i in range(0, n, batch_size):
-            reqs = [Request(t.name, t.instruction(questions[j] if questions else None))
+            reqs = [Request(t.name, t.instruction(questions[j] if questions else None), context=hints[j])
                     for j in range(i, min(n, i + batch_size))]
             texts = self.model.generate(torch.from_numpy(z[i:i + batch_size]), reqs, **params)
             if rerank > 1:
@@ -250,9 +262,11 @@ class MATS:
 
     def run(self, files: Iterable, task: str, question: str | None = None, per_window: bool = False,
             bridge: str = "santa", seed: int = 0, batch_size: int = 8, progress: bool = False,
-            **decoding) -> Iterator[Result]:
+            show_retrieved: bool = False, **decoding) -> Iterator[Result]:
         """Results file by file (in input order); a failing file yields a Result with ``error``
-        and the batch goes on."""
+        and the batch goes on. ``show_retrieved``: each Result carries ``retrieved``, the memory's
+        training texts nearest to the bridged embedding (for a retrieval-augmented model, the very
+        texts in its prompt; see ``retrieved``)."""
         from tqdm import tqdm
 
         files = list(files)
@@ -278,13 +292,16 @@ class MATS:
             texts = iter(self.generate(np.stack(rows), task, [question] * len(rows) if question else None,
                                        bridge=bridge, seed=seed, batch_size=batch_size, **decoding)
                          if rows else [])
+            why = iter(self.retrieved(np.stack(rows), bridge=bridge, seed=seed)
+                       if show_retrieved and rows else [])
             for f, s, t, err in meta:
                 if err:
                     yield Result(str(f), the_task.name, error=err, question=question)
                     continue
                 text = next(texts)
                 yield Result(str(f), the_task.name, tags=the_task.parse(text).get("tags"), text=text,
-                             question=question, start=s, end=t, bridge=bridge)
+                             question=question, start=s, end=t, bridge=bridge,
+                             retrieved=next(why) if show_retrieved else None)
             bar.update(len(chunk))
         bar.close()
 
@@ -293,22 +310,28 @@ class MATS:
         """The bridges this model can run (santa/nearest/projection need its memory, shift its vector)."""
         return tuple(name for name, why_not in available_bridges(self.santa, self.shift).items() if why_not is None)
 
-    def retrieved(self, embeddings: np.ndarray, top_k: int = 8) -> list[list[dict]]:
+    def retrieved(self, embeddings: np.ndarray, top_k: int | None = None,
+                  bridge: str | BridgeConfig | None = None, seed: int = 0) -> list[list[dict]]:
         """Why the model says what it says: for each audio embedding, the Santa memory's nearest
-        training texts (``text``, cosine ``score``) and the weight Santa gives each among them
-        (``softmax(tau * score)`` over the ``top_k`` shown, tau from the memory; no noise)."""
+        training texts (``text``, cosine ``score``, bank ``row``) and the weight Santa gives each among
+        them (``softmax(tau * score)`` over those shown, tau from the memory; no noise).
+
+        ``bridge``: query with the bridged embedding, as ``generate`` does; for a retrieval-augmented
+        model, ``top_k=None`` with the bridge of a ``generate`` call gives exactly the texts that were in
+        its prompt. ``top_k`` defaults to the model's retrieval k, or 8."""
         if self.santa is None:
             raise BridgeError("this model has no Santa memory to retrieve from")
-        if int(top_k) < 1:
+        k = int(top_k) if top_k is not None else (self.model.config.retrieval.k or 8)
+        if k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
-        q = np.asarray(embeddings, np.float32)
-        idx, sims = self.santa.retrieve_indices(q, top_l=int(top_k), search="exact")
+        q = np.atleast_2d(np.asarray(embeddings, np.float32))
+        if bridge is not None and len(q):
+            q = self.bridge(q, bridge, seed)
         tau = float(self.santa.config.tau)
         out = []
-        for row_idx, row_sims in zip(np.atleast_2d(idx), np.atleast_2d(sims)):
-            w = np.exp(tau * (row_sims - row_sims.max()))
+        for row in retrieve_texts(self.santa, q, k):
+            sims = np.array([r.score for r in row], np.float64)
+            w = np.exp(tau * (sims - sims.max()))
             w = w / w.sum()
-            texts = self.santa.texts
-            out.append([{"text": texts[i] if texts is not None else f"bank row {i}", "score": float(s),
-                         "weight": float(wi), "row": int(i)} for i, s, wi in zip(row_idx, row_sims, w)])
+            out.append([{**r.to_dict(), "weight": float(wi)} for r, wi in zip(row, w)])
         return out

@@ -312,6 +312,10 @@ class SantaMemory:
         flat = np.ascontiguousarray(idx.reshape(-1).numpy(), dtype=np.int64)
         return torch.from_numpy(self._auto[0].reconstruct_batch(flat)).reshape(*idx.shape, self.dim)
 
+    def entries(self, idx) -> np.ndarray:
+        """Bank rows ``[*idx.shape, D]`` (clean unit vectors) for row indices of any shape."""
+        return self._rows(torch.as_tensor(np.asarray(idx, np.int64))).numpy()
+
     def _bank_tensor(self) -> torch.Tensor:
         return self._bank_t if self._bank_t is not None else torch.from_numpy(self.bank)
 

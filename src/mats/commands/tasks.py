@@ -25,8 +25,10 @@ pooled; --per-window gives one answer per window with start/end seconds instead.
 
 Output formats:
   text   FILE<TAB>answer   (default)
-  jsonl  one JSON object per input: {"file", "task", "text"[, "tags", "start", "end", "error"]}
-  csv    file,task,start,end,text,error
+  jsonl  one JSON object per input: {"file", "task", "text"[, "tags", "start", "end", "error",
+         "retrieved": [{"text", "score", "row", "weight"}, ...] with --show-retrieved]}
+  csv    file,task,start,end,text,error[,retrieved]
+  (text with --show-retrieved: a third column, "text (score) | text (score) | ...")
 
 A file that cannot be read is reported on its own line (with "error") and the batch goes on; the
 exit code is 1 if any file failed. Output is deterministic: the same files, seed and model give the
@@ -39,6 +41,9 @@ def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bridge", choices=BRIDGES, default="santa",
                    help="how the audio embedding reaches the text space (default: santa)")
     p.add_argument("--per-window", action="store_true", help="one answer per CLAP window of long audio")
+    p.add_argument("--show-retrieved", action="store_true",
+                   help="also print the model's memory texts nearest to each clip's bridged embedding, with "
+                        "their cosine (a retrieval-augmented model: the texts in its prompt)")
     p.add_argument("--batch-size", type=int, default=8)
     add_decoding(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the bridge's noise (default 0)")
@@ -102,6 +107,10 @@ def _one_line(s: str) -> str:
     return " ".join(s.split())
 
 
+def _why(r) -> str:
+    return " | ".join(f"{_one_line(x['text'])} ({x['score']:.2f})" for x in r.retrieved or [])
+
+
 def _run(args) -> int:
     from ..audio import expand_audio_args
 
@@ -114,20 +123,23 @@ def _run(args) -> int:
     failed = 0
     writer = csv.writer(sys.stdout) if args.format == "csv" else None
     if writer:
-        writer.writerow(["file", "task", "start", "end", "text", "error"])
+        writer.writerow(["file", "task", "start", "end", "text", "error"] + ["retrieved"] * args.show_retrieved)
     for r in m.run(files, args.task, question=args.question, per_window=args.per_window,
                    bridge=args.bridge, seed=args.seed, batch_size=args.batch_size,
                    progress=not args.quiet and (sys.stderr.isatty() or len(files) > 1),
+                   show_retrieved=args.show_retrieved,
                    num_beams=args.beams, max_new_tokens=args.max_new_tokens, rerank=args.rerank):
         failed += r.error is not None
         if args.format == "jsonl":
             print(json.dumps(r.to_dict(), ensure_ascii=False), flush=True)
         elif writer:
             writer.writerow([r.file, r.task, r.start if r.start is not None else "",
-                             r.end if r.end is not None else "", r.text or "", r.error or ""])
+                             r.end if r.end is not None else "", r.text or "", r.error or ""]
+                            + [_why(r)] * args.show_retrieved)
         else:
             where = r.file + (f" [{r.start:.1f}-{r.end:.1f}s]" if r.start is not None else "")
-            print(f"{where}\t{'ERROR: ' + _one_line(r.error) if r.error else _one_line(r.text)}", flush=True)
+            why = f"\t{_why(r)}" if args.show_retrieved and not r.error else ""
+            print(f"{where}\t{'ERROR: ' + _one_line(r.error) if r.error else _one_line(r.text)}{why}", flush=True)
     return 1 if failed else 0
 
 

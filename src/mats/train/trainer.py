@@ -28,6 +28,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from ..bridge.noise import add_noise
+from ..bridge.retrieval import training_hints
 from ..config import save_json
 from ..data.corpus import Corpus, CorpusSource, pick_instruction
 from ..llm import native_bf16_cpu, pick_device
@@ -135,6 +136,7 @@ def train(cfg: RunConfig, resume: bool = True, progress: bool = True) -> Path:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, tc.warmup_steps, tc.steps, tc.min_lr_ratio))
     autocast, scaler = autocast_context(device, tc.precision)
+    retrieval = cfg.model.retrieval
 
     start = 0
     if resume:
@@ -147,11 +149,21 @@ def train(cfg: RunConfig, resume: bool = True, progress: bool = True) -> Path:
             note = "" if ckpt == newest else " (the newest intact checkpoint)"
             log.info("[mats] resumed from %s at step %d%s", ckpt, start, note)
 
+    # The Santa memory stored with the model; a retrieval-augmented model also reads its prompt
+    # hints from it during training, so that training and inference retrieve from the same bank.
+    santa = build_santa_memory(text_emb, train_rows, corpus, cfg) if dinfo.main or retrieval.enabled else None
+
     def make_batch(rows: np.ndarray, rng: random.Random, gen: torch.Generator):
         """Noisy CLAP text embeddings and prompts for ``rows`` (the whole global batch)."""
-        z = torch.from_numpy(np.ascontiguousarray(text_emb[rows])).float()
-        z = add_noise(z, tc.noise_variance, tc.noise_kind, generator=gen)
-        reqs = [Request(s.task, pick_instruction(s, rng), s.answer) for s in (corpus.samples[r] for r in rows)]
+        clean = torch.from_numpy(np.ascontiguousarray(text_emb[rows])).float()
+        z = add_noise(clean, tc.noise_variance, tc.noise_kind, generator=gen)
+        samples = [corpus.samples[r] for r in rows]
+        hints = [None] * len(samples)
+        if retrieval.enabled:
+            # Related sounds, never the sample's own text: the model learns to read the hints,
+            # not to copy them.
+            hints = training_hints(santa, retrieval, z.numpy(), clean.numpy(), [s.text for s in samples])
+        reqs = [Request(s.task, pick_instruction(s, rng), s.answer, hint) for s, hint in zip(samples, hints)]
         return z, reqs
 
     # 3. Held-out loss: fixed rows, fixed noise, no dropout.
@@ -244,7 +256,6 @@ def train(cfg: RunConfig, resume: bool = True, progress: bool = True) -> Path:
         from ..pipeline import MATS
         final.mkdir(parents=True, exist_ok=True)
         shutil.copy(log_path, final / "log.csv")
-        santa = build_santa_memory(text_emb, train_rows, corpus, cfg)
         MATS(model, clap, santa=santa, train_config=cfg.to_dict()["train"]).save_pretrained(final, state=state)
         plot_log(log_path, final / "loss.png")
     if dinfo.world > 1:
