@@ -25,7 +25,7 @@ from .bridge.bridges import BridgeConfig, BridgeError, apply_bridge, available_b
 from .bridge.retrieval import retrieve_texts
 from .config import from_dict
 from .model import MATSModel, ModelConfig, Request
-from .tasks import get_task, split_tags
+from .tasks import get_task, split_tags, trained_tasks
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "resources" / "default_model"
 FORMAT_VERSION = 2  # 1: no model_type / fingerprint / card (still read)
@@ -85,19 +85,24 @@ class MATS:
     """A loaded MATS model with its CLAP and bridge memory. Deterministic: same input, same output."""
 
     def __init__(self, model: MATSModel, clap, folder: Path | None = None, santa=None,
-                 shift: np.ndarray | None = None, train_config: dict | None = None):
+                 shift: np.ndarray | None = None, train_config: dict | None = None,
+                 trained_tasks: Iterable[str] | None = None):
         self.model = model
         self.clap = clap
         self.folder = folder
         self.santa = santa
         self.shift = shift
         self.train_config = train_config  # the `train` section it was trained with, when known
+        # the distinct tasks of its training corpus, when known (evaluation asks a benchmark with the
+        # paper's per-dataset task only if the model was trained on it)
+        self.trained_tasks = sorted(set(trained_tasks)) if trained_tasks is not None else None
 
     # -- the model folder: written and read here, and nowhere else -----------------------------
     #
     #   config.json          {"model_type": "mats", "format_version", "model": ModelConfig,
     #                         "train": TrainConfig (when trained; its noise_variance is the model's
-    #                         training noise, which santa.json repeats for its entries), "clap_fingerprint"}
+    #                         training noise, which santa.json repeats for its entries), "clap_fingerprint",
+    #                         "trained_tasks" (the corpus's distinct tasks, when known)}
     #   mapper.safetensors   mapper weights                        (MATSModel.save_weights)
     #   lora/                peft adapter, base model named as in the config (no machine paths)
     #   santa/               Santa memory: santa.safetensors, santa.json, texts.txt (optional)
@@ -135,9 +140,8 @@ class MATS:
                              f"loaded CLAP is {clap.fingerprint()!r}; its outputs would be meaningless")
         santa = SantaMemory.load(folder / "santa") if (folder / "santa" / "santa.json").is_file() else None
         shift = load_shift(folder / SHIFT_FILE) if (folder / SHIFT_FILE).is_file() else None
-        m = cls(model, clap, folder, santa, shift)
-        m.train_config = raw.get("train")
-        return m
+        return cls(model, clap, folder, santa, shift, train_config=raw.get("train"),
+                   trained_tasks=trained_tasks(raw))
 
     def save_pretrained(self, folder: str | os.PathLike, state: dict | None = None,
                         quality: dict | None = None) -> Path:
@@ -156,6 +160,8 @@ class MATS:
                   "model": to_dict(self.model.config)}
         if self.train_config is not None:
             config["train"] = self.train_config
+        if self.trained_tasks is not None:
+            config["trained_tasks"] = self.trained_tasks
         if self.clap is not None:
             config["clap_fingerprint"] = self.clap.fingerprint()
         save_json(config, folder / "config.json")

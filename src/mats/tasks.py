@@ -8,6 +8,8 @@ the server and the evaluation all derive their task lists from here.
 
 Evaluation tasks (:data:`EVAL_TASKS`) are the benchmark-side view: a benchmark names what it measures
 ("classify", "tag", ...); that maps to the prompt task that answers it and the scorer that scores it.
+A benchmark may also name the paper's own prompt task for its set (``single`` for ESC-50, ...); the
+evaluation asks with that one only when the model was trained on it (:func:`trained_tasks`).
 
 This module imports nothing heavy: the CLI builds its parser from it without loading torch.
 """
@@ -15,10 +17,10 @@ This module imports nothing heavy: the CLI builds its parser from it without loa
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 __all__ = ["Task", "EvalTask", "TASKS", "EVAL_TASKS", "get_task", "get_eval_task", "split_tags",
-           "command_tasks"]
+           "command_tasks", "trained_tasks"]
 
 
 def split_tags(text: str) -> list[str]:
@@ -77,14 +79,25 @@ class Task:
         return {"text": text, "tags": split_tags(text)} if self.output == "tags" else {"text": text}
 
 
+_CAPTION = Task("caption", "audio caption", (
+    "Describe the following audio in a caption.",
+    "Write a short caption for this sound.",
+    "What can be heard in this recording? Answer in one sentence.",
+    "Summarise the audio clip in a sentence.",
+    "Give a one-sentence description of the audio.",
+), help="describe each audio file in one sentence", command="caption", scoring="caption", rerank=8)
+
+
+def _caption_in_style_of(dataset: str, title: str) -> Task:
+    """The caption task under the tag the paper's evaluation configs give one caption set
+    (``[audio caption audiocaps]``): caption's instructions and decoding, no command of its own.
+    A model answers with that set's caption style only if its corpus had rows of this task."""
+    return replace(_CAPTION, name=f"caption_{dataset}", tag=f"audio caption {dataset}", command=None,
+                   help=f"describe each audio file in one sentence, as {title}'s captions do")
+
+
 TASKS: dict[str, Task] = {t.name: t for t in [
-    Task("caption", "audio caption", (
-        "Describe the following audio in a caption.",
-        "Write a short caption for this sound.",
-        "What can be heard in this recording? Answer in one sentence.",
-        "Summarise the audio clip in a sentence.",
-        "Give a one-sentence description of the audio.",
-    ), help="describe each audio file in one sentence", command="caption", scoring="caption", rerank=8),
+    _CAPTION,
     Task("tags", "multi events", (
         "Identify the sounds in the audio clip, only display audio tags.",
         "List the sound events you hear, as comma-separated tags.",
@@ -105,14 +118,30 @@ TASKS: dict[str, Task] = {t.name: t for t in [
     Task("open", "open ended", ("",), help="open-ended instruction about a recording (chat turns)",
          needs_question=True, scoring="qa", num_beams=1, max_new_tokens=96, no_repeat_ngram_size=0,
          repetition_penalty=1.2),
+    # The paper's per-dataset tasks: its evaluation configs ask ESC-50 / UrbanSound8K / VGGSound with
+    # [single event] and each caption set with its own tag. No commands of their own; evaluation
+    # uses them only for a model trained on them (mats.evaluation.runner.choose_prompt_task).
+    Task("single", "single event", (
+        "What is the sound event in this audio clip? Answer with one label.",
+        "Name the one sound you hear, as a single label.",
+        "Which sound class is this? Reply with one label only.",
+        "Classify this audio clip: one sound event label.",
+        "Give the single label that best describes the sound.",
+    ), help="name the one sound event in each audio file (single-label classification)",
+        output="tags", scoring="classify", max_new_tokens=16, rerank=8),
+    _caption_in_style_of("audiocaps", "AudioCaps"),
+    _caption_in_style_of("clotho", "Clotho"),
 ]}
 
 _TASK_ALIASES = {"tag": "tags", "ask": "qa", "question": "qa"}
+# The tags themselves name tasks too ("single event", "audio caption clotho").
+_TASK_BY_TAG = {t.tag: t.name for t in TASKS.values()}
 
 
 def get_task(name: str) -> Task:
-    """A task by name, or by its command name (``tag`` -> ``tags``, ``ask`` -> ``qa``)."""
-    key = _TASK_ALIASES.get(name, name)
+    """A task by name, by its command name (``tag`` -> ``tags``, ``ask`` -> ``qa``) or by its tag
+    (``single event`` -> ``single``)."""
+    key = _TASK_ALIASES.get(name) or _TASK_BY_TAG.get(name, name)
     try:
         return TASKS[key]
     except KeyError:
@@ -122,6 +151,18 @@ def get_task(name: str) -> Task:
 def command_tasks() -> list[Task]:
     """Tasks that have a command of their own (`mats caption`, `POST /v1/caption`, ...), in order."""
     return [t for t in TASKS.values() if t.command]
+
+
+def trained_tasks(model_config: dict) -> set[str] | None:
+    """The tasks a model was trained on, from its ``config.json`` (the top-level ``"trained_tasks"``
+    list the trainer writes: the distinct tasks of its corpus); None when the folder does not say
+    (folders written before the key existed)."""
+    value = model_config.get("trained_tasks")
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+        raise ValueError(f'config.json: "trained_tasks" must be a list of task names, got {value!r}')
+    return set(value)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from ..tasks import TASKS
 from . import add_format
 
 
@@ -13,8 +14,10 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p = sub.add_parser(
         "corpus", help="build or check a text-only training corpus", parents=[common],
         description="A corpus is JSONL, one row per sample: "
-                    '{"text": description standing in for the audio, "task": caption|tags|music|qa|open, '
-                    '"instruction": optional (required for qa/open), "answer": target text, "source": name}.')
+                    f'{{"text": description standing in for the audio, "task": {"|".join(TASKS)}, '
+                    f'"instruction": optional (required for '
+                    f'{"/".join(t.name for t in TASKS.values() if t.needs_question)}), '
+                    '"answer": target text, "source": name}.')
     csub = p.add_subparsers(dest="corpus_command", metavar="ACTION")
     b = csub.add_parser("build", help="build the default corpus from AudioSet vocabularies (no audio)",
                         parents=[common],

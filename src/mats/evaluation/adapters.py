@@ -54,6 +54,9 @@ class Benchmark:
     root: Path | None = None
     labels: list[str] = field(default_factory=list)      # class vocabulary where the set has one
     missing: list[str] = field(default_factory=list)     # rows skipped because their audio is absent
+    # The prompt task the paper's evaluation configs use for this set, by evaluation task
+    # ({"classify": "single"} for ESC-50); the runner uses it if the model was trained on it.
+    paper_tasks: dict[str, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -100,13 +103,14 @@ def _find_audio(dirs: Sequence[Path], stems: Sequence[str]) -> Path | None:
 
 
 def _finish(name: str, root: Path, split: str | None, tasks: tuple[str, ...], items: list[EvalItem],
-            missing: list[str], missing_policy: str, audio_hint: str, labels: Iterable[str] = ()) -> Benchmark:
+            missing: list[str], missing_policy: str, audio_hint: str, labels: Iterable[str] = (),
+            paper_tasks: dict[str, str] | None = None) -> Benchmark:
     if missing_policy not in ("skip", "error"):
         raise ValueError("missing must be 'skip' or 'error'")
     if missing and (missing_policy == "error" or not items):
         raise BenchmarkLayoutError(
             f"{name}: audio not found for {len(missing)} row(s) (e.g. {missing[:3]}); expected {audio_hint}")
-    return Benchmark(name, items, tasks, split, root, sorted(set(labels)), missing)
+    return Benchmark(name, items, tasks, split, root, sorted(set(labels)), missing, dict(paper_tasks or {}))
 
 
 def _fold_rows(csv_path: Path, columns: Sequence[str], split: str | None) -> tuple[list[dict], list[dict]]:
@@ -159,7 +163,8 @@ def load_audiocaps(data_dir: str | Path, split: str | None = None, missing: str 
                               meta={"youtube_id": yt, "start_time": s,
                                     "audiocap_ids": [r["audiocap_id"] for r in rs]}))
     return _finish("audiocaps", root, split_file, ("caption",), items, miss, missing,
-                   f"clips such as audio/{split_file}/<youtube_id>_<start_time>.wav under {root}")
+                   f"clips such as audio/{split_file}/<youtube_id>_<start_time>.wav under {root}",
+                   paper_tasks={"caption": "caption_audiocaps"})
 
 
 # ----------------------------------------------------------------------------- Clotho
@@ -190,7 +195,8 @@ def load_clotho(data_dir: str | Path, split: str | None = None, missing: str = "
             continue
         items.append(EvalItem(file=f, captions=caps, id=r["file_name"]))
     return _finish("clotho", root, sp, ("caption",), items, miss, missing,
-                   f"{root / sp}/<file_name> (Clotho audio archive unpacked)")
+                   f"{root / sp}/<file_name> (Clotho audio archive unpacked)",
+                   paper_tasks={"caption": "caption_clotho"})
 
 
 # ----------------------------------------------------------------------------- ESC-50
@@ -219,7 +225,7 @@ def load_esc50(data_dir: str | Path, split: str | None = None, missing: str = "s
         items.append(EvalItem(file=f, labels=[r["category"]], id=r["filename"],
                               meta={"fold": int(r["fold"]), "esc10": r.get("esc10") == "True"}))
     return _finish("esc50", root, split, ("classify",), items, miss, missing, f"{root / 'audio'}/<filename>",
-                   labels=[r["category"] for r in rows])
+                   labels=[r["category"] for r in rows], paper_tasks={"classify": "single"})
 
 
 # ----------------------------------------------------------------------------- UrbanSound8K
@@ -239,7 +245,8 @@ def load_urbansound8k(data_dir: str | Path, split: str | None = None, missing: s
         items.append(EvalItem(file=f, labels=[r["class"]], id=r["slice_file_name"],
                               meta={"fold": int(r["fold"]), "salience": r.get("salience")}))
     return _finish("urbansound8k", root, split, ("classify",), items, miss, missing,
-                   f"{root / 'audio'}/fold<N>/<slice_file_name>", labels=[r["class"] for r in rows])
+                   f"{root / 'audio'}/fold<N>/<slice_file_name>", labels=[r["class"] for r in rows],
+                   paper_tasks={"classify": "single"})
 
 
 # ----------------------------------------------------------------------------- VGGSound
@@ -276,7 +283,8 @@ def load_vggsound(data_dir: str | Path, split: str | None = None, missing: str =
             continue
         items.append(EvalItem(file=f, labels=labs, id=f"{yt}_{start:06d}", meta={"youtube_id": yt, "start": start}))
     return _finish("vggsound", root, split, ("classify",), items, miss, missing,
-                   f"clips such as {root / 'video'}/<ytid>_<start:06d>.mp4", labels=all_labels)
+                   f"clips such as {root / 'video'}/<ytid>_<start:06d>.mp4", labels=all_labels,
+                   paper_tasks={"classify": "single"})
 
 
 # ----------------------------------------------------------------------------- FSD50K
@@ -404,7 +412,8 @@ def load_mmau(data_dir: str | Path, split: str | None = None, missing: str = "sk
         meta = {k: v for k, v in d.items() if k not in ("id", "audio_id", "question", "choices", "answer")}
         items.append(EvalItem(file=Path(f), question=d.get("question"), answer=d.get("answer"),
                               choices=list(d.get("choices") or []), id=str(d.get("id", "")), meta=meta))
-    return _finish("mmau", root, sp, ("qa",), items, miss, missing, f"audio files named by audio_id under {root}")
+    return _finish("mmau", root, sp, ("qa",), items, miss, missing, f"audio files named by audio_id under {root}",
+                   paper_tasks={"qa": "open"})
 
 
 # ----------------------------------------------------------------------------- generic folder

@@ -162,6 +162,8 @@ def render_report(results: dict, max_examples: int = 10) -> str:
         ["LLM", model.get("llm")],
         ["CLAP", clap.get("name")],
         ["bridge", br_txt],
+        ["prompt", f"[{cfg['prompt_tag']}] (task {cfg.get('prompt_task')}): {cfg.get('prompt_reason')}"
+         if cfg.get("prompt_tag") else cfg.get("prompt_task")],
         ["decoding", ", ".join(f"{k}={v}" for k, v in (cfg.get("decoding") or {}).items())],
         ["seed / batch size", f"{cfg.get('seed')} / {cfg.get('batch_size')}"],
         ["clips evaluated", results.get("n_evaluated")],

@@ -43,7 +43,7 @@ from .ablation import (DEFAULT_GRID, QUICK_GRID, RunSpec, bridge_key, merge_grid
 from .adapters import load_eval_benchmark
 
 __all__ = ["EvalConfig", "Evaluation", "run_eval", "load_eval_benchmark", "write_results", "primary_metric",
-           "RESULTS_FILE", "REPORT_FILE"]
+           "choose_prompt_task", "RESULTS_FILE", "REPORT_FILE"]
 
 RESULTS_FILE = "results.json"
 REPORT_FILE = "report.md"
@@ -208,7 +208,7 @@ class Evaluation:
         return d
 
     def questions(self, prompt_task: str) -> list[str] | None:
-        if prompt_task not in ("qa", "open"):
+        if not get_task(prompt_task).needs_question:
             return None
         out = []
         for it in self.items:
@@ -325,7 +325,9 @@ def run_eval(config: EvalConfig, mats=None, benchmark=None, evaluation: Evaluati
     benchmark, or embeddings already computed (e.g. several tasks over one set)."""
     t_start = time.perf_counter()
     ev, load_seconds = _embedded_benchmark(config, mats, benchmark, evaluation)
-    prompt_task = _prompt_task(config.task, ev.benchmark)
+    trained = getattr(ev.mats, "trained_tasks", None)
+    prompt = choose_prompt_task(config.task, ev.benchmark, set(trained) if trained is not None else None)
+    prompt_task = prompt["task"]
     decoding = ev.decoding_params(prompt_task, config.num_beams, config.max_new_tokens, config.rerank)
     primary, specs = _plan_runs(config, ev.mats)
     scored, runs = _decode_and_score(config, ev, prompt_task, decoding, [primary, *specs])
@@ -334,7 +336,7 @@ def run_eval(config: EvalConfig, mats=None, benchmark=None, evaluation: Evaluati
     zs = ev.zero_shot(config.zero_shot_prompt) if config.zero_shot else {"available": False,
                                                                           "reason": "disabled (--no-zero-shot)"}
     predictions = _prediction_rows(ev, prompt_task, main_preds, main, zs)
-    results = _results(config, ev, prompt_task, decoding, primary, main, predictions, zs, runs)
+    results = _results(config, ev, prompt, decoding, primary, main, predictions, zs, runs)
     results["timings"] = {"load_model_seconds": round(load_seconds, 3),
                           "embed_seconds": round(ev.embed_seconds, 3),
                           "generate_seconds": round(ev.generate_seconds, 3),
@@ -370,6 +372,32 @@ def _prompt_task(task: str, benchmark) -> str:
     """The prompt an evaluation task decodes with; MusicCaps captions are asked for as music."""
     prompt_task = EVAL_TASKS[task].prompt_task
     return "music" if prompt_task == "caption" and benchmark.name == "musiccaps" else prompt_task
+
+
+def choose_prompt_task(task: str, benchmark, trained: set[str] | None) -> dict[str, str]:
+    """``{"task", "tag", "reason"}``: the prompt task an evaluation asks with and why.
+
+    The paper's prompt task for the set (``Benchmark.paper_tasks``: ``single`` for ESC-50, ...) when
+    the model was trained on it (``trained``: :func:`mats.tasks.trained_tasks` of its folder);
+    otherwise the evaluation task's own prompt task, as a model never trained on a tag cannot be
+    expected to answer it."""
+    task = canonical_eval_task(task)
+    default = _prompt_task(task, benchmark)
+    paper = (getattr(benchmark, "paper_tasks", None) or {}).get(task)
+    name = getattr(benchmark, "name", "the benchmark")
+    if paper is None:
+        chosen, reason = default, f"the {task!r} evaluation prompt (the paper names no other for {name})"
+    elif paper == default or (trained is not None and paper in trained):
+        chosen, reason = paper, f"the paper's prompt for {name}" + (
+            f"; the model was trained on [{get_task(paper).tag}]" if trained is not None else "")
+    elif trained is None:
+        chosen, reason = default, (f"fallback: the model folder does not record its trained tasks (no "
+                                   f"\"trained_tasks\" in config.json), so not the paper's "
+                                   f"[{get_task(paper).tag}] for {name}")
+    else:
+        chosen, reason = default, (f"fallback: model never trained on [{get_task(paper).tag}] "
+                                   f"(the paper's prompt for {name})")
+    return {"task": chosen, "tag": get_task(chosen).tag, "reason": reason}
 
 
 def _plan_runs(config: EvalConfig, mats) -> tuple[RunSpec, list[RunSpec]]:
@@ -419,9 +447,10 @@ def _decode_and_score(config: EvalConfig, ev: Evaluation, prompt_task: str, deco
 def _prediction_rows(ev: Evaluation, prompt_task: str, preds: list[str], main: dict, zs: dict) -> list[dict]:
     """One row per evaluated clip: its prediction, references, per-clip scores and zero-shot answer."""
     rows = []
+    tags = get_task(prompt_task).output == "tags"
     for i, (it, p) in enumerate(zip(ev.items, preds)):
         r: dict[str, Any] = {"id": it.id or str(it.file), "file": str(it.file), "prediction": p}
-        if prompt_task == "tags":
+        if tags:
             r["tags"] = split_tags(p)
         if it.labels:
             r["labels"] = list(it.labels)
@@ -438,7 +467,7 @@ def _prediction_rows(ev: Evaluation, prompt_task: str, preds: list[str], main: d
     return rows
 
 
-def _results(config: EvalConfig, ev: Evaluation, prompt_task: str, decoding: dict, primary: RunSpec,
+def _results(config: EvalConfig, ev: Evaluation, prompt: dict, decoding: dict, primary: RunSpec,
              main: dict, predictions: list[dict], zs: dict, runs: list[dict]) -> dict[str, Any]:
     """The ``results.json`` document (timings are filled in by the caller, last)."""
     mats, benchmark, task = ev.mats, ev.benchmark, config.task
@@ -455,7 +484,8 @@ def _results(config: EvalConfig, ev: Evaluation, prompt_task: str, decoding: dic
                       "labels": list(benchmark.labels)},
         "config": {
             "model": _describe_model(mats),
-            "task": task, "prompt_task": prompt_task,
+            "task": task, "prompt_task": prompt["task"], "prompt_tag": prompt["tag"],
+            "prompt_reason": prompt["reason"],
             "bridge": resolve_bridge(primary.bridge, mats.santa),
             "seed": config.seed, "batch_size": config.batch_size, "limit": config.limit,
             "decoding": decoding, "caption_metrics": config.metrics,
