@@ -1,24 +1,31 @@
-"""Quality gate on real recorded sounds: keyword accuracy of every bridge vs the CLAP zero-shot ceiling.
+"""Quality on real recorded sounds, dev and test side by side: every bridge of every model, with and
+without the CLAP's reranking, against the CLAP's own zero-shot accuracy.
 
-The set is the project's labelled Debian sound effects (:func:`mats.data.sounds.fetch_real_sounds`, cached
-after the first call). For the tasks ``tag`` and ``caption`` the model decodes every clip through
-each bridge (none, noise, santa, nearest, projection, shift when the model has a shift vector) and
-the score is the keyword accuracy: the fraction of clips whose text mentions the clip's label or
-one of its synonyms. The same CLAP's zero-shot top-1 accuracy over all the set's labels, on the same
-clips, is the ceiling: the decoder only sees what the CLAP embedding carries.
-Two more reference rows show what the text side can carry: the same CLAP's zero-shot pick among
-all 521 AudioSet class names (the decoder's own open vocabulary, top-1 and top-5 names joined) and
-the Santa-bank training text nearest to each clip's audio embedding, read as is -- what a decoder
-that reproduced the closest training text would score.
+The sets are the project's labelled Debian sound effects split **by package**
+(:func:`mats.data.sounds.fetch_sound_split`): every setting of the project is chosen on ``dev``;
+``test`` holds packages nothing was tuned on, and is the number to quote.
 
-Decoding uses the task defaults: for tag and caption a beam of 8 whose 8 candidates the CLAP
-reranks against the clip's audio; ``--rerank 0`` measures the top beam of 4 alone, as before.
+For the tasks ``tag`` and ``caption`` each model decodes every clip through each bridge (none, noise,
+santa, nearest, projection, shift when the model has a shift vector) with a beam of 8 and keeps all 8
+candidates: "rerank" is the candidate the CLAP judges closest to the clip's audio (the default
+decoding), "top beam" is the first of the same 8. The score is keyword accuracy: the fraction of
+clips whose text mentions the clip's label or one of its synonyms. Reference rows:
 
-Audio is embedded once and shared by both tasks and all bridges. Prints the results as JSON, then a
-Markdown table. With --out, also writes OUT/quality.json, OUT/quality.md and the full runner output
-(results.json, report.md, bridges.png) per task in OUT/tag and OUT/caption.
+* the CLAP's zero-shot top-1 accuracy among the split's labels: what the embedding carries;
+* the CLAP's zero-shot pick among all 521 AudioSet class names (the decoder's own open vocabulary),
+  top-1 and top-5 names joined;
+* per model, the Santa-bank training text nearest to each clip's audio embedding, read as is.
 
-    python benchmarks/quality.py [--model DIR] [--limit N] [--out DIR]
+Models are given as ``--model NAME=DIR`` (default: the shipped default model). A retrieval-augmented
+model (``model.retrieval.k > 0``) is decoded with its retrieved texts in the prompt; the table says
+which models retrieve. ``chosen_on_dev`` names the model with the best dev mean of tag and caption
+keyword accuracy on the default path (santa bridge, rerank).
+
+Decoded candidates are stored under ``OUT/decoded/`` as they finish: an interrupted run resumes
+where it stopped. Prints the results as JSON, then a Markdown table; with ``--out`` also writes
+``quality.json``, ``quality.md`` and ``quality.png`` there.
+
+    python benchmarks/quality.py [--model NAME=DIR ...] [--splits dev,test] [--out DIR]
 """
 
 from __future__ import annotations
@@ -29,138 +36,244 @@ import sys
 import time
 from pathlib import Path
 
+from _output import emit
+
 TASKS = ("tag", "caption")
+PROMPT_TASK = {"tag": "tags", "caption": "caption"}
+CANDIDATES = 8
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", help="model folder (default: the offline default model)")
-    ap.add_argument("--limit", type=int, help="first N clips of the set")
-    ap.add_argument("--out", help="folder for quality.json / quality.md and the per-task reports")
-    ap.add_argument("--data", help="sound set folder (default: fetch_real_sounds())")
+    ap.add_argument("--model", action="append", metavar="NAME=DIR",
+                    help="a model to measure (repeatable; default: default=<the shipped default model>)")
+    ap.add_argument("--splits", default="dev,test", help="comma-separated splits (default: dev,test)")
+    ap.add_argument("--data", action="append", metavar="SPLIT=DIR",
+                    help="a sound-set folder for a split instead of fetch_sound_split(SPLIT)")
+    ap.add_argument("--bridges", help="comma-separated bridges (default: every bridge each model can run)")
+    ap.add_argument("--limit", type=int, help="first N clips of each split (smoke runs)")
+    ap.add_argument("--out", help="folder for quality.json / quality.md / quality.png and the decode store")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--beams", type=int, help="beam size (default: per task)")
-    ap.add_argument("--rerank", type=int, help="CLAP-scored beam candidates (default: per task; 0 = off)")
-    ap.add_argument("--max-new-tokens", type=int, help="answer length limit (default: per task)")
+    ap.add_argument("--dtype", help="LLM weights: fp32, bf16, fast (default: the library's default)")
     ap.add_argument("--device", help="cpu, cuda, ... (default: best available)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
-    if args.rerank is not None and args.rerank < 0:
-        ap.error(f"--rerank must be >= 0, got {args.rerank}")
 
-    from mats.evaluation.report import markdown_table
-    from mats.evaluation.runner import EvalConfig, Evaluation, _load_mats, load_eval_benchmark, run_eval
-    from mats.data.sounds import fetch_real_sounds
+    from mats.evaluation.adapters import load_eval_benchmark
+    from mats.evaluation.runner import Evaluation
+    from mats.pipeline import DEFAULT_MODEL, MATS
 
     t0 = time.perf_counter()
-    data = Path(args.data) if args.data else fetch_real_sounds()
-    base = dict(data=data, model=args.model, limit=args.limit, seed=args.seed, batch_size=args.batch_size,
-                num_beams=args.beams, max_new_tokens=args.max_new_tokens, rerank=args.rerank, device=args.device,
-                ablation=True, sweeps=False, progress=not args.quiet)
-    mats = _load_mats(EvalConfig(task="tag", **base))
-    bench = load_eval_benchmark(data)
-    ev = Evaluation(mats, bench, limit=args.limit, progress=not args.quiet)
-    per_task = {}
-    for task in TASKS:
-        out = Path(args.out) / task if args.out else None
-        per_task[task] = run_eval(EvalConfig(task=task, out=out, **base), evaluation=ev)
+    models = dict(_pair(m, "--model") for m in (args.model or [f"default={DEFAULT_MODEL}"]))
+    data = dict(_pair(d, "--data") for d in (args.data or []))
+    splits = [s.strip() for s in args.splits.split(",") if s.strip()]
+    store = Path(args.out) / "decoded" if args.out else None
 
-    bank_text = nearest_bank_text_accuracy(mats, ev)
-    open_vocab = open_vocabulary_accuracy(mats, ev)
-    first = per_task[TASKS[0]]
-    zs = first["zero_shot"]
-    bridges = [r["name"] for r in first["ablation"]["runs"] if r["kind"] == "bridge"]
-    table: dict[str, dict] = {}
-    for b in bridges:
-        table[b] = {}
-        for task in TASKS:
-            r = next(x for x in per_task[task]["ablation"]["runs"] if x["name"] == b)
-            table[b][task] = r["metrics"].get("keyword_accuracy") if r["status"] == "ok" else None
-            if r["status"] != "ok":
-                table[b]["skipped"] = r.get("reason")
-    summary = {
-        "set": str(data), "model": first["config"]["model"]["folder"],
-        "clap": (first["config"]["model"].get("clap") or {}).get("name"),
-        "n_clips": first["n_evaluated"], "n_failed": first["n_failed"], "failed": first["failed"],
-        "n_labels": len(zs.get("labels") or []),
-        "zero_shot_accuracy": zs.get("accuracy"),
-        "nearest_bank_text_accuracy": bank_text,
-        "open_vocabulary_zero_shot_accuracy": open_vocab,
-        "keyword_accuracy": table,
-        "decoding": {t: per_task[t]["config"]["decoding"] for t in TASKS},
-        "seconds": round(time.perf_counter() - t0, 1),
-    }
-    header = ["bridge", *[f"{t} keyword acc." for t in TASKS]]
-    rows = [["CLAP zero-shot (ceiling)", *[zs.get("accuracy")] * len(TASKS)]]
-    for k, acc in (open_vocab or {}).get("top_k", {}).items():
-        rows.append([f"CLAP zero-shot among the {open_vocab['classes']} AudioSet classes, top-{k} names "
-                     "(reference)", *[acc] * len(TASKS)])
-    if bank_text is not None:
-        rows.append(["nearest Santa-bank text, no decoder (reference)", *[bank_text] * len(TASKS)])
-    rows += [[b if "skipped" not in table[b] else f"{b} (skipped)", *[table[b][t] for t in TASKS]]
-             for b in bridges]
-    md = (f"Quality gate: {summary['n_clips']} real clips, {summary['n_labels']} labels, CLAP "
-          f"{summary['clap']}, model {summary['model']}\n\n" + markdown_table(header, rows))
-    md += "".join(f"\n- {b} skipped: {table[b]['skipped']}" for b in bridges if "skipped" in table[b])
-    if summary["n_failed"]:
-        md += f"\n- {summary['n_failed']} clip(s) could not be read and were excluded"
-    md += "\n"
+    loaded = {name: MATS.from_pretrained(folder, device=args.device, dtype=args.dtype)
+              for name, folder in models.items()}
+    first = next(iter(loaded.values()))
+    for name, m in loaded.items():
+        if m.clap.fingerprint() != first.clap.fingerprint():
+            ap.error(f"model {name} uses another CLAP ({m.clap.fingerprint()}); the models of one table "
+                     "must share the CLAP (the audio is embedded once)")
 
-    text = json.dumps(summary, indent=2, default=str)
-    print(text)
+    summary: dict = {"models": {name: {"folder": str(folder), "retrieval_k": loaded[name].model.config.retrieval.k}
+                                for name, folder in models.items()},
+                     "clap": first.clap.name, "candidates": CANDIDATES, "splits": {}}
+    for split in splits:
+        if split in data:
+            folder = Path(data[split])
+        else:
+            from mats.data.sounds import fetch_sound_split
+            folder = fetch_sound_split(split)
+        ev = Evaluation(first, load_eval_benchmark(folder), limit=args.limit, progress=not args.quiet)
+        zs = ev.zero_shot()
+        meta = [it.meta for it in ev.items]
+        out = {"set": str(folder), "n_clips": len(ev.items), "n_failed": len(ev.failed), "failed": ev.failed,
+               "packages": sorted({str(x.get("source")) for x in meta if x.get("source")}),
+               "n_labels": len(zs.get("labels") or []), "zero_shot_accuracy": zs.get("accuracy"),
+               "open_vocabulary_zero_shot_accuracy": open_vocabulary_accuracy(first, ev), "models": {}}
+        for name, m in loaded.items():
+            bridges = _bridges(m, args.bridges)
+            row = {"nearest_bank_text_accuracy": nearest_bank_text_accuracy(m, ev), "bridges": {}}
+            for bridge in bridges:
+                row["bridges"][bridge] = {}
+                for task in TASKS:
+                    groups = _decode(m, ev, name, split, task, bridge, args, store)
+                    picked = m.rerank(ev.embeddings, groups) if groups else []
+                    row["bridges"][bridge][task] = {
+                        "rerank": _accuracy(ev.items, picked),
+                        "top_beam": _accuracy(ev.items, [g[0] for g in groups]),
+                    }
+            out["models"][name] = row
+        summary["splits"][split] = out
+    if "dev" in summary["splits"]:
+        dev = summary["splits"]["dev"]["models"]
+        scores = {n: _default_path(r) for n, r in dev.items() if _default_path(r) is not None}
+        summary["chosen_on_dev"] = max(scores, key=scores.get) if scores else None
+        summary["dev_default_path_mean"] = scores
+    summary["seconds"] = round(time.perf_counter() - t0, 1)
+
+    md = markdown(summary)
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+    emit(summary, args.out and Path(args.out) / "quality.json")
     print()
     print(md)
     if args.out:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / "quality.json").write_text(text + "\n")
         (Path(args.out) / "quality.md").write_text(md)
+        plot(summary, Path(args.out) / "quality.png")
     return 0
+
+
+def _pair(text: str, option: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name or not value:
+        raise SystemExit(f"{option} takes NAME=VALUE, got {text!r}")
+    return name, value
+
+
+def _bridges(m, wanted: str | None) -> list[str]:
+    can = list(m.bridges)
+    if not wanted:
+        return can
+    return [b for b in (w.strip() for w in wanted.split(",")) if b in can]
+
+
+def _decode(m, ev, name: str, split: str, task: str, bridge: str, args, store: Path | None) -> list[list[str]]:
+    """The 8 best beams per clip, from the store when an earlier run decoded them already."""
+    from tqdm import tqdm
+
+    key = f"{name}-{split}-{task}-{bridge}-seed{args.seed}-n{len(ev.items)}"
+    path = store / f"{key}.json" if store else None
+    files = [str(it.file) for it in ev.items]
+    if path is not None and path.is_file():
+        saved = json.loads(path.read_text())
+        if saved.get("files") == files:
+            return saved["candidates"]
+    groups: list[list[str]] = []
+    bs = args.batch_size
+    with tqdm(total=len(files), desc=f"{name} {split} {task} {bridge}", unit="clip", disable=args.quiet,
+              dynamic_ncols=True, file=sys.stderr) as bar:
+        for i in range(0, len(files), bs):
+            groups.extend(m.candidates(ev.embeddings[i:i + bs], PROMPT_TASK[task], CANDIDATES, bridge=bridge,
+                                       seed=args.seed, batch_size=bs))
+            bar.update(min(bs, len(files) - i))
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"files": files, "candidates": groups}))
+        tmp.replace(path)
+    return groups
+
+
+def _accuracy(items, texts) -> float | None:
+    from mats.evaluation.scoring import keyword_hits
+
+    hits = keyword_hits(items, texts) if items else []
+    return sum(hits) / len(hits) if hits else None
+
+
+def _default_path(row: dict) -> float | None:
+    santa = row["bridges"].get("santa")
+    if not santa:
+        return None
+    return (santa["tag"]["rerank"] + santa["caption"]["rerank"]) / 2
+
+
+def markdown(summary: dict) -> str:
+    from mats.evaluation.report import markdown_table
+
+    splits = list(summary["splits"])
+    header = ["row"] + [f"{s} {t}{' (top beam)' if beam == 'top_beam' else ''}"
+                        for s in splits for t in TASKS for beam in ("rerank", "top_beam")]
+
+    def per_split(fn):
+        return [fn(summary["splits"][s], t, beam) for s in splits for t in TASKS for beam in ("rerank", "top_beam")]
+
+    rows = [["CLAP zero-shot among the split's labels (ceiling)",
+             *per_split(lambda sp, t, b: sp["zero_shot_accuracy"])]]
+    for k in ("1", "5"):
+        rows.append([f"CLAP zero-shot among the AudioSet class names, top-{k} (reference)",
+                     *per_split(lambda sp, t, b: ((sp["open_vocabulary_zero_shot_accuracy"] or {}).get("top_k")
+                                                  or {}).get(int(k)))])
+    for name, info in summary["models"].items():
+        k_ = info["retrieval_k"]
+        label = f"{name} (retrieval k={k_})" if k_ else name
+        rows.append([f"{label}: nearest Santa-bank text, no decoder (reference)",
+                     *per_split(lambda sp, t, b: sp["models"][name]["nearest_bank_text_accuracy"])])
+        bridges = list(next(iter(summary["splits"].values()))["models"][name]["bridges"])
+        for bridge in bridges:
+            rows.append([f"{label}: {bridge}",
+                         *per_split(lambda sp, t, b: sp["models"][name]["bridges"][bridge][t][b])])
+    lines = [f"Keyword accuracy on real recorded sounds, split by Debian package; CLAP {summary['clap']}; "
+             f"{summary['candidates']} beams per clip (rerank: the CLAP's pick among them; top beam: the first).", ""]
+    for s in splits:
+        sp = summary["splits"][s]
+        lines.append(f"- {s}: {sp['n_clips']} clips, {sp['n_labels']} labels, packages {', '.join(sp['packages'])}"
+                     + (f"; {sp['n_failed']} unreadable clip(s) excluded" if sp["n_failed"] else ""))
+    if summary.get("chosen_on_dev"):
+        lines.append(f"- chosen on dev (santa + rerank, mean of tag and caption): **{summary['chosen_on_dev']}**")
+    return "\n".join(lines) + "\n\n" + markdown_table(header, rows) + "\n"
+
+
+def plot(summary: dict, png: Path) -> None:
+    """Tag keyword accuracy (rerank) per bridge and model, dev beside test, zero-shot as lines."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    splits = list(summary["splits"])
+    names = list(summary["models"])
+    fig, axes = plt.subplots(1, len(splits), figsize=(5.5 * len(splits), 3.8), dpi=120, sharey=True, squeeze=False)
+    for ax, split in zip(axes[0], splits):
+        sp = summary["splits"][split]
+        bridges = list(sp["models"][names[0]]["bridges"])
+        x = np.arange(len(bridges))
+        width = 0.8 / max(1, len(names))
+        for j, name in enumerate(names):
+            vals = [sp["models"][name]["bridges"].get(b, {}).get("tag", {}).get("rerank") or 0 for b in bridges]
+            ax.bar(x + (j - (len(names) - 1) / 2) * width, vals, width, label=name)
+        if sp["zero_shot_accuracy"] is not None:
+            ax.axhline(sp["zero_shot_accuracy"], color="k", ls="--", lw=1, label="CLAP zero-shot")
+        ax.set_xticks(x, bridges, rotation=30)
+        ax.set_title(f"{split}: {sp['n_clips']} clips")
+        ax.set_ylabel("tag keyword accuracy")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png)
+    plt.close(fig)
 
 
 def open_vocabulary_accuracy(mats, ev, ks: tuple[int, ...] = (1, 5)) -> dict | None:
     """Keyword accuracy of the CLAP's zero-shot pick among all AudioSet class names, top-k joined.
 
-    The zero-shot ceiling above chooses among the set's own labels; the decoder was trained on
-    AudioSet's vocabulary and may name any of its classes. This row is the same CLAP asked the
-    decoder's question: which of the classes it was trained on is this? A decoder that named
-    exactly the CLAP's k most likely classes would score the top-k value.
-    Returns {"classes": n, "top_k": {k: accuracy}}."""
+    The zero-shot ceiling chooses among the split's own labels; the decoder was trained on AudioSet's
+    vocabulary and may name any of its classes. A decoder that named exactly the CLAP's k most
+    likely classes would score the top-k value. Returns {"classes": n, "top_k": {k: accuracy}}."""
     import numpy as np
 
     from mats.data.default_corpus import load_labels
-    from mats.evaluation.scoring import keyword_hits
 
     if not len(ev.items):
         return None
     names = [label.name for label in load_labels().values()]
     text = np.asarray(mats.clap.encode_text([f"the sound of {n}" for n in names]), np.float32)
     order = np.argsort(-(ev.embeddings @ text.T), axis=1, kind="stable")
-    top_k = {}
-    for k in ks:
-        hits = keyword_hits(ev.items, [", ".join(names[j] for j in row[:k]) for row in order])
-        top_k[k] = sum(hits) / len(hits)
-    return {"classes": len(names), "top_k": top_k}
+    return {"classes": len(names),
+            "top_k": {k: _accuracy(ev.items, [", ".join(names[j] for j in row[:k]) for row in order]) for k in ks}}
 
 
 def nearest_bank_text_accuracy(mats, ev) -> float | None:
-    """Keyword accuracy of the Santa bank's training text nearest to each clip's audio embedding.
-
-    What the text side can carry at best: a decoder that reproduced the closest training text word
-    for word would score this. None when the model folder has no bank texts (santa/texts.txt)."""
-    import numpy as np
-
-    from mats.evaluation.scoring import keyword_hits
-
-    texts_file = mats.folder / "santa" / "texts.txt"
-    if mats.santa is None or not texts_file.is_file() or not len(ev.items):
+    """Keyword accuracy of the Santa bank's training text nearest to each clip's audio embedding,
+    read as is: what a decoder that reproduced the closest training text would score. None when the
+    model has no bank texts."""
+    if mats.santa is None or mats.santa.texts is None or not len(ev.items):
         return None
-    texts = texts_file.read_text(encoding="utf-8").splitlines()
-    if len(texts) != mats.santa.num_entries:
-        return None
-    nearest = np.argmax(ev.embeddings @ mats.santa.bank.T, axis=1)
-    hits = keyword_hits(ev.items, [texts[j] for j in nearest])
-    return sum(hits) / len(hits)
+    return _accuracy(ev.items, [row[0]["text"] for row in mats.retrieved(ev.embeddings, top_k=1)])
 
 
 if __name__ == "__main__":

@@ -109,7 +109,9 @@ def test_retrieval_model_trains_saves_and_prompts_with_its_memory(tmp_path, trai
     cfg["model"]["retrieval"] = {"k": 2, "template": "Heard before: {texts}"}
     run_train(write_config(tmp_path / "rag.json", cfg))
     folder = tmp_path / "run" / "model"
-    saved = json.loads((folder / "config.json").read_text())["model"]["retrieval"]
+    written = json.loads((folder / "config.json").read_text())
+    assert written["trained_tasks"] == ["caption", "qa", "tags"]
+    saved = written["model"]["retrieval"]
     assert saved["k"] == 2 and saved["template"] == "Heard before: {texts}"
     assert MATSModel.from_pretrained(folder, device="cpu").config.retrieval == RetrievalConfig(
         k=2, template="Heard before: {texts}")

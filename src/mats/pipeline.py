@@ -205,20 +205,40 @@ class MATS:
 
         A retrieval-augmented model (``config.model.retrieval.k > 0``) also writes the memory's
         ``k`` training texts nearest to each bridged embedding into the prompt (see ``retrieved``)."""
+        params = {k: v for k, v in decoding.items() if v is not None}
+        rerank = int(params.pop("rerank", get_task(task).rerank) or 0)
+        if rerank < 0:
+            raise ValueError(f"rerank must be >= 0, got {rerank}")
+        embeddings = np.asarray(embeddings, dtype=np.float32)
+        groups = self.candidates(embeddings, task, max(rerank, 1), questions, bridge, seed, batch_size, **params)
+        if rerank <= 1:
+            return [g[0] for g in groups]
+        out = []
+        for i in range(0, len(groups), batch_size):
+            out.extend(self.rerank(embeddings[i:i + batch_size], groups[i:i + batch_size]))
+        return out
+
+    def candidates(self, embeddings: np.ndarray, task: str, k: int = 8, questions: Sequence[str] | None = None,
+                   bridge: str | BridgeConfig = "santa", seed: int = 0, batch_size: int = 8,
+                   **decoding) -> list[list[str]]:
+        """The ``k`` best beams for each embedding, best first (what ``rerank=k`` chooses among; the
+        first is the top beam). Arguments as :meth:`generate`; the beam is widened to ``k`` if needed."""
         t = get_task(task)
         n = len(embeddings)
         if questions is not None and len(questions) != n:
             raise ValueError(f"{len(questions)} questions for {n} audio embeddings")
+        if int(k) < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
         embeddings = np.asarray(embeddings, dtype=np.float32)
         z = self.bridge(embeddings, bridge, seed) if n else embeddings
         params = t.decoding()
-        params.update({k: v for k, v in decoding.items() if v is not None})
-        rerank = int(params.pop("rerank") or 0)
-        if rerank < 0:
-            raise ValueError(f"rerank must be >= 0, got {rerank}")
-        if rerank > 1:
-            params["num_beams"] = max(int(params["num_beams"]), rerank)
-            params["num_return_sequences"] = rerank
+        params.pop("rerank")
+        params.update({key: v for key, v in decoding.items() if v is not None})
+        params.pop("rerank", None)
+        k = int(k)
+        if k > 1:
+            params["num_beams"] = max(int(params["num_beams"]), k)
+            params["num_return_sequences"] = k
         retrieval = self.model.config.retrieval
         hints = [None] * n
         if retrieval.enabled and n:
@@ -231,10 +251,7 @@ class MATS:
             reqs = [Request(t.name, t.instruction(questions[j] if questions else None), context=hints[j])
                     for j in range(i, min(n, i + batch_size))]
             texts = self.model.generate(torch.from_numpy(z[i:i + batch_size]), reqs, **params)
-            if rerank > 1:
-                texts = self.rerank(embeddings[i:i + batch_size],
-                                    [texts[j:j + rerank] for j in range(0, len(texts), rerank)])
-            out.extend(texts)
+            out.extend(texts[j:j + k] for j in range(0, len(texts), k))
         return out
 
     def rerank(self, audio_embeddings: np.ndarray, candidates: Sequence[Sequence[str]]) -> list[str]:

@@ -256,7 +256,8 @@ def train(cfg: RunConfig, resume: bool = True, progress: bool = True) -> Path:
         from ..pipeline import MATS
         final.mkdir(parents=True, exist_ok=True)
         shutil.copy(log_path, final / "log.csv")
-        MATS(model, clap, santa=santa, train_config=cfg.to_dict()["train"]).save_pretrained(final, state=state)
+        MATS(model, clap, santa=santa, train_config=cfg.to_dict()["train"],
+             trained_tasks=sorted({s.task for s in corpus.samples})).save_pretrained(final, state=state)
         plot_log(log_path, final / "loss.png")
     if dinfo.world > 1:
         dist.barrier()
