@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--dtype", help="LLM weights: fp32, bf16, fast (default: the library's default)")
     ap.add_argument("--device", help="cpu, cuda, ... (default: best available)")
+    ap.add_argument("--threads", type=int, help="CPU threads (default: the cores available)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
 
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]
     store = Path(args.out) / "decoded" if args.out else None
 
-    loaded = {name: MATS.from_pretrained(folder, device=args.device, dtype=args.dtype)
+    loaded = {name: MATS.from_pretrained(folder, device=args.device, dtype=args.dtype, threads=args.threads)
               for name, folder in models.items()}
     first = next(iter(loaded.values()))
     for name, m in loaded.items():
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"model {name} uses another CLAP ({m.clap.fingerprint()}); the models of one table "
                      "must share the CLAP (the audio is embedded once)")
 
-    summary: dict = {"models": {name: {"folder": str(folder), "retrieval_k": loaded[name].model.config.retrieval.k}
+    summary: dict = {"dtype": args.dtype or "default", "models": {name: {"folder": str(folder), "retrieval_k": loaded[name].model.config.retrieval.k}
                                 for name, folder in models.items()},
                      "clap": first.clap.name, "candidates": CANDIDATES, "splits": {}}
     for split in splits:
@@ -183,32 +184,36 @@ def _default_path(row: dict) -> float | None:
 
 
 def markdown(summary: dict) -> str:
+    """One row per reference and per (model, bridge); per split and task a cell "rerank / top beam"
+    in percent (reference rows: one number)."""
     from mats.evaluation.report import markdown_table
 
     splits = list(summary["splits"])
-    header = ["row"] + [f"{s} {t}{' (top beam)' if beam == 'top_beam' else ''}"
-                        for s in splits for t in TASKS for beam in ("rerank", "top_beam")]
+    header = ["row"] + [f"{s} {t}" for s in splits for t in TASKS]
 
-    def per_split(fn):
-        return [fn(summary["splits"][s], t, beam) for s in splits for t in TASKS for beam in ("rerank", "top_beam")]
+    def pct(x) -> str:
+        return "–" if x is None else f"{100 * x:.1f}"
+
+    def cells(fn):
+        return [fn(summary["splits"][s], t) for s in splits for t in TASKS]
 
     rows = [["CLAP zero-shot among the split's labels (ceiling)",
-             *per_split(lambda sp, t, b: sp["zero_shot_accuracy"])]]
-    for k in ("1", "5"):
+             *cells(lambda sp, t: pct(sp["zero_shot_accuracy"]))]]
+    for k in (1, 5):
         rows.append([f"CLAP zero-shot among the AudioSet class names, top-{k} (reference)",
-                     *per_split(lambda sp, t, b: ((sp["open_vocabulary_zero_shot_accuracy"] or {}).get("top_k")
-                                                  or {}).get(int(k)))])
+                     *cells(lambda sp, t: pct(_top_k(sp, k)))])
     for name, info in summary["models"].items():
-        k_ = info["retrieval_k"]
-        label = f"{name} (retrieval k={k_})" if k_ else name
+        label = f"{name} (retrieval k={info['retrieval_k']})" if info["retrieval_k"] else name
         rows.append([f"{label}: nearest Santa-bank text, no decoder (reference)",
-                     *per_split(lambda sp, t, b: sp["models"][name]["nearest_bank_text_accuracy"])])
+                     *cells(lambda sp, t: pct(sp["models"][name]["nearest_bank_text_accuracy"]))])
         bridges = list(next(iter(summary["splits"].values()))["models"][name]["bridges"])
         for bridge in bridges:
-            rows.append([f"{label}: {bridge}",
-                         *per_split(lambda sp, t, b: sp["models"][name]["bridges"][bridge][t][b])])
-    lines = [f"Keyword accuracy on real recorded sounds, split by Debian package; CLAP {summary['clap']}; "
-             f"{summary['candidates']} beams per clip (rerank: the CLAP's pick among them; top beam: the first).", ""]
+            rows.append([f"{label}: {bridge}", *cells(
+                lambda sp, t: " / ".join(pct(sp["models"][name]["bridges"][bridge][t][b])
+                                         for b in ("rerank", "top_beam")))])
+    lines = [f"Keyword accuracy (%) on real recorded sounds split by Debian package; CLAP {summary['clap']}. "
+             f"Model rows: rerank / top beam ({summary['candidates']} beams per clip; rerank is the CLAP's "
+             "pick among them, the default decoding; top beam is the first).", ""]
     for s in splits:
         sp = summary["splits"][s]
         lines.append(f"- {s}: {sp['n_clips']} clips, {sp['n_labels']} labels, packages {', '.join(sp['packages'])}"
@@ -216,6 +221,11 @@ def markdown(summary: dict) -> str:
     if summary.get("chosen_on_dev"):
         lines.append(f"- chosen on dev (santa + rerank, mean of tag and caption): **{summary['chosen_on_dev']}**")
     return "\n".join(lines) + "\n\n" + markdown_table(header, rows) + "\n"
+
+
+def _top_k(split: dict, k: int) -> float | None:
+    top = (split["open_vocabulary_zero_shot_accuracy"] or {}).get("top_k") or {}
+    return top.get(k, top.get(str(k)))  # int keys in memory, strings once read back from JSON
 
 
 def plot(summary: dict, png: Path) -> None:

@@ -84,7 +84,11 @@ def _generate(model, key: tuple, items: Sequence[GenerateItem], parse, max_batch
                 results[i]["windows"].append({"start": span[0], "end": span[1], **parsed})
     for i, item in enumerate(items):
         if item.explain and i in pooled and model.santa is not None:  # no memory, nothing to show
-            results[i]["retrieved"] = model.retrieved(pooled[i][None], top_k=item.explain)[0]
+            # A retrieval-augmented model shows the texts its prompt carried (queried with the
+            # bridged embedding); otherwise the neighbours Santa mixes in (queried with the audio).
+            prompted = model.model.config.retrieval.enabled
+            results[i]["retrieved"] = model.retrieved(pooled[i][None], top_k=item.explain,
+                                                      bridge=bridge if prompted else None, seed=seed)[0]
     return results
 
 
