@@ -313,3 +313,22 @@ def test_rerank_option_on_the_cli(cli, tiny_model, clips):
     assert rc == 0 and len(jsonl(out)) == 3
     rc, out, err = cli("tag", clips[0], "--model", tiny_model, "--rerank", "-1")
     assert rc == 2 and out == "" and "--rerank must be >= 0" in err and "Traceback" not in err
+
+
+def test_show_retrieved_in_every_format(cli, tiny_model, model, clips):
+    """--show-retrieved: the memory's nearest texts, the same in jsonl, csv and text, and those
+    MATS.retrieved reports for the bridged embedding."""
+    rc, out, _ = cli("tag", *clips[:2], "--model", tiny_model, "--format", "jsonl", "--show-retrieved", *TOKENS)
+    assert rc == 0
+    rows = jsonl(out)
+    expected = model.retrieved(model.embed_audio(clips[:2]), bridge="santa")
+    for r, want in zip(rows, expected):
+        assert [x["text"] for x in r["retrieved"]] == [x["text"] for x in want]
+        assert all(x["text"].startswith("training text ") and -1 <= x["score"] <= 1 for x in r["retrieved"])
+    rc, out, _ = cli("tag", clips[0], "--model", tiny_model, "--format", "csv", "--show-retrieved", *TOKENS)
+    header, row = list(csv.reader(io.StringIO(out)))
+    assert header[-1] == "retrieved" and row[-1].split(" | ")[0].startswith(rows[0]["retrieved"][0]["text"])
+    rc, out, _ = cli("tag", clips[0], "--model", tiny_model, "--show-retrieved", *TOKENS)
+    assert out.rstrip("\n").split("\t")[2] == row[-1]
+    rc, out, _ = cli("tag", clips[0], "--model", tiny_model, "--format", "jsonl", *TOKENS)
+    assert "retrieved" not in jsonl(out)[0]
