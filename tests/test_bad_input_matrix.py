@@ -18,7 +18,6 @@ set (tests/unprivileged.py).
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -176,7 +175,7 @@ def test_eval(kind, batch, cli_eval):
     failed = {f["file"]: f["error"] for f in results["failed"]}
     _check_message(failed.get(str(k.path)), k.path, k.pattern)
     # and the same one line on stderr
-    assert sum(line.startswith(f"mats eval: skipped ") and f"{k.path}: " in line for line in stderr.splitlines()) == 1
+    assert sum(line.startswith("mats eval: skipped ") and f"{k.path}: " in line for line in stderr.splitlines()) == 1
 
 
 # -- entry point 4: mats gap ---------------------------------------------------------------------------

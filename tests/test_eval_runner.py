@@ -163,7 +163,6 @@ def test_sweep_parsing():
 
 def test_cli_exit_codes_and_shift(eval_set, tiny_model, tmp_path, capsys):
     from mats.cli import main
-    from mats.bridge.shift import load_shift  # noqa: F401  (the file format the --shift option reads)
 
     shift = np.zeros(384, np.float32)
     shift[0] = 0.1

@@ -3,10 +3,6 @@ them), and `mats --help` does not import torch."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
