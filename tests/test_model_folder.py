@@ -1,6 +1,6 @@
 """The model folder has one owner (MATS.save_pretrained / from_pretrained), and the shipped default
-model still says what it said before the restructuring (tests/data/golden_default.json, recorded
-with the code as it was before)."""
+model says what it said when it was shipped (tests/data/golden_default.json, re-recorded whenever
+the default model's weights change; last: the retrieval-augmented stage 6)."""
 
 import json
 from pathlib import Path
