@@ -67,6 +67,10 @@ def render_model_card(name: str, config: dict, santa=None, has_shift: bool = Fal
         L.append(f"- Santa memory: {santa.num_entries} training texts, {santa.num_clusters} clusters; "
                  f"lambda {_fmt(c.lam)}, tau {_fmt(c.tau)}, L {c.top_l}, search {c.search}")
     L.append(f"- Shift vector (the 'shift' bridge): {'yes' if has_shift else 'no'}")
+    retrieval = model.get("retrieval") or {}
+    if retrieval.get("k"):
+        L.append(f"- Retrieval-augmented prompt: the memory's {retrieval['k']} texts nearest to the bridged "
+                 f"embedding, as `{retrieval.get('template')}` between the audio and the task tag")
     L += ["", "## Training", ""]
     if train:
         corpus = train.get("corpus", [])
