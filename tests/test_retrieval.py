@@ -149,3 +149,52 @@ def test_model_without_retrieval_prompts_as_before(tiny_model):
     hinted = model.build_inputs(z, [Request("caption", "Describe it.", context="Similar sounds: rain.")],
                                 with_answers=False)
     assert hinted["inputs_embeds"].shape[1] > out["inputs_embeds"].shape[1]
+
+
+# -- bad input --------------------------------------------------------------------------------------
+def _copy_with(tiny_model, tmp_path, retrieval: dict | None, drop: str | None = None):
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model, folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    if retrieval is not None:
+        cfg["model"]["retrieval"] = retrieval
+    (folder / "config.json").write_text(json.dumps(cfg))
+    if drop:
+        target = folder / drop
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    return folder
+
+
+def test_bad_retrieval_settings_are_refused_when_the_folder_loads(tiny_model, tmp_path):
+    from mats.pipeline import MATS
+
+    folder = _copy_with(tiny_model, tmp_path, {"k": -1})
+    with pytest.raises(ValueError, match="model.retrieval.k must be >= 0"):
+        MATS.from_pretrained(folder, device="cpu")
+
+
+def test_retrieval_model_without_memory_texts_says_so(tiny_model, tmp_path):
+    from mats.bridge.config import BridgeError
+    from mats.pipeline import MATS
+
+    m = MATS.from_pretrained(_copy_with(tiny_model, tmp_path, {"k": 2}, drop="santa/texts.txt"), device="cpu")
+    with pytest.raises(BridgeError, match="no Santa memory with texts"):
+        m.generate(np.ones((1, 384), np.float32), "caption", num_beams=1, rerank=0, max_new_tokens=2)
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        m.candidates(np.ones((1, 384), np.float32), "caption", k=0)
+
+
+def test_show_retrieved_without_a_memory_is_one_clear_line(tiny_model, tmp_path, capsys):
+    from mats.cli import main
+    from mats.data.sounds import fetch_real_sounds, read_metadata
+
+    sounds = fetch_real_sounds()
+    clip = sounds / read_metadata(sounds)[0]["file"]
+    folder = _copy_with(tiny_model, tmp_path, None, drop="santa")
+    rc = main(["tag", str(clip), "--model", str(folder), "--bridge", "none", "--show-retrieved",
+               "--max-new-tokens", "2", "--rerank", "0", "--beams", "1"])
+    out, err = capsys.readouterr()
+    assert rc != 0 and "Traceback" not in err
+    assert "no Santa memory" in err and len([x for x in err.splitlines() if "no Santa memory" in x]) == 1

@@ -296,6 +296,8 @@ class MATS:
         the_task = get_task(task)
         if the_task.needs_question and not (question or "").strip():
             raise ValueError(f"task {the_task.name!r} needs a question")
+        if show_retrieved and self.santa is None:  # refused before any clip is decoded
+            raise BridgeError("show_retrieved: this model has no Santa memory to retrieve from")
         bar = tqdm(total=len(files), disable=not progress, desc=task, unit="file", dynamic_ncols=True)
         for i in range(0, len(files), batch_size):
             chunk = files[i:i + batch_size]
