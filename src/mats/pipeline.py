@@ -231,10 +231,8 @@ class MATS:
             raise ValueError(f"k must be >= 1, got {k}")
         embeddings = np.asarray(embeddings, dtype=np.float32)
         z = self.bridge(embeddings, bridge, seed) if n else embeddings
-        params = t.decoding()
-        params.pop("rerank")
-        params.update({key: v for key, v in decoding.items() if v is not None})
-        params.pop("rerank", None)
+        params = {**t.decoding(), **{key: v for key, v in decoding.items() if v is not None}}
+        params.pop("rerank", None)  # choosing among the candidates is generate's business
         k = int(k)
         if k > 1:
             params["num_beams"] = max(int(params["num_beams"]), k)
