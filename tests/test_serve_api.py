@@ -86,6 +86,7 @@ def test_health_info_page_and_docs(client, model):
     assert {t["endpoint"] for t in info["tasks"]} == {"/v1/caption", "/v1/tag", "/v1/music", "/v1/ask"}
     assert [t["needs_question"] for t in info["tasks"] if t["endpoint"] == "/v1/ask"] == [True]
     assert "santa" in info["bridges"] and info["default_bridge"] == "santa"
+    assert info["retrieval_k"] == model.model.config.retrieval.k
     assert info["limits"]["path_field"] is False and info["limits"]["max_decoded_samples"] > 0
     assert str(model.folder) not in r.text and os.path.expanduser("~") not in r.text  # no server paths
     page = client.get("/")

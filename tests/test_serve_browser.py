@@ -103,6 +103,12 @@ def test_page_captions_a_real_clip(browser, site, clips, tmp_path):
     assert browser.find_element(By.ID, "answer").text.strip()
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#zeroshot li"))
     assert browser.find_elements(By.CSS_SELECTOR, "#why li")
+    import json
+
+    from mats.pipeline import DEFAULT_MODEL
+    k = json.loads((DEFAULT_MODEL / "config.json").read_text())["model"].get("retrieval", {}).get("k", 0)
+    if k:  # the shipped default prompts with retrieved texts: the panel says which were in the prompt
+        assert f"the first {k} were written into the model's prompt" in browser.find_element(By.ID, "why-note").text
     assert browser.find_element(By.ID, "error").get_attribute("hidden") is not None
 
     # three real recordings in a row, captioned, with the timeline of per-window answers

@@ -347,6 +347,7 @@ def create_app(model, settings: Settings | None = None) -> FastAPI:
                        "help": t.help} for c, t in endpoint_tasks.items()],
             "bridges": bridges(),
             "default_bridge": "santa" if "santa" in bridges() else bridges()[0],
+            "retrieval_k": int(model.model.config.retrieval.k),
             "limits": {"max_upload_bytes": settings.max_upload_bytes, "max_decoded_samples": settings.budget(),
                        "max_windows": settings.max_windows, "request_timeout_s": settings.request_timeout_s,
                        "path_field": settings.allow_dir is not None, "api_key": bool(settings.api_key),

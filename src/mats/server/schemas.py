@@ -149,6 +149,7 @@ class Info(BaseModel):
     tasks: list[TaskInfo]
     bridges: list[str]
     default_bridge: str
+    retrieval_k: int = 0  # > 0: the model writes this many retrieved training texts into its prompt
     limits: dict
     batching: dict
 

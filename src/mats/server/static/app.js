@@ -61,6 +61,10 @@ async function loadInfo() {
   const info = state.info;
   $("model").textContent = `model: ${info.model} · CLAP: ${info.clap.name} · LLM: ${info.llm}`;
   if (info.limits.api_key) $("key-row").hidden = false;
+  if (info.retrieval_k > 0) {
+    $("why-note").textContent = `The training texts nearest the clip after the bridge, with Santa's weights; ` +
+      `the first ${info.retrieval_k} were written into the model's prompt.`;
+  }
   const task = $("task");
   task.innerHTML = "";
   for (const t of info.tasks) {
