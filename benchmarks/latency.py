@@ -20,13 +20,22 @@ one run, round-robin clip by clip, with ratios to ``before``:
 
 * ``decode``: caption per clip alone and in batches of 8 (default decoding: beam 8 + rerank 8) for
   ``before`` (peft-wrapped LoRA, one prefill per beam, fp32: main before the speed work),
-  ``prefill_once`` (peft, the prompt's KV cache computed once per clip), ``merged`` (LoRA merged +
-  prefill once: the new default) and ``bf16`` (merged + prefill once + ``dtype="fast"``); whether
-  each variant's captions equal ``before``'s; a greedy decode step (ms per token, one row) beside the
-  bandwidth floor (LLM weight bytes / measured read bandwidth);
-* ``start``: fresh processes: ``python -c pass``, ``import mats.pipeline`` (the import floor of an
-  inference run), ``mats --help`` and ``mats tag FILE``; the 521 label embeddings encoded vs read
-  from the disk cache;
+  ``prefill_once`` (peft, the prompt's KV cache computed once per clip), ``fp32`` (LoRA merged +
+  prefill once, ``dtype="fp32"``: the exact switch) and ``default`` (merged + prefill once +
+  ``dtype="auto"``: bf16 weights on a CPU with native bf16); whether each variant's captions equal
+  ``before``'s;
+* ``floors``: a decode step (ms per token) of 1 row (greedy) and of 8 rows (the beams of one
+  caption) for fp32 and the default dtype, beside two floors: the LLM's weight bytes over the
+  measured read bandwidth (``torch.sum`` over 1 GiB) and over the rate at which this machine's
+  matmul kernels stream weights (``F.linear`` over 20 weight matrices of 16 M values each, in the
+  weights' dtype, 1 and 8 rows): a decode step reads every weight once;
+* ``start``: fresh processes: ``python -c pass``, ``import torch``, ``import mats.pipeline`` (the
+  import floor of an inference run), ``mats --help`` and ``mats tag FILE``; a phase-by-phase
+  breakdown of one fresh ``tag`` (imports, model load, audio + CLAP, decoding); the 521 label
+  embeddings encoded vs read from the disk cache;
+* ``text_encoding``: the default CLAP's text encoder on 2,048 corpus texts, batches of 64 cut from
+  the texts in corpus order (before) and from the texts sorted by length (now), texts/s and the
+  lowest cosine between the two;
 * ``threads``: a fresh ``mats tag FILE`` with 2 threads and spinning OpenMP workers
   (``OMP_WAIT_POLICY=ACTIVE``: the old default), 2 threads waiting passively (the new default) and
   1 thread.
@@ -138,16 +147,98 @@ def read_bandwidth_gbs() -> float:
     return round(a.numel() * 4 / statistics.median(times) / 1e9, 1)
 
 
+def matmul_stream_gbs(dtype, rows: int) -> float:
+    """GB/s of weights the matmul kernels get through when each weight is used by ``rows`` rows,
+    as in a decode step: 20 distinct 4096 x 4096 matrices (1.3 GB in fp32), far beyond any cache."""
+    import torch
+    import torch.nn.functional as F
+
+    w = torch.randn(20, 4096, 4096).to(dtype)
+    x = torch.randn(rows, 4096).to(dtype)
+
+    def run():
+        for i in range(w.shape[0]):
+            F.linear(x, w[i])
+
+    run()
+    times = [timed(run) for _ in range(5)]
+    return round(w.numel() * w.element_size() / statistics.median(times) / 1e9, 1)
+
+
+FRESH_TAG_PHASES = """
+import json, sys, time
+t0 = time.perf_counter()
+import mats.pipeline
+from mats import MATS
+t1 = time.perf_counter()
+m = MATS.from_pretrained(sys.argv[2] or None)
+t2 = time.perf_counter()
+emb = m.embed_audio([sys.argv[1]])
+t3 = time.perf_counter()
+text = m.generate(emb, "tags")
+t4 = time.perf_counter()
+print(json.dumps({"imports_s": t1 - t0, "model_load_s": t2 - t1, "audio_and_clap_s": t3 - t2,
+                  "decode_and_rerank_s": t4 - t3, "text": text[0]}))
+"""
+
+
+def fresh_tag_phases(clip: Path, model: str | None, repeats: int) -> dict:
+    """Where a fresh `mats tag FILE` spends its time, phase by phase (the CLI itself adds argument
+    parsing and printing, and skips interpreter teardown)."""
+    runs = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = subprocess.run([sys.executable, "-c", FRESH_TAG_PHASES, str(clip), model or ""],
+                             check=True, capture_output=True, text=True)
+        total = time.perf_counter() - t
+        row = json.loads(out.stdout.strip().splitlines()[-1])
+        row["process_total_s"] = total
+        runs.append(row)
+    keys = [k for k in runs[0] if k.endswith("_s")]
+    return {k: summary([r[k] for r in runs]) for k in keys} | {"text": runs[0]["text"]}
+
+
+def text_encoding_rows(clap, n: int = 2048) -> dict:
+    """Texts/s of the CLAP text encoder: batches of 64 in corpus order (before) vs length-sorted."""
+    import numpy as np
+
+    import tempfile
+
+    from mats.data.default_corpus import build_default_corpus
+
+    with tempfile.TemporaryDirectory() as tmp:
+        build_default_corpus(tmp, seed=0)
+        rows = (Path(tmp) / "captions.jsonl").read_text().splitlines()
+    texts = list(dict.fromkeys(json.loads(r)["text"] for r in rows))[:n]
+
+    def unsorted():
+        return np.concatenate([clap.encode_text(texts[i:i + 64]) for i in range(0, len(texts), 64)])
+
+    def sorted_():
+        return clap.encode_text(texts, batch_size=64)
+
+    a, b = unsorted(), sorted_()
+    ta, tb = [], []
+    for _ in range(2):
+        ta.append(timed(unsorted))
+        tb.append(timed(sorted_))
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    return {"texts": len(texts), "before_texts_per_s": round(len(texts) / statistics.median(ta), 1),
+            "sorted_texts_per_s": round(len(texts) / statistics.median(tb), 1),
+            "speedup": round(statistics.median(ta) / statistics.median(tb), 3),
+            "min_cosine_sorted_vs_before": round(float(cos.min()), 6)}
+
+
 def speed_rows(args, clips: list[Path]) -> dict:
     import torch
 
     from mats.model import MATSModel
     from mats.pipeline import MATS
 
-    fast = MATS.from_pretrained(args.model, device=args.device)  # merged LoRA, prefill once
-    wrapped = MATSModel.from_pretrained(fast.folder, device=args.device, merge=False)
-    peft = MATS(wrapped, fast.clap, fast.folder, fast.santa, fast.shift)
-    bf16 = MATS.from_pretrained(args.model, device=args.device, dtype="fast", clap=fast.clap)
+    default = MATS.from_pretrained(args.model, device=args.device)  # merged LoRA, prefill once, auto dtype
+    fp32 = MATS.from_pretrained(args.model, device=args.device, dtype="fp32", clap=default.clap)
+    wrapped = MATSModel.from_pretrained(default.folder, device=args.device, merge=False, dtype="fp32")
+    peft = MATS(wrapped, default.clap, default.folder, default.santa, default.shift)
 
     def before(files, **kw):
         wrapped.prefill_once = False
@@ -156,7 +247,7 @@ def speed_rows(args, clips: list[Path]) -> dict:
         finally:
             wrapped.prefill_once = True
 
-    variants = {"before": before, "prefill_once": peft.caption, "merged": fast.caption, "bf16": bf16.caption}
+    variants = {"before": before, "prefill_once": peft.caption, "fp32": fp32.caption, "default": default.caption}
     for fn in variants.values():
         fn(clips[:1])  # warm-up
     b1 = {k: [] for k in variants}
@@ -170,28 +261,37 @@ def speed_rows(args, clips: list[Path]) -> dict:
     for _ in range(args.repeats):
         for k, fn in variants.items():
             b8[k].append(timed(lambda fn=fn: fn(clips[:8], batch_size=8)) / 8)
-    decode = {"bf16_weights": str(bf16.model.llm.dtype), "clips": len(clips)}
+    decode = {"default_weights": str(default.model.llm.dtype), "clips": len(clips)}
     for k in variants:
         decode[k] = {"caption_batch1_s": summary(b1[k]), "caption_batch8_per_clip_s": summary(b8[k]),
                      "speedup_batch1": round(statistics.median(b1["before"]) / statistics.median(b1[k]), 3),
                      "speedup_batch8": round(statistics.median(b8["before"]) / statistics.median(b8[k]), 3),
                      "captions_equal_to_before": sum(a == b for a, b in zip(texts[k], texts["before"]))}
-    # A greedy decode step of one row against the bandwidth floor (weights read once per token).
-    emb = fast.embed_audio(clips[:1])
-    bw = read_bandwidth_gbs()
-    steps = {}
-    for name, m in (("fp32", fast), ("bf16", bf16)):
-        t1 = [timed(lambda: m.generate(emb, "caption", num_beams=1, rerank=0, max_new_tokens=1, min_new_tokens=1))
-              for _ in range(3)]
-        t21 = [timed(lambda: m.generate(emb, "caption", num_beams=1, rerank=0, max_new_tokens=21, min_new_tokens=21))
-               for _ in range(3)]
+
+    # Decode steps against the floors: weights read once per step, at the memory's rate and at the
+    # rate the matmul kernels stream them.
+    emb = default.embed_audio(clips[:1])
+    floors = {"read_bandwidth_gb_s": read_bandwidth_gbs()}
+    for name, m in (("fp32", fp32), ("default", default)):
+        dtype = next(m.model.llm.parameters()).dtype
         nbytes = sum(p.numel() * p.element_size() for p in m.model.llm.parameters())
-        steps[name] = {"decode_step_ms": round(1000 * (statistics.median(t21) - statistics.median(t1)) / 20, 2),
-                       "llm_weight_bytes": nbytes, "bandwidth_floor_ms": round(1000 * nbytes / (bw * 1e9), 2)}
-    decode["greedy_decode_step"] = {"read_bandwidth_gb_s": bw, **steps}
+        row = {"dtype": str(dtype), "llm_weight_bytes": nbytes,
+               "bandwidth_floor_ms": round(1000 * nbytes / (floors["read_bandwidth_gb_s"] * 1e9), 2)}
+        for rows, beams in ((1, 1), (8, 8)):
+            kw = dict(num_beams=beams, rerank=0, length_penalty=0.0)
+            short = [timed(lambda: m.generate(emb, "caption", max_new_tokens=1, min_new_tokens=1, **kw))
+                     for _ in range(3)]
+            long = [timed(lambda: m.generate(emb, "caption", max_new_tokens=21, min_new_tokens=21, **kw))
+                    for _ in range(3)]
+            stream = matmul_stream_gbs(dtype, rows)
+            row[f"{rows}_rows"] = {
+                "decode_step_ms": round(1000 * (statistics.median(long) - statistics.median(short)) / 20, 2),
+                "matmul_stream_gb_s": stream,
+                "matmul_floor_ms": round(1000 * nbytes / (stream * 1e9), 2)}
+        floors[name] = row
 
     # Label embeddings: encoded (what every fresh run did) vs read from the disk cache.
-    clap = fast.clap
+    clap = default.clap
     texts_ = [clap.label_prompt.format(label=n) for n in clap.class_names]
     enc = [timed(lambda: clap.encode_text(texts_)) for _ in range(args.repeats)]
     cached = []
@@ -202,10 +302,12 @@ def speed_rows(args, clips: list[Path]) -> dict:
     tag = py + ["-m", "mats.cli", "tag", str(clips[0])] + (["--model", args.model] if args.model else [])
     start = {
         "python_s": fresh(py + ["-c", "pass"], args.repeats),
-        "import_mats_pipeline_s": fresh(py + ["-c", "import mats.pipeline"], args.repeats),
         "import_torch_s": fresh(py + ["-c", "import torch"], args.repeats),
+        "import_mats_pipeline_s": fresh(py + ["-c", "import mats.pipeline"], args.repeats),
         "mats_help_s": fresh(py + ["-m", "mats.cli", "--help"], args.repeats),
         "mats_tag_fresh_s": fresh(tag, args.repeats),
+        "mats_tag_fresh_fp32_s": fresh(tag + ["--dtype", "fp32"], args.repeats),
+        "fresh_tag_phases": fresh_tag_phases(clips[0], args.model, args.repeats),
         "label_embeddings_encode_s": summary(enc),
         "label_embeddings_disk_cache_s": summary(cached),
     }
@@ -216,7 +318,8 @@ def speed_rows(args, clips: list[Path]) -> dict:
     }
     return {"machine": {"platform": platform.platform(), "cpus_available": len(os.sched_getaffinity(0)),
                         "torch": torch.__version__, "torch_threads": torch.get_num_threads()},
-            "decode": decode, "start": start, "threads": threads}
+            "decode": decode, "floors": floors, "start": start,
+            "text_encoding": text_encoding_rows(clap), "threads": threads}
 
 
 def speed_main(args) -> int:

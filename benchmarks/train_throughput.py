@@ -8,7 +8,9 @@ For each LLM and batch size two paths are timed in the same process, on the same
   variants timed round-robin step by step in one run: ``mats_before`` (the step before the speed
   work: the output layer over every position, kept in this file to measure against), ``mats_step``
   (output layer at answer positions only) and, on CPUs with native bf16 or on CUDA when the run is
-  fp32, ``mats_step_bf16`` (plus bf16 autocast: what ``precision="auto"`` now picks there);
+  fp32, ``mats_step_bf16`` (plus bf16 autocast: what ``precision="auto"`` picks there),
+  ``mats_step_bf16_bucketed`` (plus length-bucketed batches) and ``mats_step_bf16_trainer`` (plus the
+  frozen weights stored in bf16 and eager attention on CPU: how ``mats train`` runs the step now);
 - ``plain``: the same LLM + peft LoRA + a hand-written mapper of the same shape, inputs tokenised
   once before timing, ``inputs_embeds`` built with one batched ``cat``, the same CE / clip / AdamW.
 
@@ -198,19 +200,18 @@ class Setup:
     tokenizer: object = None
 
 
-def build_llm(setup: Setup):
-    """(frozen base LLM, tokenizer) on the device."""
+def build_llm(setup: Setup, dtype: str | None = None):
+    """(frozen base LLM, tokenizer) on the device; weights in ``dtype`` (default: the setup's precision)."""
     from mats.llm import load_llm
 
     if setup.shape is None:
-        dtype = "bf16" if setup.precision == "bf16" else None
-        return load_llm(setup.model_cfg.llm, device=setup.device, dtype=dtype)
+        return load_llm(setup.model_cfg.llm, device=setup.device, dtype=dtype or setup.precision)
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tok = setup.tokenizer
     config = LlamaConfig(max_position_embeddings=2048, bos_token_id=tok.bos_token_id,
                          eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **setup.shape)
-    dtype = torch.bfloat16 if setup.precision == "bf16" else torch.float32
+    dtype = torch.bfloat16 if (dtype or setup.precision) == "bf16" else torch.float32
     torch.manual_seed(0)
     default = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # built directly in bf16 on the device: no fp32 copy of a 7B model
@@ -281,18 +282,23 @@ def _full_logits_class():
     return FullLogits
 
 
-def mats_variants(setup: Setup) -> list[tuple[str, bool, str]]:
-    """(name, output layer at answer positions only, autocast precision, length-bucketed batches) of
-    the real step to time. ``before``: main before the speed work (full logits, the setup's precision)."""
+def mats_variants(setup: Setup) -> list[tuple[str, bool, str, bool, bool]]:
+    """(name, output layer at answer positions only, autocast precision, length-bucketed batches,
+    trainer set-up) of the real step to time. ``before``: main before the speed work (full logits,
+    the setup's precision). ``trainer set-up``: the frozen weights stored in the autocast precision
+    and the trainer's attention choice (``mats.train.trainer.prepare_frozen_llm``), as ``mats train``
+    now runs the step; the other variants keep fp32 frozen weights and SDPA."""
     from mats.llm import native_bf16_cpu
 
-    out = [("before", False, setup.precision, False), ("step", True, setup.precision, False)]
+    out = [("before", False, setup.precision, False, False), ("step", True, setup.precision, False, False)]
     fast = setup.device.type == "cuda" or (setup.device.type == "cpu" and native_bf16_cpu())
     if setup.precision == "fp32" and fast:
-        out.append(("step_bf16", True, "bf16", False))
-        out.append(("step_bf16_bucketed", True, "bf16", True))
+        out.append(("step_bf16", True, "bf16", False, False))
+        out.append(("step_bf16_bucketed", True, "bf16", True, False))
+        out.append(("step_bf16_trainer", True, "bf16", False, True))
     else:
-        out.append(("step_bucketed", True, setup.precision, True))
+        out.append(("step_bucketed", True, setup.precision, True, False))
+        out.append(("step_trainer", True, setup.precision, False, True))
     return out
 
 
@@ -308,18 +314,21 @@ def bucketed(batches):
     return [(z[torch.from_numpy(o)], [reqs[i] for i in o]) for o in order]
 
 
-def build_mats_step(setup: Setup, answer_only: bool, precision: str, tcfg):
+def build_mats_step(setup: Setup, answer_only: bool, precision: str, tcfg, trainer_setup: bool = False):
     """A fresh model + optimiser and a function running the trainer's real step (train_step) on
-    batch i, as the trainer's loop does (noise, train_step, LR schedule)."""
+    batch i, as the trainer's loop does (noise, train_step, LR schedule). ``trainer_setup``: frozen
+    weights in ``precision`` and the trainer's attention choice, as ``mats.train.trainer.train``."""
     from mats.bridge.noise import add_noise
     from mats.model import MATSModel
     from mats.train.step import train_step
-    from mats.train.trainer import lr_factor, step_generators
+    from mats.train.trainer import lr_factor, prepare_frozen_llm, step_generators
 
-    llm, tok = build_llm(setup)
+    llm, tok = build_llm(setup, precision if trainer_setup else None)
     torch.manual_seed(0)
     cls = MATSModel if answer_only else _full_logits_class()
     model = cls.from_config(replace(setup.model_cfg), llm=llm, tokenizer=tok)
+    if trainer_setup:
+        prepare_frozen_llm(model, setup.device)
     model.mapper.to(setup.device)
     model.train()
     opt = torch.optim.AdamW(model.trainable_parameters(), lr=tcfg.lr, betas=tuple(tcfg.betas),
@@ -344,9 +353,9 @@ def run_mats_variants(setup: Setup, batches, n_warmup: int, tcfg) -> dict[str, d
     """The real step in each variant, timed round-robin step by step (same batches, same machine
     state), so the ratios between them are fair on a shared machine."""
     variants = mats_variants(setup)
-    built = {name: build_mats_step(setup, answer_only, prec, tcfg) for name, answer_only, prec, _ in variants}
+    built = {name: build_mats_step(setup, answer_only, prec, tcfg, trainer) for name, answer_only, prec, _, trainer in variants}
     regrouped = bucketed(batches)
-    data = {name: regrouped if buck else batches for name, _, _, buck in variants}
+    data = {name: regrouped if buck else batches for name, _, _, buck, _ in variants}
     times = {name: [] for name in built}
     losses = {name: [] for name in built}
     totals = {name: 0.0 for name in built}  # every step: the bucketed variant sees other batches
@@ -371,11 +380,13 @@ def run_mats_variants(setup: Setup, batches, n_warmup: int, tcfg) -> dict[str, d
                 stats[kind]["seq"].append(b["attention_mask"].shape[1])
     n_trainable = sum(p.numel() for p in model.trainable_parameters())
     out = {}
-    for name, answer_only, prec, buck in variants:
+    for name, answer_only, prec, buck, trainer in variants:
         r = _result(f"mats_{name}", times[name], batches, stats["bucketed" if buck else "random"],
                     n_trainable, setup.device)
         out[name] = {**r, "logits": "answer positions" if answer_only else "all positions",
                      "autocast": prec, "batches": "length-bucketed" if buck else "random",
+                     "frozen_weights": prec if trainer else setup.precision,
+                     "attention": "trainer's choice (eager on CPU)" if trainer else "sdpa",
                      "total_s_all_steps": round(totals[name], 3),
                      "losses": losses[name]}
     del built, model

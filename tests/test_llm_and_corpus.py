@@ -11,7 +11,7 @@ from mats.prompts import AUDIO_PLACEHOLDER, render_prompt
 
 
 def test_gguf_loads_from_dequantised_cache_with_chat_template():
-    model, tok = load_llm("smollm2-135m-instruct", device="cpu")
+    model, tok = load_llm("smollm2-135m-instruct", device="cpu", dtype="fp32")
     assert model.config.hidden_size == 576 and model.dtype == torch.float32
     assert tok.chat_template and tok.eos_token == "<|im_end|>"
     assert not any(p.requires_grad for p in model.parameters())
@@ -34,8 +34,15 @@ def test_local_hf_folder_and_errors(tiny_llm, tmp_path):
 
 def test_device_and_dtype_are_chosen_at_run_time():
     assert pick_device("cpu").type == "cpu"
-    assert pick_dtype(torch.device("cpu")) == torch.float32
+    from mats.llm import native_bf16_cpu
+
+    # inference default: bf16 where the CPU multiplies bf16 natively, fp32 elsewhere; fp32 on request
+    assert pick_dtype(torch.device("cpu")) == (torch.bfloat16 if native_bf16_cpu() else torch.float32)
+    assert pick_dtype(torch.device("cpu"), "fast") == pick_dtype(torch.device("cpu"), "auto")
+    assert pick_dtype(torch.device("cpu"), "fp32") == torch.float32
     assert pick_dtype(torch.device("cpu"), "bf16") == torch.bfloat16
+    with pytest.raises(ValueError, match="unknown dtype 'int4'"):
+        pick_dtype(torch.device("cpu"), "int4")
 
 
 def test_default_corpus_is_valid_deterministic_and_covers_every_class(tmp_path):

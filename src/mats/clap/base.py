@@ -120,8 +120,18 @@ def check_texts(texts: Sequence[str]) -> list[str]:
 
 
 def encode_texts_batched(texts: Sequence[str], batch_size: int, dim: int, encode_batch) -> np.ndarray:
-    """Validate ``texts``, run ``encode_batch(list[str]) -> [n, dim]`` over batches, L2-normalise."""
+    """Validate ``texts``, run ``encode_batch(list[str]) -> [n, dim]`` over batches, L2-normalise.
+
+    Batches are cut from the texts sorted by length (rows come back in the input order): a batch
+    pads to its longest text, so mixing lengths spent most of the encoder's time on padding
+    (sorting ran the corpus embedding 1.75x faster on 2 cores, cosine to the unsorted run
+    >= 0.9999)."""
     texts = check_texts(texts)
-    out = [np.asarray(encode_batch(texts[i:i + batch_size]), dtype=np.float32)
-           for i in range(0, len(texts), batch_size)]
-    return l2_normalize(np.concatenate(out)) if out else np.zeros((0, dim), np.float32)
+    if not texts:
+        return np.zeros((0, dim), np.float32)
+    order = sorted(range(len(texts)), key=lambda i: (len(texts[i]), i))
+    out = np.empty((len(texts), dim), np.float32)
+    for i in range(0, len(order), batch_size):
+        rows = order[i:i + batch_size]
+        out[rows] = np.asarray(encode_batch([texts[j] for j in rows]), dtype=np.float32)
+    return l2_normalize(out)

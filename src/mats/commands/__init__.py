@@ -74,6 +74,14 @@ def add_decoding(p: argparse.ArgumentParser) -> None:
                         "(default: per task, 8 for caption and tag; 0 = the top beam as is)")
 
 
+def add_device(p: argparse.ArgumentParser) -> None:
+    """Where and in which precision the model runs (every command that loads a model for inference)."""
+    p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: best available)")
+    p.add_argument("--dtype", choices=("auto", "fp32", "bf16", "fp16"), default=None,
+                   help="LLM weights: auto (default) is bf16 on GPUs and on CPUs with native bf16 "
+                        "(AVX512-BF16/AMX), fp32 elsewhere; fp32 is the exact, slower choice")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mats", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -34,6 +34,7 @@ needs 'Authorization: Bearer KEY'. One log line per request on stderr (--quiet: 
 
 def add_parser(sub, common: argparse.ArgumentParser) -> None:
     from ..server import Settings
+    from . import add_device
     d = Settings()
     p = sub.add_parser("serve", help="serve a model: a web page and an HTTP API", parents=[common],
                        description="Serve one model over HTTP: a web page at / and a JSON API "
@@ -43,7 +44,7 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 picks a free one)")
-    p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: best available)")
+    add_device(p)
     p.add_argument("--batch-window-ms", type=float, default=d.batch_window_ms,
                    help=f"how long a request waits for others to share its batch (default {d.batch_window_ms:g})")
     p.add_argument("--max-batch", type=int, default=d.max_batch,
@@ -102,7 +103,7 @@ def _serve(args) -> int:
         warning = exposure_warning(args.host, settings.api_key)
         if warning:
             log.warning(warning)
-        m = MATS.from_pretrained(args.model, device=args.device)
+        m = MATS.from_pretrained(args.model, device=args.device, dtype=args.dtype)
         app = create_app(m, settings)
         host, port = sock.getsockname()[:2]
         # Printed even with --quiet: it is how a script (benchmarks/serve_load.py) finds the port.

@@ -14,7 +14,7 @@ import sys
 
 from ..bridge.config import BRIDGES
 from ..tasks import command_tasks, get_task
-from . import add_decoding, add_format
+from . import add_decoding, add_device, add_format
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     add_decoding(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the bridge's noise (default 0)")
-    p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: best available)")
+    add_device(p)
 
 
 def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -66,7 +66,7 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.add_argument("path")
     p.add_argument("--model")
     p.add_argument("--bridge", choices=BRIDGES, default="santa")
-    p.add_argument("--device")
+    add_device(p)
     p.add_argument("--seed", type=int, default=0)
     add_format(p, ("text", "jsonl"))
     p.set_defaults(func=_chat)
@@ -74,7 +74,7 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
 
 def _load(args):
     from ..pipeline import MATS
-    return MATS.from_pretrained(args.model, device=args.device)
+    return MATS.from_pretrained(args.model, device=args.device, dtype=args.dtype)
 
 
 def _take_question(args) -> None:

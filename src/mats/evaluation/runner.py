@@ -74,6 +74,7 @@ class EvalConfig:
     rerank: int | None = None             # CLAP-scored beam candidates (default: per task)
     metrics: list[str] | None = None      # caption metrics (default: all of caption_metrics)
     device: str | None = None
+    dtype: str | None = None              # LLM weights (mats.llm.pick_dtype; default "auto")
     zero_shot: bool = True
     zero_shot_prompt: str = "the sound of {label}"
     progress: bool = True
@@ -494,6 +495,8 @@ def _results(config: EvalConfig, ev: Evaluation, prompt: dict, decoding: dict, p
             "shift_file": str(config.shift) if config.shift else None,
             "zero_shot_prompt": config.zero_shot_prompt if config.zero_shot else None,
             "device": str(getattr(mats.model, "device", "")) or None,
+            "llm_dtype": str(next(mats.model.llm.parameters()).dtype).replace("torch.", "")
+            if hasattr(mats.model, "llm") else None,
             "mats_version": versions["mats"], "versions": versions,
         },
         "n_evaluated": len(ev.items),
@@ -516,7 +519,7 @@ def _results(config: EvalConfig, ev: Evaluation, prompt: dict, decoding: dict, p
 
 def _load_mats(config: EvalConfig):
     from ..pipeline import MATS
-    m = MATS.from_pretrained(config.model, device=config.device)
+    m = MATS.from_pretrained(config.model, device=config.device, dtype=config.dtype)
     if config.shift is not None:
         from ..bridge.shift import load_shift
         p = Path(config.shift)
