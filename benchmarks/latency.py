@@ -20,12 +20,13 @@ one run, round-robin clip by clip, with ratios to ``before``:
 
 * ``decode``: caption per clip alone and in batches of 8 (default decoding: beam 8 + rerank 8) for
   ``before`` (peft-wrapped LoRA, one prefill per beam, fp32: main before the speed work),
-  ``prefill_once`` (peft, the prompt's KV cache computed once per clip), ``fp32`` (LoRA merged +
-  prefill once, ``dtype="fp32"``: the exact switch) and ``default`` (merged + prefill once +
-  ``dtype="auto"``: bf16 weights on a CPU with native bf16); whether each variant's captions equal
-  ``before``'s;
+  ``prefill_once`` (peft, the prompt's KV cache computed once per clip), ``default`` (LoRA merged +
+  prefill once; ``dtype="auto"``: fp32 on CPU) and ``fast`` (merged + prefill once +
+  ``dtype="fast"``: bf16 weights on a CPU with native bf16); whether each variant's captions equal
+  ``before``'s, and whether its captions of the 8 clips decoded as one batch equal those decoded
+  alone (batch invariance);
 * ``floors``: a decode step (ms per token) of 1 row (greedy) and of 8 rows (the beams of one
-  caption) for fp32 and the default dtype, beside two floors: the LLM's weight bytes over the
+  caption) for the default (fp32) and fast (bf16) weights, beside two floors: the LLM's weight bytes over the
   measured read bandwidth (``torch.sum`` over 1 GiB) and over the rate at which this machine's
   matmul kernels stream weights (``F.linear`` over 20 weight matrices of 16 M values each, in the
   weights' dtype, 1 and 8 rows): a decode step reads every weight once;
@@ -236,7 +237,7 @@ def speed_rows(args, clips: list[Path]) -> dict:
     from mats.pipeline import MATS
 
     default = MATS.from_pretrained(args.model, device=args.device)  # merged LoRA, prefill once, auto dtype
-    fp32 = MATS.from_pretrained(args.model, device=args.device, dtype="fp32", clap=default.clap)
+    fast = MATS.from_pretrained(args.model, device=args.device, dtype="fast", clap=default.clap)
     wrapped = MATSModel.from_pretrained(default.folder, device=args.device, merge=False, dtype="fp32")
     peft = MATS(wrapped, default.clap, default.folder, default.santa, default.shift)
 
@@ -247,7 +248,7 @@ def speed_rows(args, clips: list[Path]) -> dict:
         finally:
             wrapped.prefill_once = True
 
-    variants = {"before": before, "prefill_once": peft.caption, "fp32": fp32.caption, "default": default.caption}
+    variants = {"before": before, "prefill_once": peft.caption, "default": default.caption, "fast": fast.caption}
     for fn in variants.values():
         fn(clips[:1])  # warm-up
     b1 = {k: [] for k in variants}
@@ -258,27 +259,30 @@ def speed_rows(args, clips: list[Path]) -> dict:
             t = time.perf_counter()
             texts[k].extend(fn([c]))
             b1[k].append(time.perf_counter() - t)
+    batched = {}
     for _ in range(args.repeats):
         for k, fn in variants.items():
-            b8[k].append(timed(lambda fn=fn: fn(clips[:8], batch_size=8)) / 8)
-    decode = {"default_weights": str(default.model.llm.dtype), "clips": len(clips)}
+            b8[k].append(timed(lambda fn=fn: batched.__setitem__(k, fn(clips[:8], batch_size=8))) / 8)
+    decode = {"default_weights": str(default.model.llm.dtype), "fast_weights": str(fast.model.llm.dtype),
+              "clips": len(clips)}
     for k in variants:
         decode[k] = {"caption_batch1_s": summary(b1[k]), "caption_batch8_per_clip_s": summary(b8[k]),
                      "speedup_batch1": round(statistics.median(b1["before"]) / statistics.median(b1[k]), 3),
                      "speedup_batch8": round(statistics.median(b8["before"]) / statistics.median(b8[k]), 3),
-                     "captions_equal_to_before": sum(a == b for a, b in zip(texts[k], texts["before"]))}
+                     "captions_equal_to_before": sum(a == b for a, b in zip(texts[k], texts["before"])),
+                     "batch_of_8_equal_to_alone": sum(a == b for a, b in zip(batched[k], texts[k][:8]))}
 
     # Decode steps against the floors: weights read once per step, at the memory's rate and at the
     # rate the matmul kernels stream them.
     emb = default.embed_audio(clips[:1])
     floors = {"read_bandwidth_gb_s": read_bandwidth_gbs()}
-    for name, m in (("fp32", fp32), ("default", default)):
+    for name, m in (("default", default), ("fast", fast)):
         dtype = next(m.model.llm.parameters()).dtype
         nbytes = sum(p.numel() * p.element_size() for p in m.model.llm.parameters())
         row = {"dtype": str(dtype), "llm_weight_bytes": nbytes,
                "bandwidth_floor_ms": round(1000 * nbytes / (floors["read_bandwidth_gb_s"] * 1e9), 2)}
         for rows, beams in ((1, 1), (8, 8)):
-            kw = dict(num_beams=beams, rerank=0, length_penalty=0.0)
+            kw = dict(num_beams=beams, rerank=0) | ({"length_penalty": 0.0} if beams > 1 else {})
             short = [timed(lambda: m.generate(emb, "caption", max_new_tokens=1, min_new_tokens=1, **kw))
                      for _ in range(3)]
             long = [timed(lambda: m.generate(emb, "caption", max_new_tokens=21, min_new_tokens=21, **kw))
@@ -306,7 +310,7 @@ def speed_rows(args, clips: list[Path]) -> dict:
         "import_mats_pipeline_s": fresh(py + ["-c", "import mats.pipeline"], args.repeats),
         "mats_help_s": fresh(py + ["-m", "mats.cli", "--help"], args.repeats),
         "mats_tag_fresh_s": fresh(tag, args.repeats),
-        "mats_tag_fresh_fp32_s": fresh(tag + ["--dtype", "fp32"], args.repeats),
+        "mats_tag_fresh_fast_s": fresh(tag + ["--dtype", "fast"], args.repeats),
         "fresh_tag_phases": fresh_tag_phases(clips[0], args.model, args.repeats),
         "label_embeddings_encode_s": summary(enc),
         "label_embeddings_disk_cache_s": summary(cached),

@@ -3,7 +3,8 @@ copied to the beams) against a prefill per beam, and the LoRA merged into the we
 peft wrapper. Real parts throughout: the offline default model, the default CLAP, real clips.
 
 Exactness is an fp32 property (bf16 rounds a merged weight once, peft's two paths twice), so these
-comparisons run with ``dtype="fp32"``; the bf16 default is pinned by the golden outputs."""
+comparisons pin ``dtype="fp32"`` (the CPU default); bf16 (``dtype="fast"``) is pinned by the golden
+outputs."""
 
 from __future__ import annotations
 
@@ -64,6 +65,15 @@ def test_prefill_once_gives_the_same_tokens(mats_default, embeddings):
         model.prefill_once = True
     assert fast == per_beam
     assert all(t.strip() for t in fast["caption"])
+
+
+def test_default_answers_do_not_depend_on_the_batch(mats_default, embeddings):
+    """With the default fp32 weights a clip's caption is the same alone as in a batch (the server
+    micro-batches requests, so its answers would otherwise depend on the traffic). bf16 weights
+    ("fast") changed 2 of 16 captions this way, which is why they are not the default."""
+    batched = mats_default.generate(embeddings, "caption")
+    alone = [mats_default.generate(embeddings[i:i + 1], "caption")[0] for i in range(len(embeddings))]
+    assert batched == alone
 
 
 def test_merged_lora_gives_the_same_tokens_as_peft(mats_default, embeddings):

@@ -36,9 +36,9 @@ def test_device_and_dtype_are_chosen_at_run_time():
     assert pick_device("cpu").type == "cpu"
     from mats.llm import native_bf16_cpu
 
-    # inference default: bf16 where the CPU multiplies bf16 natively, fp32 elsewhere; fp32 on request
-    assert pick_dtype(torch.device("cpu")) == (torch.bfloat16 if native_bf16_cpu() else torch.float32)
-    assert pick_dtype(torch.device("cpu"), "fast") == pick_dtype(torch.device("cpu"), "auto")
+    # inference default: fp32 on CPU; "fast": bf16 where the CPU multiplies bf16 natively
+    assert pick_dtype(torch.device("cpu")) == torch.float32
+    assert pick_dtype(torch.device("cpu"), "fast") == (torch.bfloat16 if native_bf16_cpu() else torch.float32)
     assert pick_dtype(torch.device("cpu"), "fp32") == torch.float32
     assert pick_dtype(torch.device("cpu"), "bf16") == torch.bfloat16
     with pytest.raises(ValueError, match="unknown dtype 'int4'"):

@@ -20,7 +20,7 @@ from torch import nn
 
 from .bridge.retrieval import RetrievalConfig
 from .config import from_dict
-from .llm import LoRAConfig, add_lora, load_llm, merge_lora, pick_device
+from .llm import LoRAConfig, add_lora, load_llm, merge_lora
 from .mapper import MapperConfig, build_mapper
 from .prompts import render_prompt
 from .tasks import get_task
@@ -85,11 +85,9 @@ class MATSModel(nn.Module):
     def from_config(cls, config: ModelConfig, device: str | None = None, dtype: str | None = None,
                     llm=None, tokenizer=None) -> "MATSModel":
         """A fresh model (random mapper, zero-initialised LoRA) around the configured LLM, for
-        training: on CPU its weights stay fp32 unless ``dtype`` says otherwise (bf16 there is the
-        training step's autocast; the inference default of bf16 weights is not for training)."""
+        training. ``dtype``: the frozen weights' (the trainer passes its step's precision); the
+        mapper and LoRA are fp32 whatever it is."""
         if llm is None:
-            if dtype is None and pick_device(device).type == "cpu":
-                dtype = "fp32"
             llm, tokenizer = load_llm(config.llm, device=device, dtype=dtype)
         hidden = llm.config.hidden_size
         if config.mapper.llm_hidden != hidden:
