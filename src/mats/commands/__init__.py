@@ -79,7 +79,7 @@ def add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: best available)")
     p.add_argument("--dtype", choices=("auto", "fast", "fp32", "bf16", "fp16"), default=None,
                    help="LLM weights: auto (default) is fp32 on CPU and bf16 on GPUs; fast is bf16 also on "
-                        "CPUs with native bf16 (AVX512-BF16/AMX): about 1.4x faster, same quality, but a "
+                        "CPUs with native bf16 (AVX512-BF16/AMX): 1.3-1.5x faster, same quality, but a "
                         "clip's answer may then depend on the batch it is decoded in")
 
 
