@@ -158,6 +158,14 @@ def test_bad_input_to_the_new_entry_points(tiny, tmp_path, capsys):
     assert main(["tag", str(tmp_path / "clip.wav"), "--threads", "0"]) == 2
     assert "threads must be >= 1" in capsys.readouterr().err
 
+    # --dtype / dtype=: an unknown precision is refused by name, before any weights load
+    with pytest.raises(SystemExit) as exit_:
+        main(["tag", str(tmp_path / "clip.wav"), "--dtype", "int4"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "invalid choice: 'int4'" in err and "Traceback" not in err
+    with pytest.raises(ValueError, match="unknown dtype 'int4'"):
+        MATS.from_pretrained(tiny.folder, dtype="int4")
+
 
 if __name__ == "__main__":  # python tests/test_model_folder.py --record
     import sys

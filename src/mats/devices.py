@@ -10,7 +10,11 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["pick_device"]
+__all__ = ["pick_device", "DTYPES"]
+
+# The weight dtypes ``MATS.from_pretrained(dtype=...)`` and ``--dtype`` accept; what each means is
+# decided by ``mats.llm.pick_dtype``. Kept here, torch-free, so building the CLI parser imports no torch.
+DTYPES = ("auto", "fast", "fp32", "bf16", "fp16")
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:

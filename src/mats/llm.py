@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from . import store
-from .devices import pick_device
+from .devices import DTYPES, pick_device
 
 __all__ = ["LoRAConfig", "pick_device", "pick_dtype", "load_llm", "add_lora", "resolve_llm", "merge_lora"]
 
@@ -38,9 +38,6 @@ def native_bf16_cpu() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-DTYPES = ("auto", "fast", "fp32", "bf16", "fp16")
 
 
 def pick_dtype(device: torch.device, dtype: str | None = None) -> torch.dtype:

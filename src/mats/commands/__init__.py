@@ -77,7 +77,9 @@ def add_decoding(p: argparse.ArgumentParser) -> None:
 def add_device(p: argparse.ArgumentParser) -> None:
     """Where and in which precision the model runs (every command that loads a model for inference)."""
     p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: best available)")
-    p.add_argument("--dtype", choices=("auto", "fast", "fp32", "bf16", "fp16"), default=None,
+    from ..devices import DTYPES
+
+    p.add_argument("--dtype", choices=DTYPES, default=None,
                    help="LLM weights: auto (default) is fp32 on CPU and bf16 on GPUs; fast is bf16 also on "
                         "CPUs with native bf16 (AVX512-BF16/AMX): 1.3-1.5x faster, same quality, but a "
                         "clip's answer may then depend on the batch it is decoded in")
