@@ -183,6 +183,13 @@ print(json.dumps({"imports_s": t1 - t0, "model_load_s": t2 - t1, "audio_and_clap
 """
 
 
+# What any inference run imports before its first step: torch, numpy, onnxruntime (YAMNet), mats,
+# and transformers' modelling, generation and tokenizer modules (the LLM runtime).
+IMPORT_FLOOR = ("import torch, numpy, onnxruntime, mats.pipeline, transformers.modeling_utils, "
+                "transformers.generation.utils, transformers.tokenization_utils_base, "
+                "transformers.models.llama.modeling_llama")
+
+
 def fresh_tag_phases(clip: Path, model: str | None, repeats: int) -> dict:
     """Where a fresh `mats tag FILE` spends its time, phase by phase (the CLI itself adds argument
     parsing and printing, and skips interpreter teardown)."""
@@ -228,6 +235,100 @@ def text_encoding_rows(clap, n: int = 2048) -> dict:
             "sorted_texts_per_s": round(len(texts) / statistics.median(tb), 1),
             "speedup": round(statistics.median(ta) / statistics.median(tb), 3),
             "min_cosine_sorted_vs_before": round(float(cos.min()), 6)}
+
+
+def llm_matmul_ms(llm, rows: int, dtype, library: str = "torch") -> float:
+    """One decode step's weight matmuls alone, with ``rows`` rows (beams x clips): every linear layer
+    of the LLM, the output layer included, on its real weights and shapes, in ``dtype``. A decode
+    step cannot take less with these kernels; attention, the KV cache, beam bookkeeping and Python
+    come on top. ``library``: "torch" (MKL for fp32, oneDNN for bf16, as the model runs) or "numpy"
+    (OpenBLAS, fp32 only: another set of kernels on the same weights, as a check)."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    weights = [m.weight.detach() for m in llm.modules() if isinstance(m, torch.nn.Linear)]
+    if library == "numpy":
+        mats = [w.float().numpy().T.copy() for w in weights]
+        xs = {w.shape[0]: np.random.default_rng(0).standard_normal((rows, w.shape[0]), dtype=np.float32)
+              for w in mats}
+
+        def run():
+            for w in mats:
+                xs[w.shape[0]] @ w
+    else:
+        mats = [w.to(dtype) for w in weights]
+        xs = {w.shape[1]: torch.randn(rows, w.shape[1]).to(dtype) for w in mats}
+
+        def run():
+            for w in mats:
+                F.linear(xs[w.shape[1]], w)
+    run()
+    return 1000 * statistics.median(timed(run) for _ in range(5))
+
+
+def count_forwards(mats_, fn) -> int:
+    """LLM forward calls (decode steps, the last prompt position included) while ``fn`` runs."""
+    llm = mats_.model.llm
+    calls = [0]
+    original = llm.forward
+
+    def counting(*a, **kw):
+        calls[0] += 1
+        return original(*a, **kw)
+
+    llm.forward = counting
+    try:
+        fn()
+    finally:
+        del llm.forward  # back to the class's method
+    return calls[0]
+
+
+def target_floors(default, clips: list[Path], decode: dict, start: dict) -> dict:
+    """Each decoding and start-up target of the speed issue beside a lower bound on this machine:
+    the number of decode steps the default decoding really takes on these clips, times one step's
+    weight matmuls at the step's row count (:func:`llm_matmul_ms`), for the default weights (fp32),
+    for bf16 weights and for fp32 on OpenBLAS. The fresh tag adds the import floor (torch and
+    transformers' modelling: ``IMPORT_FLOOR``). Each bound leaves out the prompt, the CLAP,
+    attention, the rerank and the weight load, so the real floor is higher."""
+    import torch
+
+    llm = default.model.llm
+    emb = default.embed_audio(clips[:8])
+    steps_alone = [count_forwards(default, lambda i=i: default.generate(emb[i:i + 1], "caption"))
+                   for i in range(len(emb))]
+    steps_batch8 = count_forwards(default, lambda: default.generate(emb, "caption"))
+    steps_tag = count_forwards(default, lambda: default.generate(emb[:1], "tags"))
+    kernels = {}
+    for rows in (8, 64):
+        kernels[f"{rows}_rows"] = {
+            "fp32_torch_ms": round(llm_matmul_ms(llm, rows, torch.float32), 1),
+            "fp32_openblas_ms": round(llm_matmul_ms(llm, rows, torch.float32, "numpy"), 1),
+            "bf16_torch_ms": round(llm_matmul_ms(llm, rows, torch.bfloat16), 1)}
+
+    def floors(steps: float, rows: int, per: int = 1, plus: float = 0.0) -> dict:
+        return {k.replace("_ms", "_s"): round(plus + steps * v / 1000 / per, 3)
+                for k, v in kernels[f"{rows}_rows"].items()}
+
+    import_floor = start["import_floor_s"]["median"]
+    alone_steps = statistics.mean(steps_alone)
+    return {
+        "step_matmuls": kernels,
+        "caption_alone": {
+            "target_s": 0.4, "measured_s": decode["default"]["caption_batch1_s"]["median"],
+            "decode_steps_mean": round(alone_steps, 2), "rows_per_step": 8,
+            "floor_s": floors(alone_steps, 8)},
+        "caption_batch8_per_clip": {
+            "target_s": 0.25, "measured_s": decode["default"]["caption_batch8_per_clip_s"]["median"],
+            "decode_steps": steps_batch8, "rows_per_step": 64,
+            "floor_s": floors(steps_batch8, 64, per=8)},
+        "fresh_tag": {
+            "target_s": 3.0, "measured_s": start["mats_tag_fresh_s"]["median"],
+            "import_floor_s": import_floor, "import_torch_s": start["import_torch_s"]["median"],
+            "decode_steps": steps_tag, "rows_per_step": 8,
+            "floor_s": floors(steps_tag, 8, plus=import_floor)},
+    }
 
 
 def speed_rows(args, clips: list[Path]) -> dict:
@@ -310,6 +411,7 @@ def speed_rows(args, clips: list[Path]) -> dict:
         "python_s": fresh(py + ["-c", "pass"], args.repeats),
         "import_torch_s": fresh(py + ["-c", "import torch"], args.repeats),
         "import_mats_pipeline_s": fresh(py + ["-c", "import mats.pipeline"], args.repeats),
+        "import_floor_s": fresh(py + ["-c", IMPORT_FLOOR], args.repeats),
         "mats_help_s": fresh(py + ["-m", "mats.cli", "--help"], args.repeats),
         "mats_tag_fresh_s": fresh(tag, args.repeats),
         "mats_tag_fresh_fast_s": fresh(tag + ["--dtype", "fast"], args.repeats),
@@ -325,6 +427,7 @@ def speed_rows(args, clips: list[Path]) -> dict:
     return {"machine": {"platform": platform.platform(), "cpus_available": len(os.sched_getaffinity(0)),
                         "torch": torch.__version__, "torch_threads": torch.get_num_threads()},
             "decode": decode, "floors": floors, "start": start,
+            "targets": target_floors(default, clips, decode, start),
             "text_encoding": text_encoding_rows(clap), "threads": threads}
 
 

@@ -1,5 +1,6 @@
 """Starting fast: the default CLAP's label embeddings come from a disk cache (identical to encoding
-them), and `mats --help` does not import torch."""
+them), and a command whose files cannot be read answers before anything heavy is imported (the
+mixed case, good and bad files in one batch, is in test_tasks_cli.py)."""
 
 from __future__ import annotations
 
@@ -42,3 +43,32 @@ def test_label_embeddings_cached_on_disk(clap, tmp_path, monkeypatch):
     third = clap.with_settings()
     third._label_cache = {}
     assert np.array_equal(third.label_embeddings(), fresh)
+
+
+def test_unreadable_files_are_reported_before_any_model_loads(tmp_path):
+    """`mats tag` on files that cannot be read answers with each file's error and exit code 1, in
+    the time of a header check: neither torch nor transformers is imported, no model is loaded."""
+    import json
+    import subprocess
+    import sys
+
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    garbage = tmp_path / "notes.ogg"
+    garbage.write_text("not audio")
+    missing = tmp_path / "missing.wav"
+    code = ("import sys; from mats.cli import main; "
+            f"rc = main(['tag', '--format', 'jsonl', {str(missing)!r}, {str(empty)!r}, {str(garbage)!r}]); "
+            "print(json.dumps({'rc': rc, 'torch': 'torch' in sys.modules, "
+            "'transformers': 'transformers' in sys.modules}))")
+    out = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True,
+                         timeout=120)
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert lines[-1] == {"rc": 1, "torch": False, "transformers": False}, out.stderr
+    errors = {r["file"]: r["error"] for r in lines[:-1]}
+    assert list(errors) == [str(missing), str(empty), str(garbage)]  # input order
+    assert errors[str(missing)].endswith("no such file")
+    assert "file is empty" in errors[str(empty)]
+    assert "not a readable audio file" in errors[str(garbage)]
+    assert "Traceback" not in out.stderr
+

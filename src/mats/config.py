@@ -13,6 +13,32 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+# The model folder MATS.from_pretrained() loads when given none, and the newest folder format it reads.
+# Here, torch-free, so that commands can check a folder before deciding to load anything.
+DEFAULT_MODEL = Path(__file__).resolve().parent / "resources" / "default_model"
+FORMAT_VERSION = 2  # 1: no model_type / fingerprint / card (still read)
+
+
+def read_model_config(folder: Path) -> dict:
+    """``config.json`` of a model folder, checked: a clear error for a missing or foreign folder."""
+    path = folder / "config.json"
+    if not path.is_file():
+        if folder == DEFAULT_MODEL:
+            raise FileNotFoundError(
+                f"the default model is missing at {folder}; reinstall mats or train it with "
+                "`mats corpus build && mats train --config configs/default.json`")
+        raise FileNotFoundError(f"{folder} is not a MATS model folder (no config.json)")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(raw, dict) or raw.get("format") != "mats" or raw.get("model_type", "mats") != "mats":
+        raise ValueError(f"{path} is not a MATS model config (expected \"model_type\": \"mats\")")
+    if int(raw.get("format_version", 1)) > FORMAT_VERSION:
+        raise ValueError(f"{path} has format version {raw['format_version']}; this mats reads <= "
+                         f"{FORMAT_VERSION} (upgrade mats)")
+    return raw
+
 
 def to_dict(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj):

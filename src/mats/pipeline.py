@@ -14,7 +14,6 @@ every bridge.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -23,56 +22,11 @@ import torch
 
 from .bridge.bridges import BridgeConfig, BridgeError, apply_bridge, available_bridges
 from .bridge.retrieval import retrieve_texts
-from .config import from_dict
+from .config import DEFAULT_MODEL, FORMAT_VERSION, from_dict, read_model_config
 from .model import MATSModel, ModelConfig, Request
-from .tasks import get_task, split_tags, trained_tasks
-
-DEFAULT_MODEL = Path(__file__).resolve().parent / "resources" / "default_model"
-FORMAT_VERSION = 2  # 1: no model_type / fingerprint / card (still read)
+from .tasks import Result, get_task, split_tags, trained_tasks
 
 __all__ = ["MATS", "Result", "DEFAULT_MODEL", "read_model_config"]
-
-
-def read_model_config(folder: Path) -> dict:
-    """``config.json`` of a model folder, checked: a clear error for a missing or foreign folder."""
-    import json
-
-    path = folder / "config.json"
-    if not path.is_file():
-        if folder == DEFAULT_MODEL:
-            raise FileNotFoundError(
-                f"the default model is missing at {folder}; reinstall mats or train it with "
-                "`mats corpus build && mats train --config configs/default.json`")
-        raise FileNotFoundError(f"{folder} is not a MATS model folder (no config.json)")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(raw, dict) or raw.get("format") != "mats" or raw.get("model_type", "mats") != "mats":
-        raise ValueError(f"{path} is not a MATS model config (expected \"model_type\": \"mats\")")
-    if int(raw.get("format_version", 1)) > FORMAT_VERSION:
-        raise ValueError(f"{path} has format version {raw['format_version']}; this mats reads <= "
-                         f"{FORMAT_VERSION} (upgrade mats)")
-    return raw
-
-
-@dataclass
-class Result:
-    """One output line: a file (or one window of it), the task and the generated text."""
-
-    file: str
-    task: str
-    text: str | None = None
-    tags: list[str] | None = None
-    question: str | None = None
-    start: float | None = None
-    end: float | None = None
-    error: str | None = None
-    bridge: str | None = None
-    retrieved: list[dict] | None = None  # with show_retrieved: the memory texts behind the answer
-
-    def to_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
 def _holds_shift(path: Path, shift: np.ndarray) -> bool:

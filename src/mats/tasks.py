@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-__all__ = ["Task", "EvalTask", "TASKS", "EVAL_TASKS", "get_task", "get_eval_task", "split_tags",
+__all__ = ["Task", "Result", "EvalTask", "TASKS", "EVAL_TASKS", "get_task", "get_eval_task", "split_tags",
            "command_tasks", "trained_tasks"]
 
 
@@ -32,6 +32,25 @@ def split_tags(text: str) -> list[str]:
         if p and p.lower() not in (s.lower() for s in seen):
             seen[p] = None
     return list(seen)
+
+
+@dataclass
+class Result:
+    """One output line: a file (or one window of it), the task and the generated text."""
+
+    file: str
+    task: str
+    text: str | None = None
+    tags: list[str] | None = None
+    question: str | None = None
+    start: float | None = None
+    end: float | None = None
+    error: str | None = None
+    bridge: str | None = None
+    retrieved: list[dict] | None = None  # with show_retrieved: the memory texts behind the answer
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
 @dataclass(frozen=True)

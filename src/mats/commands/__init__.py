@@ -123,17 +123,18 @@ def setup_logging(quiet: bool = False) -> None:
 def _quiet_libraries() -> None:
     # The CLI prints its own progress; the libraries' weight-loading bars and deprecation notices
     # from their internals only bury the results. (The Python API leaves them alone.)
+    # Environment variables rather than calls, so that a command which never loads a model (an
+    # unreadable file, --help) does not import transformers (~1 s) just to silence it: transformers
+    # reads both when it is first imported (its bars follow huggingface_hub's switch).
     import os
     import warnings
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft)\.")
     warnings.filterwarnings("ignore", category=UserWarning, module=r"(transformers|peft|torch)\.")
-    try:
-        from transformers.utils import logging as hf_logging
-    except ImportError:  # pragma: no cover
-        return
-    hf_logging.disable_progress_bar()
+    hf_logging = sys.modules.get("transformers.utils.logging")
+    if hf_logging is not None:  # imported before main() ran (tests, embedding): switch it directly
+        hf_logging.disable_progress_bar()
 
 
 def main(argv: list[str] | None = None) -> int:

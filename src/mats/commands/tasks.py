@@ -111,6 +111,37 @@ def _why(r) -> str:
     return " | ".join(f"{_one_line(x['text'])} ({x['score']:.2f})" for x in r.retrieved or [])
 
 
+def _unreadable(files, task: str, question: str | None) -> list | None:
+    """The error Results when no file can be read at all (missing, empty, not audio), so the
+    command reports them in a fraction of a second instead of loading the model first; None
+    when any file looks readable (the run then reports each bad file in its place)."""
+    from ..audio import probe_audio
+    from ..tasks import Result
+
+    results = []
+    for f in files:
+        try:
+            probe_audio(f)
+        except Exception as e:  # the same line as the run would print for this file
+            results.append(Result(str(f), task, error=f"{type(e).__name__}: {e}", question=question))
+        else:
+            return None
+    return results
+
+
+def _print(r, args, writer) -> None:
+    if args.format == "jsonl":
+        print(json.dumps(r.to_dict(), ensure_ascii=False), flush=True)
+    elif writer:
+        writer.writerow([r.file, r.task, r.start if r.start is not None else "",
+                         r.end if r.end is not None else "", r.text or "", r.error or ""]
+                        + [_why(r)] * args.show_retrieved)
+    else:
+        where = r.file + (f" [{r.start:.1f}-{r.end:.1f}s]" if r.start is not None else "")
+        why = f"\t{_why(r)}" if args.show_retrieved and not r.error else ""
+        print(f"{where}\t{'ERROR: ' + _one_line(r.error) if r.error else _one_line(r.text)}{why}", flush=True)
+
+
 def _run(args) -> int:
     from ..audio import expand_audio_args
 
@@ -119,27 +150,27 @@ def _run(args) -> int:
     if args.rerank is not None and args.rerank < 0:  # refused before the model loads
         raise ValueError(f"--rerank must be >= 0, got {args.rerank}")
     files = expand_audio_args(args.paths)
-    m = _load(args)
-    failed = 0
     writer = csv.writer(sys.stdout) if args.format == "csv" else None
     if writer:
         writer.writerow(["file", "task", "start", "end", "text", "error"] + ["retrieved"] * args.show_retrieved)
+    failed = _unreadable(files, args.task, args.question)
+    if failed is not None:
+        from pathlib import Path
+
+        from ..config import DEFAULT_MODEL, read_model_config
+        read_model_config(Path(args.model) if args.model else DEFAULT_MODEL)  # a wrong --model still says so
+        for r in failed:
+            _print(r, args, writer)
+        return 1
+    m = _load(args)
+    failed = 0
     for r in m.run(files, args.task, question=args.question, per_window=args.per_window,
                    bridge=args.bridge, seed=args.seed, batch_size=args.batch_size,
                    progress=not args.quiet and (sys.stderr.isatty() or len(files) > 1),
                    show_retrieved=args.show_retrieved,
                    num_beams=args.beams, max_new_tokens=args.max_new_tokens, rerank=args.rerank):
         failed += r.error is not None
-        if args.format == "jsonl":
-            print(json.dumps(r.to_dict(), ensure_ascii=False), flush=True)
-        elif writer:
-            writer.writerow([r.file, r.task, r.start if r.start is not None else "",
-                             r.end if r.end is not None else "", r.text or "", r.error or ""]
-                            + [_why(r)] * args.show_retrieved)
-        else:
-            where = r.file + (f" [{r.start:.1f}-{r.end:.1f}s]" if r.start is not None else "")
-            why = f"\t{_why(r)}" if args.show_retrieved and not r.error else ""
-            print(f"{where}\t{'ERROR: ' + _one_line(r.error) if r.error else _one_line(r.text)}{why}", flush=True)
+        _print(r, args, writer)
     return 1 if failed else 0
 
 
