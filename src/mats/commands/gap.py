@@ -105,7 +105,7 @@ def _run(args) -> int:
     from ..evaluation.gap import measure_gap, plot_gap, read_paired_metadata, read_texts, save_shift
 
     if args.model:  # checked before minutes of embedding, not after
-        from ..pipeline import read_model_config
+        from ..config import read_model_config
         read_model_config(Path(args.model))
     meta = args.metadata
     if meta is None and not args.unpaired and len(args.audio) == 1 and (Path(args.audio[0]) / "metadata.jsonl").is_file():

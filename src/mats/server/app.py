@@ -434,7 +434,7 @@ _PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' 
 
 
 def _model_name(model) -> str:
-    from ..pipeline import DEFAULT_MODEL
+    from ..config import DEFAULT_MODEL
     folder = Path(model.folder)
     return "default" if folder.resolve() == DEFAULT_MODEL.resolve() else folder.name
 
