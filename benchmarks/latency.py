@@ -30,13 +30,21 @@ one run, round-robin clip by clip, with ratios to ``before``:
   measured read bandwidth (``torch.sum`` over 1 GiB) and over the rate at which this machine's
   matmul kernels stream weights (``F.linear`` over 20 weight matrices of 16 M values each, in the
   weights' dtype, 1 and 8 rows): a decode step reads every weight once;
-* ``start``: fresh processes: ``python -c pass``, ``import torch``, ``import mats.pipeline`` (the
-  import floor of an inference run), ``mats --help`` and ``mats tag FILE``; a phase-by-phase
+* ``start``: fresh processes: ``python -c pass``, ``import torch``, ``import mats.pipeline``, the
+  import floor (``IMPORT_FLOOR``: the modules every run of the default model imports, transformers'
+  LLM runtime included), ``mats --help`` and ``mats tag FILE``; a phase-by-phase
   breakdown of one fresh ``tag`` (imports, model load, audio + CLAP, decoding); the 521 label
-  embeddings encoded vs read from the disk cache;
+  embeddings encoded vs read from the disk cache; ``unreadable``: a fresh ``mats tag`` on a missing
+  and on an empty file (answered before any model loads) beside one on a readable clip
+  (``--unreadable-only`` runs just these);
 * ``text_encoding``: the default CLAP's text encoder on 2,048 corpus texts, batches of 64 cut from
   the texts in corpus order (before) and from the texts sorted by length (now), texts/s and the
   lowest cosine between the two;
+* ``targets``: each unmet target (caption alone 0.4 s, per clip in batches of 8 0.25 s, fresh tag
+  3 s) beside the measured time and a lower bound: the weight matmuls the default decoding of these
+  clips cannot avoid (prompt positions once, plus the counted decode steps at their row count, on
+  the model's own weights) with torch's fp32 and bf16 kernels and with OpenBLAS, plus the import
+  floor for the fresh tag (:func:`target_floors`);
 * ``threads``: a fresh ``mats tag FILE`` with 2 threads and spinning OpenMP workers
   (``OMP_WAIT_POLICY=ACTIVE``: the old default), 2 threads waiting passively (the new default) and
   1 thread.
@@ -44,7 +52,8 @@ one run, round-robin clip by clip, with ratios to ``before``:
 Every figure is reported as median, min and max with the raw samples. Prints JSON; ``--out FILE``
 also writes it.
 
-    python benchmarks/latency.py [--model DIR] [--clips 8] [--repeats 3] [--speed-only] [--out FILE]
+    python benchmarks/latency.py [--model DIR] [--clips 8] [--repeats 3] [--speed-only | --unreadable-only]
+                                 [--out FILE]
 """
 
 from __future__ import annotations
@@ -80,9 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", help="cpu, cuda, ... (default: best available)")
     ap.add_argument("--speed-only", action="store_true", help="only the speed-issue rows (see above)")
+    ap.add_argument("--unreadable-only", action="store_true",
+                    help="only the fresh `mats tag` on unreadable files (see unreadable_rows)")
     ap.add_argument("--out", help="also write the JSON here")
     args = ap.parse_args(argv)
-    if args.speed_only:
+    if args.speed_only or args.unreadable_only:
         return speed_main(args)
 
     import torch
@@ -131,13 +142,29 @@ def main(argv: list[str] | None = None) -> int:
     return emit(result, args.out, indent=2)
 
 
-def fresh(cmd: list[str], repeats: int, env: dict | None = None) -> dict:
+def fresh(cmd: list[str], repeats: int, env: dict | None = None, exit_code: int = 0) -> dict:
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True, env={**os.environ, **(env or {})})
+        p = subprocess.run(cmd, capture_output=True, env={**os.environ, **(env or {})})
         times.append(time.perf_counter() - t)
+        if p.returncode != exit_code:
+            raise RuntimeError(f"{cmd}: exit {p.returncode}, expected {exit_code}: {p.stderr.decode()[-2000:]}")
     return summary(times)
+
+
+def unreadable_rows(args, clips: list[Path]) -> dict:
+    """A fresh ``mats tag`` on files that cannot be read (missing; empty) answers with their errors
+    before any model loads; beside it, the same command on a readable clip."""
+    import tempfile
+
+    py = [sys.executable, "-m", "mats.cli", "tag"] + (["--model", args.model] if args.model else [])
+    with tempfile.TemporaryDirectory() as tmp:
+        empty = Path(tmp) / "empty.wav"
+        empty.write_bytes(b"")
+        return {"tag_missing_file_s": fresh(py + [str(Path(tmp) / "missing.wav")], args.repeats, exit_code=1),
+                "tag_empty_file_s": fresh(py + [str(empty)], args.repeats, exit_code=1),
+                "tag_readable_clip_s": fresh(py + [str(clips[0])], args.repeats)}
 
 
 def read_bandwidth_gbs() -> float:
@@ -183,8 +210,9 @@ print(json.dumps({"imports_s": t1 - t0, "model_load_s": t2 - t1, "audio_and_clap
 """
 
 
-# What any inference run imports before its first step: torch, numpy, onnxruntime (YAMNet), mats,
-# and transformers' modelling, generation and tokenizer modules (the LLM runtime).
+# Modules every run of the default model imports (checked in a `mats tag` process's sys.modules):
+# torch, numpy, onnxruntime (YAMNet), mats, and transformers' modelling, generation, tokenizer and
+# Llama modules (the LLM runtime). Their fresh import is a floor under any such run.
 IMPORT_FLOOR = ("import torch, numpy, onnxruntime, mats.pipeline, transformers.modeling_utils, "
                 "transformers.generation.utils, transformers.tokenization_utils_base, "
                 "transformers.models.llama.modeling_llama")
@@ -237,17 +265,20 @@ def text_encoding_rows(clap, n: int = 2048) -> dict:
             "min_cosine_sorted_vs_before": round(float(cos.min()), 6)}
 
 
-def llm_matmul_ms(llm, rows: int, dtype, library: str = "torch") -> float:
-    """One decode step's weight matmuls alone, with ``rows`` rows (beams x clips): every linear layer
-    of the LLM, the output layer included, on its real weights and shapes, in ``dtype``. A decode
-    step cannot take less with these kernels; attention, the KV cache, beam bookkeeping and Python
-    come on top. ``library``: "torch" (MKL for fp32, oneDNN for bf16, as the model runs) or "numpy"
-    (OpenBLAS, fp32 only: another set of kernels on the same weights, as a check)."""
+def llm_matmul_ms(llm, rows: int, dtype, library: str = "torch", output_layer: bool = True) -> float:
+    """The weight matmuls of one pass of ``rows`` rows through the LLM, alone: every linear layer on
+    its real weights and shapes, in ``dtype``; ``output_layer=False`` leaves out the output layer
+    (the prompt's positions, which need no logits). A decode step (rows = beams x clips) or a
+    prefill (rows = prompt positions) cannot take less with these kernels; attention, the KV cache,
+    beam bookkeeping and Python come on top. ``library``: "torch" (MKL for fp32, oneDNN for bf16, as
+    the model runs) or "numpy" (OpenBLAS, fp32 only: other kernels on the same weights, as a check)."""
     import numpy as np
     import torch
     import torch.nn.functional as F
 
-    weights = [m.weight.detach() for m in llm.modules() if isinstance(m, torch.nn.Linear)]
+    head = llm.get_output_embeddings()
+    weights = [m.weight.detach() for m in llm.modules()
+               if isinstance(m, torch.nn.Linear) and (output_layer or m is not head)]
     if library == "numpy":
         mats = [w.float().numpy().T.copy() for w in weights]
         xs = {w.shape[0]: np.random.default_rng(0).standard_normal((rows, w.shape[0]), dtype=np.float32)
@@ -267,67 +298,85 @@ def llm_matmul_ms(llm, rows: int, dtype, library: str = "torch") -> float:
     return 1000 * statistics.median(timed(run) for _ in range(5))
 
 
-def count_forwards(mats_, fn) -> int:
-    """LLM forward calls (decode steps, the last prompt position included) while ``fn`` runs."""
-    llm = mats_.model.llm
-    calls = [0]
-    original = llm.forward
+def count_forwards(mats_, fn) -> tuple[int, list[int]]:
+    """LLM forward calls (decode steps, the last prompt position included) while ``fn`` runs, and
+    each prompt's length in positions (unpadded, as the model built it: retrieved texts included)."""
+    model = mats_.model
+    llm = model.llm
+    calls, prompts = [0], []
+    forward, build_inputs = llm.forward, model.build_inputs
 
     def counting(*a, **kw):
         calls[0] += 1
-        return original(*a, **kw)
+        return forward(*a, **kw)
 
-    llm.forward = counting
+    def recording(*a, **kw):
+        batch = build_inputs(*a, **kw)
+        prompts.extend(int(n) for n in batch["attention_mask"].sum(1))
+        return batch
+
+    llm.forward, model.build_inputs = counting, recording
     try:
         fn()
     finally:
-        del llm.forward  # back to the class's method
-    return calls[0]
+        del llm.forward, model.build_inputs  # back to the classes' methods
+    return calls[0], prompts
 
 
 def target_floors(default, clips: list[Path], decode: dict, start: dict) -> dict:
     """Each decoding and start-up target of the speed issue beside a lower bound on this machine:
-    the number of decode steps the default decoding really takes on these clips, times one step's
-    weight matmuls at the step's row count (:func:`llm_matmul_ms`), for the default weights (fp32),
-    for bf16 weights and for fp32 on OpenBLAS. The fresh tag adds the import floor (torch and
-    transformers' modelling: ``IMPORT_FLOOR``). Each bound leaves out the prompt, the CLAP,
-    attention, the rerank and the weight load, so the real floor is higher."""
+    the weight matmuls the default decoding cannot avoid on these clips, with the kernels at hand.
+    That is the prompt's positions once through every layer but the output layer (unpadded), plus
+    the decode steps it really takes (counted) times one step's matmuls at the step's row count
+    (:func:`llm_matmul_ms`): for the default weights (fp32), bf16 weights and fp32 on OpenBLAS. The
+    fresh tag adds the import floor (``IMPORT_FLOOR``: modules every tag run imports). Each bound
+    leaves out the CLAP (its measured time per clip is reported beside), attention, the rerank and
+    the weight load, so the real floor is higher."""
     import torch
 
     llm = default.model.llm
     emb = default.embed_audio(clips[:8])
-    steps_alone = [count_forwards(default, lambda i=i: default.generate(emb[i:i + 1], "caption"))
-                   for i in range(len(emb))]
-    steps_batch8 = count_forwards(default, lambda: default.generate(emb, "caption"))
-    steps_tag = count_forwards(default, lambda: default.generate(emb[:1], "tags"))
-    kernels = {}
-    for rows in (8, 64):
-        kernels[f"{rows}_rows"] = {
-            "fp32_torch_ms": round(llm_matmul_ms(llm, rows, torch.float32), 1),
-            "fp32_openblas_ms": round(llm_matmul_ms(llm, rows, torch.float32, "numpy"), 1),
-            "bf16_torch_ms": round(llm_matmul_ms(llm, rows, torch.bfloat16), 1)}
+    clap_per_clip = statistics.median(timed(lambda: default.embed_audio(clips[:8])) for _ in range(3)) / 8
+    alone = [count_forwards(default, lambda i=i: default.generate(emb[i:i + 1], "caption")) for i in range(len(emb))]
+    steps_batch8, prompts_batch8 = count_forwards(default, lambda: default.generate(emb, "caption"))
+    steps_tag, (tag_prompt,) = count_forwards(default, lambda: default.generate(emb[:1], "tags"))
+    # The prompt's positions but the last (which the first decode step runs), unpadded.
+    caption_prompt = round(statistics.mean(p for _, (p,) in alone)) - 1
+    batch8_prompt = sum(prompts_batch8) - len(prompts_batch8)
+    tag_prompt -= 1
+    passes = {"step_8_rows": (8, True), "step_64_rows": (64, True),
+              "caption_prompt": (caption_prompt, False), "caption_prompts_batch8": (batch8_prompt, False),
+              "tag_prompt": (tag_prompt, False)}
+    kernels = {name: {"rows": rows, "output_layer": head,
+                      "fp32_torch_ms": round(llm_matmul_ms(llm, rows, torch.float32, output_layer=head), 1),
+                      "fp32_openblas_ms": round(llm_matmul_ms(llm, rows, torch.float32, "numpy", head), 1),
+                      "bf16_torch_ms": round(llm_matmul_ms(llm, rows, torch.bfloat16, output_layer=head), 1)}
+               for name, (rows, head) in passes.items()}
 
-    def floors(steps: float, rows: int, per: int = 1, plus: float = 0.0) -> dict:
-        return {k.replace("_ms", "_s"): round(plus + steps * v / 1000 / per, 3)
-                for k, v in kernels[f"{rows}_rows"].items()}
+    def floors(prompt: str, steps: float, step: str, per: int = 1, plus: float = 0.0) -> dict:
+        return {lib.replace("_ms", "_s"): round(plus + (kernels[prompt][lib] + steps * kernels[step][lib])
+                                                / 1000 / per, 3)
+                for lib in ("fp32_torch_ms", "fp32_openblas_ms", "bf16_torch_ms")}
 
-    import_floor = start["import_floor_s"]["median"]
-    alone_steps = statistics.mean(steps_alone)
+    alone_steps = statistics.mean(steps for steps, _ in alone)
     return {
-        "step_matmuls": kernels,
+        "matmuls_ms": kernels,
+        # Measured, not a bound: reading the audio, YAMNet and the bridge, per clip in a batch of 8
+        # (part of every measured caption time above; the frozen CLAP, outside the LLM's floor).
+        "audio_and_clap_per_clip_s": round(clap_per_clip, 3),
         "caption_alone": {
             "target_s": 0.4, "measured_s": decode["default"]["caption_batch1_s"]["median"],
-            "decode_steps_mean": round(alone_steps, 2), "rows_per_step": 8,
-            "floor_s": floors(alone_steps, 8)},
+            "prompt_positions": caption_prompt, "decode_steps_mean": round(alone_steps, 2),
+            "rows_per_step": 8, "floor_s": floors("caption_prompt", alone_steps, "step_8_rows")},
         "caption_batch8_per_clip": {
             "target_s": 0.25, "measured_s": decode["default"]["caption_batch8_per_clip_s"]["median"],
-            "decode_steps": steps_batch8, "rows_per_step": 64,
-            "floor_s": floors(steps_batch8, 64, per=8)},
+            "prompt_positions": batch8_prompt, "decode_steps": steps_batch8, "rows_per_step": 64,
+            "floor_s": floors("caption_prompts_batch8", steps_batch8, "step_64_rows", per=8)},
         "fresh_tag": {
             "target_s": 3.0, "measured_s": start["mats_tag_fresh_s"]["median"],
-            "import_floor_s": import_floor, "import_torch_s": start["import_torch_s"]["median"],
-            "decode_steps": steps_tag, "rows_per_step": 8,
-            "floor_s": floors(steps_tag, 8, plus=import_floor)},
+            "import_floor_s": start["import_floor_s"]["median"], "import_torch_s": start["import_torch_s"]["median"],
+            "prompt_positions": tag_prompt, "decode_steps": steps_tag, "rows_per_step": 8,
+            "floor_s": floors("tag_prompt", steps_tag, "step_8_rows", plus=start["import_floor_s"]["median"])},
     }
 
 
@@ -416,6 +465,7 @@ def speed_rows(args, clips: list[Path]) -> dict:
         "mats_tag_fresh_s": fresh(tag, args.repeats),
         "mats_tag_fresh_fast_s": fresh(tag + ["--dtype", "fast"], args.repeats),
         "fresh_tag_phases": fresh_tag_phases(clips[0], args.model, args.repeats),
+        "unreadable": unreadable_rows(args, clips),
         "label_embeddings_encode_s": summary(enc),
         "label_embeddings_disk_cache_s": summary(cached),
     }
@@ -435,7 +485,10 @@ def speed_main(args) -> int:
     from mats.data.sounds import fetch_real_sounds
 
     clips = sorted((fetch_real_sounds() / "clips").rglob("*.wav"))[: args.clips]
-    result = {"speed": speed_rows(args, clips), "clips": [c.name for c in clips]}
+    if args.unreadable_only:
+        result = {"unreadable": unreadable_rows(args, clips), "clip": clips[0].name}
+    else:
+        result = {"speed": speed_rows(args, clips), "clips": [c.name for c in clips]}
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
