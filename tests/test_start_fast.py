@@ -47,7 +47,8 @@ def test_label_embeddings_cached_on_disk(clap, tmp_path, monkeypatch):
 
 def test_unreadable_files_are_reported_before_any_model_loads(tmp_path):
     """`mats tag` on files that cannot be read answers with each file's error and exit code 1, in
-    the time of a header check: neither torch nor transformers is imported, no model is loaded."""
+    the time of a header check: neither torch nor transformers is imported, no model is loaded.
+    `mats chat` refuses an unreadable file the same way."""
     import json
     import subprocess
     import sys
@@ -71,6 +72,14 @@ def test_unreadable_files_are_reported_before_any_model_loads(tmp_path):
     assert "file is empty" in errors[str(empty)]
     assert "not a readable audio file" in errors[str(garbage)]
     assert "Traceback" not in out.stderr
+
+    # `mats chat` on one file: the one-line error and exit 2 of any refused command, as quickly.
+    code = ("import sys; from mats.cli import main; "
+            f"rc = main(['chat', {str(missing)!r}]); "
+            "print(rc, 'torch' in sys.modules, 'transformers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["2", "False", "False"], out.stderr
+    assert out.stderr.strip() == f"mats: error: {missing}: no such file"
 
 
 

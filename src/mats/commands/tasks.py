@@ -175,6 +175,14 @@ def _run(args) -> int:
 
 
 def _chat(args) -> int:
+    from pathlib import Path
+
+    from ..audio import probe_audio
+    from ..config import DEFAULT_MODEL, read_model_config
+
+    # A wrong model or an unreadable file is said before the model loads, as for the batch commands.
+    read_model_config(Path(args.model) if args.model else DEFAULT_MODEL)
+    probe_audio(args.path)
     m = _load(args)
     emb = m.embed_audio([args.path])
     log.info("Listening to %s. Ask a question (empty line to quit).", args.path)
