@@ -77,6 +77,14 @@ def _load(args):
     return MATS.from_pretrained(args.model, device=args.device, dtype=args.dtype)
 
 
+def _check_model_folder(args) -> None:
+    """The --model folder's config, checked without loading anything (torch-free)."""
+    from pathlib import Path
+
+    from ..config import DEFAULT_MODEL, read_model_config
+    read_model_config(Path(args.model) if args.model else DEFAULT_MODEL)
+
+
 def _take_question(args) -> None:
     """Tasks with a question: `mats ask PATH... "question"` (the last argument is the question)."""
     if len(args.paths) < 2:
@@ -150,16 +158,14 @@ def _run(args) -> int:
     if args.rerank is not None and args.rerank < 0:  # refused before the model loads
         raise ValueError(f"--rerank must be >= 0, got {args.rerank}")
     files = expand_audio_args(args.paths)
+    unreadable = _unreadable(files, args.task, args.question)
+    if unreadable is not None:
+        _check_model_folder(args)  # a wrong --model is still the error to report
     writer = csv.writer(sys.stdout) if args.format == "csv" else None
     if writer:
         writer.writerow(["file", "task", "start", "end", "text", "error"] + ["retrieved"] * args.show_retrieved)
-    failed = _unreadable(files, args.task, args.question)
-    if failed is not None:
-        from pathlib import Path
-
-        from ..config import DEFAULT_MODEL, read_model_config
-        read_model_config(Path(args.model) if args.model else DEFAULT_MODEL)  # a wrong --model still says so
-        for r in failed:
+    if unreadable is not None:
+        for r in unreadable:
             _print(r, args, writer)
         return 1
     m = _load(args)
@@ -175,13 +181,10 @@ def _run(args) -> int:
 
 
 def _chat(args) -> int:
-    from pathlib import Path
-
     from ..audio import probe_audio
-    from ..config import DEFAULT_MODEL, read_model_config
 
     # A wrong model or an unreadable file is said before the model loads, as for the batch commands.
-    read_model_config(Path(args.model) if args.model else DEFAULT_MODEL)
+    _check_model_folder(args)
     probe_audio(args.path)
     m = _load(args)
     emb = m.embed_audio([args.path])
