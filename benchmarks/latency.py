@@ -280,19 +280,19 @@ def llm_matmul_ms(llm, rows: int, dtype, library: str = "torch", output_layer: b
     weights = [m.weight.detach() for m in llm.modules()
                if isinstance(m, torch.nn.Linear) and (output_layer or m is not head)]
     if library == "numpy":
-        mats = [w.float().numpy().T.copy() for w in weights]
+        matrices = [w.float().numpy().T.copy() for w in weights]
         xs = {w.shape[0]: np.random.default_rng(0).standard_normal((rows, w.shape[0]), dtype=np.float32)
-              for w in mats}
+              for w in matrices}
 
         def run():
-            for w in mats:
+            for w in matrices:
                 xs[w.shape[0]] @ w
     else:
-        mats = [w.to(dtype) for w in weights]
-        xs = {w.shape[1]: torch.randn(rows, w.shape[1]).to(dtype) for w in mats}
+        matrices = [w.to(dtype) for w in weights]
+        xs = {w.shape[1]: torch.randn(rows, w.shape[1]).to(dtype) for w in matrices}
 
         def run():
-            for w in mats:
+            for w in matrices:
                 F.linear(xs[w.shape[1]], w)
     run()
     return 1000 * statistics.median(timed(run) for _ in range(5))

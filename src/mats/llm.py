@@ -45,11 +45,11 @@ def pick_dtype(device: torch.device, dtype: str | None = None) -> torch.dtype:
 
     - "auto" (default): fp32 on CPU, bf16 (fp16 without bf16 support) on GPUs.
     - "fast": bf16 also on CPUs with native bf16, fp32 on other CPUs (where bf16 is emulated and
-      slower). A default caption runs 1.3-1.4x faster alone and 1.5x in batches of 8 on a Zen 5, and
-      the real-sound quality table does not drop (docs/speed.md). It is not the default because
-      bf16 answers are not batch-invariant: 2 of 16 captions changed when decoded in a batch of 8
-      rather than alone (fp32: none), so a server's answer would depend on the requests it shares
-      a batch with.
+      slower). A default caption runs 1.3-1.4x faster alone and 1.5-1.7x in batches of 8 on a
+      Zen 5, and the real-sound quality table does not drop (docs/speed.md). It is not the
+      default because bf16 answers are not batch-invariant: 2 of 16 captions changed when decoded
+      in a batch of 8 rather than alone (fp32: none), so a server's answer would depend on the
+      requests it shares a batch with.
     - "fp32", "bf16", "fp16": as named.
 
     Training asks for its own dtype: see ``MATSModel.from_config``."""

@@ -81,7 +81,7 @@ def add_device(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--dtype", choices=DTYPES, default=None,
                    help="LLM weights: auto (default) is fp32 on CPU and bf16 on GPUs; fast is bf16 also on "
-                        "CPUs with native bf16 (AVX512-BF16/AMX): 1.3-1.5x faster, same quality, but a "
+                        "CPUs with native bf16 (AVX512-BF16/AMX): 1.3-1.7x faster, same quality, but a "
                         "clip's answer may then depend on the batch it is decoded in")
 
 
