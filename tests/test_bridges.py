@@ -66,17 +66,16 @@ def test_noise_bridge_is_training_noise(queries):
 
 def test_noise_bridge_defaults_to_the_models_training_noise(queries):
     from mats.bridge import add_noise
-    from mats.evaluation.ablation import resolve_bridge
 
     trained = SantaMemory.build(unit(200, seed=1), SantaConfig(clusters=4, top_l=8, noise_variance=0.002))
     out = apply_bridge(queries, "noise", memory=trained, seed=7)
     ref = add_noise(torch.from_numpy(queries), 0.002, "gaussian", torch.Generator().manual_seed(7)).numpy()
     np.testing.assert_allclose(out, ref, atol=1e-6)
-    assert resolve_bridge(BridgeConfig(name="noise"), trained)["noise_variance"] == 0.002
+    assert BridgeConfig(name="noise").describe(trained)["noise_variance"] == 0.002
     # without a memory (no record of the training noise): the paper's 0.015
     ref = add_noise(torch.from_numpy(queries), 0.015, "gaussian", torch.Generator().manual_seed(7)).numpy()
     np.testing.assert_allclose(apply_bridge(queries, "noise", seed=7), ref, atol=1e-6)
-    assert resolve_bridge(BridgeConfig(name="noise"))["noise_variance"] == 0.015
+    assert BridgeConfig(name="noise").describe()["noise_variance"] == 0.015
 
 
 def test_santa_bridge_is_memory_apply(memory, queries):

@@ -131,9 +131,9 @@ def test_retrieval_model_trains_saves_and_prompts_with_its_memory(tmp_path, trai
     texts = m.generate(emb, "caption", bridge="santa", num_beams=1, rerank=0, max_new_tokens=3)
     again = m.generate(emb, "caption", bridge="santa", num_beams=1, rerank=0, max_new_tokens=3)
     assert texts == again and seen[0] == seen[1]
-    why = m.retrieved(emb, bridge="santa")[0]
+    why = m.retrieved(emb, decoding=m.decoding("caption", bridge="santa"))[0]
     assert len(why) == 2 and seen[0] == "Heard before: " + " ".join(r["text"] for r in why)
-    results = list(m.run([clip], "caption", show_retrieved=True, num_beams=1, rerank=0, max_new_tokens=3))
+    results = list(m.run([clip], "caption", explain=True, num_beams=1, rerank=0, max_new_tokens=3))
     assert [r["text"] for r in results[0].retrieved] == [r["text"] for r in why]
 
 

@@ -149,7 +149,7 @@ def test_timeline_and_why(client, model, long):
     body = r.json()
     # the pooled answer and the timeline are what the pipeline gives for the clip and its windows
     assert body["text"] == next(model.run([long], "tags")).text
-    rows = list(model.run([long], "tags", per_window=True))
+    rows = next(model.run([long], "tags", per_window=True)).windows
     assert [(w["start"], w["end"], w["text"]) for w in body["windows"]] == \
         [(row.start, row.end, row.text) for row in rows]
     assert len(body["windows"]) == 3 and body["windows"][-1]["end"] == pytest.approx(22, abs=0.05)

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from mats.decoding import Decoding
+from mats.pipeline import MATS
 from mats.tasks import TASKS, command_tasks, get_task, trained_tasks
 
 from test_eval_adapters import wav, write_csv
@@ -29,7 +32,8 @@ def test_dataset_caption_tasks_derive_from_caption():
     for name, tag in (("caption_audiocaps", "audio caption audiocaps"), ("caption_clotho", "audio caption clotho")):
         t = get_task(name)
         assert t.tag == tag and t.command is None and get_task(tag) is t
-        assert t.instructions == cap.instructions and t.decoding() == cap.decoding()
+        assert t.instructions == cap.instructions
+        assert replace(Decoding(name), task="caption") == Decoding("caption")
         assert (t.output, t.scoring) == (cap.output, cap.scoring)
 
 
@@ -149,22 +153,20 @@ def test_paper_tag_only_for_a_model_trained_on_it(tmp_path, layout, task, paper,
     assert choose_prompt_task("tag", bench, everything)["task"] == "tags"
 
 
-class _StubMATS:
-    """Just enough of MATS for run_eval: fixed embeddings, an answer naming a label, and a record
-    of the prompt task each generate call asked with."""
-
-    santa = shift = None
+class _StubMATS(MATS):
+    """MATS with its two ends fixed, for run_eval: fixed embeddings, an answer naming a label, and a
+    record of the prompt task each generate call asked with (the run loop between them is real)."""
 
     def __init__(self, folder, trained):
-        self.folder, self.trained_tasks, self.asked = folder, trained, []
-        self.clap = SimpleNamespace(dim=4, name="stub", describe=lambda: {"name": "stub"})
-        self.model = SimpleNamespace(device="cpu")
+        clap = SimpleNamespace(dim=4, name="stub", describe=lambda: {"name": "stub"})
+        super().__init__(SimpleNamespace(device="cpu"), clap, folder, trained_tasks=trained)
+        self.asked = []
 
-    def embed_audio(self, files):
+    def embed_audio(self, files, max_decoded_samples=None):
         return np.ones((len(files), 4), np.float32)
 
-    def generate(self, embeddings, task, questions=None, **kw):
-        self.asked.append(task)
+    def generate(self, embeddings, decoding, questions=None, **kw):
+        self.asked.append(decoding.task)
         return ["dog"] * len(embeddings)
 
 

@@ -312,16 +312,18 @@ def test_rerank_option_on_the_cli(cli, tiny_model, clips):
     rc, out, _ = cli("caption", *clips, "--model", tiny_model, "--format", "jsonl", "--rerank", "0", *TOKENS)
     assert rc == 0 and len(jsonl(out)) == 3
     rc, out, err = cli("tag", clips[0], "--model", tiny_model, "--rerank", "-1")
-    assert rc == 2 and out == "" and "--rerank must be >= 0" in err and "Traceback" not in err
+    assert rc == 2 and out == "" and "rerank must be >= 0" in err and "Traceback" not in err
 
 
 def test_show_retrieved_in_every_format(cli, tiny_model, model, clips):
     """--show-retrieved: the memory's nearest texts, the same in jsonl, csv and text, and those
-    MATS.retrieved reports for the bridged embedding."""
+    MATS.retrieved reports (for a model without a retrieval prompt: the neighbours of the audio
+    embedding, which Santa mixes in)."""
     rc, out, _ = cli("tag", *clips[:2], "--model", tiny_model, "--format", "jsonl", "--show-retrieved", *TOKENS)
     assert rc == 0
     rows = jsonl(out)
-    expected = model.retrieved(model.embed_audio(clips[:2]), bridge="santa")
+    assert not model.model.config.retrieval.enabled
+    expected = model.retrieved(model.embed_audio(clips[:2]))
     for r, want in zip(rows, expected):
         assert [x["text"] for x in r["retrieved"]] == [x["text"] for x in want]
         assert all(x["text"].startswith("training text ") and -1 <= x["score"] <= 1 for x in r["retrieved"])

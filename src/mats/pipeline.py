@@ -15,18 +15,21 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from .bridge.bridges import BridgeConfig, BridgeError, apply_bridge, available_bridges
 from .bridge.retrieval import retrieve_texts
+from .clap.base import WindowEmbeddings, l2_normalize
 from .config import DEFAULT_MODEL, FORMAT_VERSION, from_dict, read_model_config
+from .decoding import Decoding
 from .model import MATSModel, ModelConfig, Request
 from .tasks import Result, get_task, split_tags, trained_tasks
 
-__all__ = ["MATS", "Result", "DEFAULT_MODEL", "read_model_config"]
+__all__ = ["MATS", "Item", "Result", "Decoding", "Cancelled", "DEFAULT_MODEL", "read_model_config"]
 
 
 def _holds_shift(path: Path, shift: np.ndarray) -> bool:
@@ -133,64 +136,78 @@ class MATS:
         return folder
 
     # -- the two halves ------------------------------------------------------------------------
-    def embed_audio(self, audio: Sequence) -> np.ndarray:
-        """CLAP audio embeddings [N, D] (windows pooled). Raises on unreadable input."""
-        return self.clap.encode_audio(list(audio))
+    def embed_audio(self, audio: Sequence, max_decoded_samples: int | None = None) -> np.ndarray:
+        """CLAP audio embeddings [N, D] (windows pooled). Raises on unreadable input.
+        ``max_decoded_samples``: the decoded-size budget per file (default: mats.audio's)."""
+        return self.clap.encode_audio(list(audio), max_decoded_samples=max_decoded_samples)
 
-    def bridge(self, embeddings: np.ndarray, bridge: str | BridgeConfig = "santa", seed: int = 0) -> np.ndarray:
-        config = bridge if isinstance(bridge, BridgeConfig) else BridgeConfig(name=bridge)
+    def decoding(self, task: str | Decoding, **options) -> Decoding:
+        """The :class:`~mats.decoding.Decoding` this model runs: the task's defaults with ``options``
+        (bridge, seed, num_beams, max_new_tokens, repetition_penalty, no_repeat_ngram_size, rerank),
+        the bridge resolved against this model's memory. Refuses a bridge the model cannot run."""
+        if isinstance(task, Decoding):
+            if any(v is not None for v in options.values()):
+                raise TypeError(f"options {sorted(options)} given beside a Decoding: put them in the Decoding")
+            decoding = task
+        else:
+            decoding = Decoding(task, **options)
+        why_not = available_bridges(self.santa, self.shift).get(decoding.bridge.name)
+        if why_not is not None:
+            raise BridgeError(f"bridge {decoding.bridge.name!r} cannot run on this model: {why_not}")
+        return decoding.resolve(self.santa)
+
+    @property
+    def batch_invariant(self) -> bool:
+        """Whether a clip's answer is the same in any batch: true for fp32 weights; bf16/fp16
+        matmuls round differently with the batch's shape, so a few answers change with it."""
+        return self.model.llm.get_input_embeddings().weight.dtype == torch.float32
+
+    def bridge(self, embeddings: np.ndarray, config: BridgeConfig | str, seed: int = 0) -> np.ndarray:
+        """The bridged embeddings fed to the mapper. Noise is drawn row by row from the same seed,
+        so a clip's output does not depend on which other clips share its batch."""
+        config = config if isinstance(config, BridgeConfig) else BridgeConfig(name=config)
         if config.name in ("noise", "santa"):
-            # Noise drawn row by row from the same seed: a clip's output does not depend on which
-            # other clips share its batch.
             rows = [apply_bridge(embeddings[i:i + 1], config, memory=self.santa, shift=self.shift, seed=seed)
                     for i in range(len(embeddings))]
             return np.concatenate(rows) if rows else np.asarray(embeddings, np.float32)
         return apply_bridge(embeddings, config, memory=self.santa, shift=self.shift, seed=seed)
 
-    def generate(self, embeddings: np.ndarray, task: str, questions: Sequence[str] | None = None,
-                 bridge: str | BridgeConfig = "santa", seed: int = 0, batch_size: int = 8,
-                 **decoding) -> list[str]:
-        """Text for each embedding. ``questions`` (one per row) for qa/open; decoding overrides the
-        task's defaults (num_beams, max_new_tokens, repetition_penalty, no_repeat_ngram_size, rerank).
+    def generate(self, embeddings: np.ndarray, decoding: str | Decoding, questions: Sequence[str] | None = None,
+                 batch_size: int = 8, **options) -> list[str]:
+        """Text for each audio embedding. ``decoding``: a :class:`~mats.decoding.Decoding`, or a task
+        name with ``options`` (see :meth:`decoding`); ``questions`` (one per row) for qa/open.
 
-        ``rerank=K`` (K > 1) decodes K beam candidates per clip and answers with the one whose CLAP
-        text embedding is closest to the clip's own audio embedding (before any bridge): the CLAP
-        that bridges the modalities also judges which wording matches the recording best.
+        With ``rerank=K`` (K > 1) the answer is, among K beam candidates, the one whose CLAP text
+        embedding is closest to the clip's own audio embedding (before any bridge): the CLAP that
+        bridges the modalities also judges which wording matches the recording best.
 
         A retrieval-augmented model (``config.model.retrieval.k > 0``) also writes the memory's
         ``k`` training texts nearest to each bridged embedding into the prompt (see ``retrieved``)."""
-        params = {k: v for k, v in decoding.items() if v is not None}
-        rerank = int(params.pop("rerank", get_task(task).rerank) or 0)
-        if rerank < 0:
-            raise ValueError(f"rerank must be >= 0, got {rerank}")
+        decoding = self.decoding(decoding, **options)
         embeddings = np.asarray(embeddings, dtype=np.float32)
-        groups = self.candidates(embeddings, task, max(rerank, 1), questions, bridge, seed, batch_size, **params)
-        if rerank <= 1:
+        groups = self.candidates(embeddings, decoding, questions, batch_size=batch_size)
+        if decoding.candidates <= 1:
             return [g[0] for g in groups]
         out = []
         for i in range(0, len(groups), batch_size):
             out.extend(self.rerank(embeddings[i:i + batch_size], groups[i:i + batch_size]))
         return out
 
-    def candidates(self, embeddings: np.ndarray, task: str, k: int = 8, questions: Sequence[str] | None = None,
-                   bridge: str | BridgeConfig = "santa", seed: int = 0, batch_size: int = 8,
-                   **decoding) -> list[list[str]]:
-        """The ``k`` best beams for each embedding, best first (what ``rerank=k`` chooses among; the
-        first is the top beam). Arguments as :meth:`generate`; the beam is widened to ``k`` if needed."""
-        t = get_task(task)
+    def candidates(self, embeddings: np.ndarray, decoding: str | Decoding, questions: Sequence[str] | None = None,
+                   k: int | None = None, batch_size: int = 8, **options) -> list[list[str]]:
+        """The beam candidates for each embedding, best first: ``decoding.candidates`` of them (what
+        ``rerank`` chooses among), or ``k`` (the beam is widened to ``k`` if needed)."""
+        decoding = self.decoding(decoding, **options)
+        if k is not None:
+            if int(k) < 1:
+                raise ValueError(f"k must be >= 1, got {k}")
+            decoding = decoding.with_candidates(int(k))
+        task, k = decoding.the_task, decoding.candidates
         n = len(embeddings)
         if questions is not None and len(questions) != n:
             raise ValueError(f"{len(questions)} questions for {n} audio embeddings")
-        if int(k) < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
         embeddings = np.asarray(embeddings, dtype=np.float32)
-        z = self.bridge(embeddings, bridge, seed) if n else embeddings
-        params = {**t.decoding(), **{key: v for key, v in decoding.items() if v is not None}}
-        params.pop("rerank", None)  # choosing among the candidates is generate's business
-        k = int(k)
-        if k > 1:
-            params["num_beams"] = max(int(params["num_beams"]), k)
-            params["num_return_sequences"] = k
+        z = self.bridge(embeddings, decoding.bridge, decoding.seed) if n else embeddings
         retrieval = self.model.config.retrieval
         hints = [None] * n
         if retrieval.enabled and n:
@@ -200,9 +217,9 @@ class MATS:
             hints = [retrieval.hint([r.text for r in row]) for row in retrieve_texts(self.santa, z, retrieval.k)]
         out = []
         for i in range(0, n, batch_size):
-            reqs = [Request(t.name, t.instruction(questions[j] if questions else None), context=hints[j])
+            reqs = [Request(task.name, task.instruction(questions[j] if questions else None), context=hints[j])
                     for j in range(i, min(n, i + batch_size))]
-            texts = self.model.generate(torch.from_numpy(z[i:i + batch_size]), reqs, **params)
+            texts = self.model.generate(torch.from_numpy(z[i:i + batch_size]), reqs, **decoding.generation_kwargs())
             out.extend(texts[j:j + k] for j in range(0, len(texts), k))
         return out
 
@@ -221,66 +238,130 @@ class MATS:
         return out
 
     # -- tasks ---------------------------------------------------------------------------------
-    def caption(self, audio: Sequence, **kw) -> list[str]:
-        return self.generate(self.embed_audio(audio), "caption", **kw)
+    def caption(self, audio: Sequence, **options) -> list[str]:
+        return self.generate(self.embed_audio(audio), "caption", **options)
 
-    def tag(self, audio: Sequence, **kw) -> list[list[str]]:
-        return [split_tags(t) for t in self.generate(self.embed_audio(audio), "tags", **kw)]
+    def tag(self, audio: Sequence, **options) -> list[list[str]]:
+        return [split_tags(t) for t in self.generate(self.embed_audio(audio), "tags", **options)]
 
-    def describe_music(self, audio: Sequence, **kw) -> list[str]:
-        return self.generate(self.embed_audio(audio), "music", **kw)
+    def describe_music(self, audio: Sequence, **options) -> list[str]:
+        return self.generate(self.embed_audio(audio), "music", **options)
 
-    def ask(self, audio, question: str, **kw) -> str:
+    def ask(self, audio, question: str, **options) -> str:
         if not question or not question.strip():
             raise ValueError("the question is empty")
-        return self.generate(self.embed_audio([audio]), "qa", questions=[question], **kw)[0]
+        return self.generate(self.embed_audio([audio]), "qa", questions=[question], **options)[0]
 
-    def run(self, files: Iterable, task: str, question: str | None = None, per_window: bool = False,
-            bridge: str = "santa", seed: int = 0, batch_size: int = 8, progress: bool = False,
-            show_retrieved: bool = False, **decoding) -> Iterator[Result]:
-        """Results file by file (in input order); a failing file yields a Result with ``error``
-        and the batch goes on. ``show_retrieved``: each Result carries ``retrieved``, the memory's
-        training texts nearest to the bridged embedding (for a retrieval-augmented model, the very
-        texts in its prompt; see ``retrieved``)."""
+    # -- the run loop: every entry point (CLI, server, evaluation) answers through it ----------
+    def run(self, items: Iterable[Item | str | os.PathLike | np.ndarray], decoding: str | Decoding,
+            question: str | None = None, per_window: bool = False, pooled: bool = True,
+            explain: int | bool = 0, batch_size: int = 8, progress: bool = False,
+            max_decoded_samples: int | None = None, **options) -> Iterator[Result]:
+        """One :class:`~mats.tasks.Result` per item, in input order, as batches finish.
+
+        ``items``: audio files, CLAP audio embeddings ([D] arrays), or :class:`Item` (with a question
+        and a name of its own); ``question`` is the question of items without one. ``decoding``: a
+        :class:`~mats.decoding.Decoding`, or a task name with ``options`` (see :meth:`decoding`).
+
+        A failing item yields a Result with ``error`` (and ``exception``) and the others go on: an
+        unreadable file fails alone; when the model fails on a batch, its items are retried one by
+        one, so only the item that fails gets the error. ``per_window``: ``windows``, one Result per
+        CLAP window with start/end seconds (``pooled=False`` skips the whole-file answer).
+        ``explain``: ``retrieved``, the memory's training texts nearest to each clip (True: the
+        model's retrieval k, or 8); for a retrieval-augmented model the very texts in its prompt.
+        ``max_decoded_samples``: the decoded-size budget per file (default: mats.audio's)."""
         from tqdm import tqdm
 
-        files = list(files)
-        the_task = get_task(task)
-        if the_task.needs_question and not (question or "").strip():
-            raise ValueError(f"task {the_task.name!r} needs a question")
-        if show_retrieved and self.santa is None:  # refused before any clip is decoded
-            raise BridgeError("show_retrieved: this model has no Santa memory to retrieve from")
-        bar = tqdm(total=len(files), disable=not progress, desc=task, unit="file", dynamic_ncols=True)
-        for i in range(0, len(files), batch_size):
-            chunk = files[i:i + batch_size]
-            rows, meta = [], []
-            for f in chunk:
-                try:
-                    if per_window:
-                        w = self.clap.encode_audio_windows(f)
-                        for e, s, t in zip(w.embeddings, w.starts, w.ends):
-                            rows.append(e)
-                            meta.append((f, float(s), float(t), None))
-                    else:
-                        rows.append(self.clap.encode_audio([f])[0])
-                        meta.append((f, None, None, None))
-                except Exception as e:  # one bad file must not stop the batch
-                    meta.append((f, None, None, f"{type(e).__name__}: {e}"))
-            texts = iter(self.generate(np.stack(rows), task, [question] * len(rows) if question else None,
-                                       bridge=bridge, seed=seed, batch_size=batch_size, **decoding)
-                         if rows else [])
-            why = iter(self.retrieved(np.stack(rows), bridge=bridge, seed=seed)
-                       if show_retrieved and rows else [])
-            for f, s, t, err in meta:
-                if err:
-                    yield Result(str(f), the_task.name, error=err, question=question)
-                    continue
-                text = next(texts)
-                yield Result(str(f), the_task.name, tags=the_task.parse(text).get("tags"), text=text,
-                             question=question, start=s, end=t, bridge=bridge,
-                             retrieved=next(why) if show_retrieved else None)
+        decoding = self.decoding(decoding, **options)
+        task = decoding.the_task
+        items = [it if isinstance(it, Item) else Item(it) for it in items]
+        items = [it if it.question or not question else replace(it, question=question) for it in items]
+        if task.needs_question and any(not (it.question or "").strip() for it in items):
+            raise ValueError(f"task {task.name!r} needs a question for every item")
+        if not pooled and not per_window:
+            raise ValueError("pooled=False leaves nothing to answer without per_window=True")
+        top_k = (self.model.config.retrieval.k or 8) if explain is True else int(explain)
+        if top_k and self.santa is None:  # refused before any clip is decoded
+            raise BridgeError("explain: this model has no Santa memory to retrieve from")
+        bar = tqdm(total=len(items), disable=not progress, desc=task.name, unit="file", dynamic_ncols=True)
+        for i in range(0, len(items), batch_size):
+            chunk = items[i:i + batch_size]
+            yield from self._run_chunk(chunk, decoding, per_window, pooled, top_k, batch_size, max_decoded_samples)
             bar.update(len(chunk))
         bar.close()
+
+    def _run_chunk(self, chunk: Sequence[Item], decoding: Decoding, per_window: bool, pooled: bool, top_k: int,
+                   batch_size: int, max_decoded_samples: int | None) -> list[Result]:
+        work = [self._embedded(item, decoding, per_window, max_decoded_samples) for item in chunk]
+        live = []
+        for w in work:  # a request whose client went away while its audio was read costs no decoding
+            if w.result.error is None and w.item.cancelled is not None and w.item.cancelled():
+                _fail(w.result, Cancelled("the request was cancelled"))
+            elif w.result.error is None:
+                live.append(w)
+        try:
+            self._answer(live, decoding, pooled, top_k, batch_size)
+        except Exception:  # noqa: BLE001 - retried one by one, so that only the failing item fails
+            for w in live:
+                try:
+                    self._answer([w], decoding, pooled, top_k, batch_size)
+                except Exception as e:  # noqa: BLE001
+                    _fail(w.result, e)
+        return [w.result for w in work]
+
+    def _embedded(self, item: Item, decoding: Decoding, per_window: bool, max_decoded_samples: int | None) -> _Work:
+        """The item's pooled CLAP embedding and, with ``per_window``, its windows' (or its error)."""
+        work = _Work(item, Result(item.label, decoding.task, question=item.question, bridge=decoding.bridge.name))
+        if item.cancelled is not None and item.cancelled():
+            _fail(work.result, Cancelled("the request was cancelled"))
+            return work
+        try:
+            if isinstance(item.audio, np.ndarray):
+                if per_window:
+                    raise ValueError("per_window needs the audio, not an embedding")
+                work.pooled = np.asarray(item.audio, np.float32).reshape(-1)
+                return work
+            w = self.clap.encode_audio_windows(item.audio, max_decoded_samples=max_decoded_samples)
+        except Exception as e:  # noqa: BLE001 - one bad file must not stop the batch
+            _fail(work.result, e)
+            return work
+        # What CLAP.encode_audio computes: the normalised windows, pooled and re-normalised.
+        work.pooled = l2_normalize(w.embeddings.mean(0)[None])[0]
+        if per_window:
+            work.windows = w
+        return work
+
+    def _answer(self, work: Sequence[_Work], decoding: Decoding, pooled: bool, top_k: int, batch_size: int) -> None:
+        """Decode every row of ``work`` (the pooled one, the windows) in one call; fill the Results."""
+        rows: list[tuple[_Work, int | None, np.ndarray]] = []
+        for w in work:
+            if pooled:
+                rows.append((w, None, w.pooled))
+            if w.windows is not None:
+                rows.extend((w, k, e) for k, e in enumerate(w.windows.embeddings))
+        if not rows:
+            return
+        questions = [w.item.question for w, _, _ in rows] if decoding.the_task.needs_question else None
+        texts = self.generate(np.stack([e for _, _, e in rows]), decoding, questions, batch_size=batch_size)
+        why = [None] * len(work)
+        if top_k:
+            # A retrieval-augmented model shows the texts its prompt carried (queried with the bridged
+            # embedding); otherwise the neighbours Santa mixes in (queried with the audio embedding).
+            prompted = self.model.config.retrieval.enabled
+            why = self.retrieved(np.stack([w.pooled for w in work]), top_k, decoding if prompted else None)
+        parse = decoding.the_task.parse
+        for w, retrieved in zip(work, why):
+            w.result.retrieved = retrieved
+            if w.windows is not None:
+                w.result.windows = []
+        for (w, k, _), text in zip(rows, texts):
+            tags = parse(text).get("tags")
+            if k is None:
+                w.result.text, w.result.tags = text, tags
+            else:
+                r = w.result
+                r.windows.append(Result(r.file, r.task, text=text, tags=tags, question=r.question, bridge=r.bridge,
+                                        start=float(w.windows.starts[k]), end=float(w.windows.ends[k])))
 
     @property
     def bridges(self) -> tuple[str, ...]:
@@ -288,22 +369,23 @@ class MATS:
         return tuple(name for name, why_not in available_bridges(self.santa, self.shift).items() if why_not is None)
 
     def retrieved(self, embeddings: np.ndarray, top_k: int | None = None,
-                  bridge: str | BridgeConfig | None = None, seed: int = 0) -> list[list[dict]]:
+                  decoding: Decoding | None = None) -> list[list[dict]]:
         """Why the model says what it says: for each audio embedding, the Santa memory's nearest
         training texts (``text``, cosine ``score``, bank ``row``) and the weight Santa gives each among
         them (``softmax(tau * score)`` over those shown, tau from the memory; no noise).
 
-        ``bridge``: query with the bridged embedding, as ``generate`` does; for a retrieval-augmented
-        model, ``top_k=None`` with the bridge of a ``generate`` call gives exactly the texts that were in
-        its prompt. ``top_k`` defaults to the model's retrieval k, or 8."""
+        ``decoding``: query with the embedding bridged as that decoding bridges it; for a
+        retrieval-augmented model, ``top_k=None`` with the decoding of a ``generate`` call gives
+        exactly the texts that were in its prompt. ``top_k`` defaults to the model's retrieval k, or 8."""
         if self.santa is None:
             raise BridgeError("this model has no Santa memory to retrieve from")
         k = int(top_k) if top_k is not None else (self.model.config.retrieval.k or 8)
         if k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         q = np.atleast_2d(np.asarray(embeddings, np.float32))
-        if bridge is not None and len(q):
-            q = self.bridge(q, bridge, seed)
+        if decoding is not None and len(q):
+            decoding = self.decoding(decoding)
+            q = self.bridge(q, decoding.bridge, decoding.seed)
         tau = float(self.santa.config.tau)
         out = []
         for row in retrieve_texts(self.santa, q, k):
@@ -312,3 +394,40 @@ class MATS:
             w = w / w.sum()
             out.append([{**r.to_dict(), "weight": float(wi)} for r, wi in zip(row, w)])
         return out
+
+
+@dataclass(frozen=True)
+class Item:
+    """One input of :meth:`MATS.run`: an audio file or a CLAP audio embedding, the question asked
+    about it, the name its Result carries (default: the path), and ``cancelled``, asked before the
+    item's audio is read and again before it is decoded (a server's client that went away)."""
+
+    audio: str | os.PathLike | np.ndarray
+    question: str | None = None
+    name: str | None = None
+    cancelled: Callable[[], bool] | None = field(default=None, compare=False)
+
+    @property
+    def label(self) -> str:
+        if self.name is not None:
+            return self.name
+        return "<embedding>" if isinstance(self.audio, np.ndarray) else str(self.audio)
+
+
+class Cancelled(RuntimeError):
+    """The item's ``cancelled()`` said its answer is no longer wanted."""
+
+
+@dataclass
+class _Work:
+    """An item on its way through the run loop: its Result, and the embeddings it is decoded from."""
+
+    item: Item
+    result: Result
+    pooled: np.ndarray | None = None
+    windows: WindowEmbeddings | None = None
+
+
+def _fail(result: Result, e: BaseException) -> Result:
+    result.error, result.exception = f"{type(e).__name__}: {e}", e
+    return result

@@ -17,7 +17,7 @@ This module imports nothing heavy: the CLI builds its parser from it without loa
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 __all__ = ["Task", "Result", "EvalTask", "TASKS", "EVAL_TASKS", "get_task", "get_eval_task", "split_tags",
            "command_tasks", "trained_tasks"]
@@ -36,7 +36,7 @@ def split_tags(text: str) -> list[str]:
 
 @dataclass
 class Result:
-    """One output line: a file (or one window of it), the task and the generated text."""
+    """One answer: a file (or one window of it), the task and the generated text, or the error."""
 
     file: str
     task: str
@@ -47,10 +47,17 @@ class Result:
     end: float | None = None
     error: str | None = None
     bridge: str | None = None
-    retrieved: list[dict] | None = None  # with show_retrieved: the memory texts behind the answer
+    retrieved: list[dict] | None = None  # with explain: the memory texts behind the answer
+    windows: list["Result"] | None = None  # with per_window: one answer per CLAP window
+    # The exception behind ``error``, for callers that answer by its kind (the server: bad audio 400,
+    # a fault of the model 500); not part of the result's data.
+    exception: BaseException | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
+        out = {k: v for k, v in self.__dict__.items() if v is not None and k != "exception"}
+        if self.windows is not None:
+            out["windows"] = [w.to_dict() for w in self.windows]
+        return out
 
 
 @dataclass(frozen=True)
@@ -63,7 +70,7 @@ class Task:
     needs_question: bool = False     # the instruction is the user's question
     output: str = "text"             # "text" or "tags" (comma-separated labels, parsed by split_tags)
     scoring: str = "caption"         # the evaluation scorer of this task's answers
-    # decoding defaults at inference
+    # decoding defaults at inference (mats.decoding.Decoding takes them from here)
     num_beams: int = 4
     max_new_tokens: int = 48
     repetition_penalty: float = 1.3
@@ -75,14 +82,6 @@ class Task:
     @property
     def test_instruction(self) -> str:
         return self.instructions[0]
-
-    def decoding(self) -> dict:
-        """The decoding defaults as keyword arguments of ``MATS.generate``."""
-        out = {"num_beams": self.num_beams, "max_new_tokens": self.max_new_tokens,
-               "repetition_penalty": self.repetition_penalty, "rerank": self.rerank}
-        if self.no_repeat_ngram_size:
-            out["no_repeat_ngram_size"] = self.no_repeat_ngram_size
-        return out
 
     def instruction(self, question: str | None = None, rng=None) -> str:
         """The instruction text: the question (tasks that need one), a random training variant

@@ -36,10 +36,10 @@ def clean_labels(labels: Sequence[str]) -> list[str]:
 
 
 def zero_shot(clap, inputs, labels: Sequence[str], prompt: str = "the sound of {label}",
-              top_k: int = 5) -> list[dict]:
+              top_k: int = 5, max_decoded_samples: int | None = None) -> list[dict]:
     """Classify each input among ``labels``. Returns one dict per input:
     ``{"file", "label", "score", "top_k": [{"label", "score"}, ...]}``. Errors are raised
-    (the CLI catches them per file)."""
+    (the CLI catches them per file). ``max_decoded_samples``: the decoded-size budget per file."""
     labels = clean_labels(labels)
     if "{label}" not in prompt:
         raise ValueError("prompt must contain '{label}'")
@@ -48,7 +48,8 @@ def zero_shot(clap, inputs, labels: Sequence[str], prompt: str = "the sound of {
         inputs = [inputs]
     results = []
     for item in inputs:
-        audio = clap.encode_audio([item])[0]
+        audio = (clap.encode_audio([item], max_decoded_samples=max_decoded_samples)[0]
+                 if max_decoded_samples is not None else clap.encode_audio([item])[0])
         probs = _softmax(LOGIT_SCALE * (text @ audio))
         order = np.argsort(-probs, kind="stable")[:max(1, top_k)]
         name = str(item) if isinstance(item, (str, Path)) else None

@@ -13,10 +13,12 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["BRIDGES", "SEARCH_MODES", "NOISE_KINDS", "PAPER_NOISE_VARIANCE", "PAPER_SANTA", "DEFAULT_TAU",
+__all__ = ["BRIDGES", "DEFAULT_BRIDGE", "SEARCH_MODES", "NOISE_KINDS", "PAPER_NOISE_VARIANCE", "PAPER_SANTA", "DEFAULT_TAU",
            "BridgeConfig", "BridgeError", "available_bridges"]
 
 BRIDGES = ("none", "noise", "santa", "nearest", "projection", "shift")
+# The bridge every entry point uses unless told otherwise: MATS's own (the paper's inference).
+DEFAULT_BRIDGE = "santa"
 SEARCH_MODES = ("cluster", "exact", "ivf", "auto")  # see mats.bridge.santa
 NOISE_KINDS = ("gaussian", "uniform")
 
@@ -35,7 +37,7 @@ class BridgeError(ValueError):
 
 @dataclass(frozen=True)
 class BridgeConfig:
-    name: str = "santa"
+    name: str = DEFAULT_BRIDGE
     lam: float | None = None  # santa: None -> the memory's config (paper: 0.3)
     tau: float | None = None  # santa: None -> memory's config (10); projection: None -> 100
     top_l: int | None = None  # santa: None -> memory's config (32)

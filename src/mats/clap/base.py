@@ -66,26 +66,31 @@ class CLAP(ABC):
             w = np.tile(w, (1, -(-n // max(w.shape[1], 1))))[:, :n]
         return w
 
-    def load(self, audio: AudioInput) -> np.ndarray:
+    def load(self, audio: AudioInput, max_decoded_samples: int | None = None) -> np.ndarray:
+        """Mono float32 at ``sample_rate``; ``max_decoded_samples``: the decoded-size budget (default:
+        :func:`mats.audio.decoded_samples_budget`)."""
         from ..audio import load_audio
-        return load_audio(audio, self.sample_rate, max_seconds=self.max_seconds)
+        return load_audio(audio, self.sample_rate, max_seconds=self.max_seconds,
+                          max_decoded_samples=max_decoded_samples)
 
     def windows(self, wave: np.ndarray):
         from ..audio import split_windows
         return split_windows(wave, self.sample_rate, self.clip_seconds, self.hop_seconds)
 
-    def encode_audio_windows(self, audio: AudioInput, batch_size: int = 16) -> WindowEmbeddings:
-        wins, starts, ends = self.windows(self.load(audio))
+    def encode_audio_windows(self, audio: AudioInput, batch_size: int = 16,
+                             max_decoded_samples: int | None = None) -> WindowEmbeddings:
+        wins, starts, ends = self.windows(self.load(audio, max_decoded_samples))
         emb = np.concatenate([self.embed_windows(wins[i:i + batch_size])
                               for i in range(0, len(wins), batch_size)])
         emb = l2_normalize(emb.astype(np.float32, copy=False))  # CLAP outputs are float32, whatever the backend
         return WindowEmbeddings(emb, np.asarray(starts), np.asarray(ends))
 
-    def encode_audio(self, audio: Sequence[AudioInput], batch_size: int = 16) -> np.ndarray:
+    def encode_audio(self, audio: Sequence[AudioInput], batch_size: int = 16,
+                     max_decoded_samples: int | None = None) -> np.ndarray:
         """One embedding per input: mean of the normalised window embeddings, re-normalised."""
         if isinstance(audio, (str, os.PathLike)):
             raise TypeError("encode_audio takes a list of inputs; wrap a single path in a list")
-        out = [self.encode_audio_windows(a, batch_size).embeddings.mean(0) for a in audio]
+        out = [self.encode_audio_windows(a, batch_size, max_decoded_samples).embeddings.mean(0) for a in audio]
         if not out:
             return np.zeros((0, self.dim), np.float32)
         return l2_normalize(np.stack(out).astype(np.float32, copy=False))

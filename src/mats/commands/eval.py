@@ -37,7 +37,7 @@ PARAM=V1,V2 replaces the grid: only the parameters given are swept (implies --ab
 
 
 def add_parser(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    from ..bridge.config import BRIDGES
+    from ..bridge.config import BRIDGES, DEFAULT_BRIDGE
     from ..tasks import EVAL_TASKS
 
     p = sub.add_parser("eval", help="evaluate a model on a benchmark (metrics, report, bridge ablation)",
@@ -50,7 +50,7 @@ def add_parser(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--model", metavar="DIR", help="model folder (default: the offline default model)")
     p.add_argument("--task", required=True, choices=tuple(EVAL_TASKS),
                    help="what to ask the model and how to score it")
-    p.add_argument("--bridge", choices=BRIDGES, default="santa", help="bridge of the main run (default: santa)")
+    p.add_argument("--bridge", choices=BRIDGES, help=f"bridge of the main run (default: {DEFAULT_BRIDGE})")
     p.add_argument("--limit", type=int, metavar="N", help="evaluate the first N clips only")
     p.add_argument("--seed", type=int, default=0, help="seed of the bridges' noise (default 0)")
     p.add_argument("--batch-size", type=int, default=8)

@@ -96,8 +96,6 @@ def _serve(args) -> int:
     from ..server.run import bind, exposure_warning, uvicorn_config
 
     settings = settings_from_args(args)
-    if args.max_decoded_samples:  # the worker's decoder (mats.audio) then holds the same budget
-        os.environ["MATS_MAX_DECODED_SAMPLES"] = str(args.max_decoded_samples)
     sock = bind(args.host, args.port, settings.backlog)  # before the model loads: a taken port fails fast
     try:
         warning = exposure_warning(args.host, settings.api_key)

@@ -12,7 +12,7 @@ import json
 import logging
 import sys
 
-from ..bridge.config import BRIDGES
+from ..bridge.config import BRIDGES, DEFAULT_BRIDGE
 from ..tasks import command_tasks, get_task
 from . import add_decoding, add_device, add_format
 
@@ -38,16 +38,24 @@ same text."""
 def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="model folder (default: the offline default model)")
     add_format(p)
-    p.add_argument("--bridge", choices=BRIDGES, default="santa",
-                   help="how the audio embedding reaches the text space (default: santa)")
+    add_bridge(p)
     p.add_argument("--per-window", action="store_true", help="one answer per CLAP window of long audio")
     p.add_argument("--show-retrieved", action="store_true",
-                   help="also print the model's memory texts nearest to each clip's bridged embedding, with "
-                        "their cosine (a retrieval-augmented model: the texts in its prompt)")
+                   help="also print the model's memory texts nearest to each clip, with their cosine: the "
+                        "neighbours Santa mixes in (a retrieval-augmented model: the texts in its prompt)")
     p.add_argument("--batch-size", type=int, default=8)
     add_decoding(p)
-    p.add_argument("--seed", type=int, default=0, help="seed of the bridge's noise (default 0)")
+    add_seed(p)
     add_device(p)
+
+
+def add_bridge(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bridge", choices=BRIDGES,
+                   help=f"how the audio embedding reaches the text space (default: {DEFAULT_BRIDGE})")
+
+
+def add_seed(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=0, help="seed of the bridge's noise (default 0)")
 
 
 def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -64,10 +72,10 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p = sub.add_parser("chat", help="talk about one audio file, turn by turn", parents=[common],
                        description="Interactive questions about one audio file. Empty line or Ctrl-D ends.")
     p.add_argument("path")
-    p.add_argument("--model")
-    p.add_argument("--bridge", choices=BRIDGES, default="santa")
+    p.add_argument("--model", help="model folder (default: the offline default model)")
+    add_bridge(p)
     add_device(p)
-    p.add_argument("--seed", type=int, default=0)
+    add_seed(p)
     add_format(p, ("text", "jsonl"))
     p.set_defaults(func=_chat)
 
@@ -150,13 +158,19 @@ def _print(r, args, writer) -> None:
         print(f"{where}\t{'ERROR: ' + _one_line(r.error) if r.error else _one_line(r.text)}{why}", flush=True)
 
 
+def _decoding(args, task: str):
+    """The command's Decoding, built and checked before the model loads (a bad option costs no load)."""
+    from ..decoding import Decoding
+    return Decoding(task, bridge=args.bridge, seed=args.seed, num_beams=getattr(args, "beams", None),
+                    max_new_tokens=getattr(args, "max_new_tokens", None), rerank=getattr(args, "rerank", None))
+
+
 def _run(args) -> int:
     from ..audio import expand_audio_args
 
     if get_task(args.task).needs_question:
         _take_question(args)
-    if args.rerank is not None and args.rerank < 0:  # refused before the model loads
-        raise ValueError(f"--rerank must be >= 0, got {args.rerank}")
+    decoding = _decoding(args, args.task)
     files = expand_audio_args(args.paths)
     unreadable = _unreadable(files, args.task, args.question)
     if unreadable is not None:
@@ -170,13 +184,12 @@ def _run(args) -> int:
         return 1
     m = _load(args)
     failed = 0
-    for r in m.run(files, args.task, question=args.question, per_window=args.per_window,
-                   bridge=args.bridge, seed=args.seed, batch_size=args.batch_size,
-                   progress=not args.quiet and (sys.stderr.isatty() or len(files) > 1),
-                   show_retrieved=args.show_retrieved,
-                   num_beams=args.beams, max_new_tokens=args.max_new_tokens, rerank=args.rerank):
+    for r in m.run(files, decoding, question=args.question, per_window=args.per_window,
+                   pooled=not args.per_window, explain=args.show_retrieved, batch_size=args.batch_size,
+                   progress=not args.quiet and (sys.stderr.isatty() or len(files) > 1)):
         failed += r.error is not None
-        _print(r, args, writer)
+        for row in r.windows if r.windows is not None else [r]:
+            _print(row, args, writer)
     return 1 if failed else 0
 
 
@@ -186,6 +199,7 @@ def _chat(args) -> int:
     # A wrong model or an unreadable file is said before the model loads, as for the batch commands.
     _check_model_folder(args)
     probe_audio(args.path)
+    decoding = _decoding(args, "qa")
     m = _load(args)
     emb = m.embed_audio([args.path])
     log.info("Listening to %s. Ask a question (empty line to quit).", args.path)
@@ -199,7 +213,7 @@ def _chat(args) -> int:
             break
         # Earlier turns go into the instruction, so follow-up questions keep their context.
         context = "".join(f"Q: {a}\nA: {b}\n" for a, b in history[-3:])
-        answer = m.generate(emb, "qa", questions=[context + q], bridge=args.bridge, seed=args.seed)[0]
+        answer = m.generate(emb, decoding, questions=[context + q])[0]
         history.append((q, answer))
         if args.format == "jsonl":
             print(json.dumps({"file": args.path, "question": q, "text": answer}, ensure_ascii=False), flush=True)

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from ..bridge.config import BRIDGES, BridgeConfig, available_bridges
 
 __all__ = ["SWEEP_PARAMS", "PARAM_ALIASES", "DEFAULT_GRID", "QUICK_GRID", "RunSpec", "parse_sweep",
-           "merge_grids", "resolve_bridge", "bridge_key", "plan_ablation"]
+           "merge_grids", "plan_ablation"]
 
 SWEEP_PARAMS = ("lam", "tau", "top_l", "noise_variance")
 PARAM_ALIASES = {"lambda": "lam", "λ": "lam", "l": "top_l", "top-l": "top_l", "topl": "top_l",
@@ -106,15 +106,6 @@ def merge_grids(base: Mapping[str, Sequence[float]], override: Mapping[str, Sequ
     out = {} if only_override else {k: list(v) for k, v in base.items()}
     out.update({k: list(v) for k, v in override.items()})
     return {k: out[k] for k in SWEEP_PARAMS if k in out}
-
-
-def resolve_bridge(config: BridgeConfig, santa=None) -> dict[str, Any]:
-    """The parameters a bridge configuration actually runs with (see :meth:`BridgeConfig.describe`)."""
-    return config.describe(santa)
-
-
-def bridge_key(config: BridgeConfig, santa=None) -> str:
-    return config.key(santa)
 
 
 def _fmt(v: float) -> str:

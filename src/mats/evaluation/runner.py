@@ -31,15 +31,15 @@ import os
 import platform
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from ..decoding import Decoding
 from ..tasks import EVAL_TASKS, get_eval_task, get_task, split_tags
-from .ablation import (DEFAULT_GRID, QUICK_GRID, RunSpec, bridge_key, merge_grids, plan_ablation,
-                       resolve_bridge)
+from .ablation import DEFAULT_GRID, QUICK_GRID, RunSpec, merge_grids, plan_ablation
 from .adapters import load_eval_benchmark
 
 __all__ = ["EvalConfig", "Evaluation", "run_eval", "load_eval_benchmark", "write_results", "primary_metric",
@@ -59,7 +59,7 @@ class EvalConfig:
     benchmark: str | None = None          # adapter name; None: detect from the folder's files
     split: str | None = None
     model: str | os.PathLike | None = None  # model folder; None: the default model
-    bridge: str = "santa"                 # the main run's bridge
+    bridge: str | None = None             # the main run's bridge (None: the default bridge)
     limit: int | None = None              # first N clips of the benchmark
     seed: int = 0
     batch_size: int = 8
@@ -84,10 +84,14 @@ class EvalConfig:
         self.task = canonical_eval_task(self.task)
         if self.limit is not None and int(self.limit) < 1:
             raise ValueError(f"limit must be >= 1, got {self.limit}")
-        if self.rerank is not None and int(self.rerank) < 0:
-            raise ValueError(f"rerank must be >= 0, got {self.rerank}")
         if int(self.batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        self.decoding(EVAL_TASKS[self.task].prompt_task)  # a bad option is refused before anything loads
+
+    def decoding(self, prompt_task: str) -> Decoding:
+        """The main run's :class:`~mats.decoding.Decoding` for the prompt task the evaluation asks with."""
+        return Decoding(prompt_task, bridge=self.bridge, seed=self.seed, num_beams=self.num_beams,
+                        max_new_tokens=self.max_new_tokens, rerank=self.rerank)
 
     def sweep_grid(self) -> dict[str, list[float]]:
         if not self.sweeps:
@@ -196,18 +200,6 @@ class Evaluation:
         self.zero_shot_seconds = 0.0
 
     # -- decoding ------------------------------------------------------------------------------
-    def decoding_params(self, prompt_task: str, num_beams: int | None = None,
-                        max_new_tokens: int | None = None, rerank: int | None = None) -> dict[str, Any]:
-        t = get_task(prompt_task)
-        d = {**t.decoding(), "no_repeat_ngram_size": t.no_repeat_ngram_size}
-        if rerank is not None:
-            d["rerank"] = int(rerank)
-        if num_beams is not None:
-            d["num_beams"] = int(num_beams)
-        if max_new_tokens is not None:
-            d["max_new_tokens"] = int(max_new_tokens)
-        return d
-
     def questions(self, prompt_task: str) -> list[str] | None:
         if not get_task(prompt_task).needs_question:
             return None
@@ -221,22 +213,25 @@ class Evaluation:
             out.append(q)
         return out
 
-    def decode(self, prompt_task: str, bridge, seed: int = 0, batch_size: int = 8,
-               decoding: dict | None = None, bar=None) -> list[str]:
-        decoding = dict(decoding or {})
-        key = (prompt_task, bridge_key(bridge, self.mats.santa), int(seed), int(batch_size),
-               tuple(sorted(decoding.items())))
+    def decode(self, decoding: Decoding, batch_size: int = 8, bar=None) -> list[str]:
+        """Every clip's answer under ``decoding`` (resolved by the model), through the model's run
+        loop; cached by the resolved decoding, so a sweep point equal to a bridge run decodes once."""
+        from ..pipeline import Item
+
+        decoding = self.mats.decoding(decoding)
+        key = (decoding, int(batch_size))
         if key in self._decoded:
             return self._decoded[key]
-        qs = self.questions(prompt_task)
+        qs = self.questions(decoding.task) or [None] * len(self.items)
+        items = [Item(e, question=q, name=it.id or str(it.file)) for it, e, q in zip(self.items, self.embeddings, qs)]
         out: list[str] = []
         t0 = time.perf_counter()
-        for i in range(0, len(self.items), batch_size):
-            out.extend(self.mats.generate(self.embeddings[i:i + batch_size], prompt_task,
-                                          questions=qs[i:i + batch_size] if qs else None, bridge=bridge,
-                                          seed=seed, batch_size=batch_size, **decoding))
+        for r in self.mats.run(items, decoding, batch_size=batch_size):
+            if r.error is not None:
+                raise RuntimeError(f"decoding {r.file} failed: {r.error}") from r.exception
+            out.append(r.text)
             if bar is not None:
-                bar.update(min(batch_size, len(self.items) - i))
+                bar.update(1)
         self.generate_seconds += time.perf_counter() - t0
         self._decoded[key] = out
         return out
@@ -328,16 +323,15 @@ def run_eval(config: EvalConfig, mats=None, benchmark=None, evaluation: Evaluati
     ev, load_seconds = _embedded_benchmark(config, mats, benchmark, evaluation)
     trained = getattr(ev.mats, "trained_tasks", None)
     prompt = choose_prompt_task(config.task, ev.benchmark, set(trained) if trained is not None else None)
-    prompt_task = prompt["task"]
-    decoding = ev.decoding_params(prompt_task, config.num_beams, config.max_new_tokens, config.rerank)
-    primary, specs = _plan_runs(config, ev.mats)
-    scored, runs = _decode_and_score(config, ev, prompt_task, decoding, [primary, *specs])
-    main = scored[bridge_key(primary.bridge, ev.mats.santa)]
-    main_preds = ev.decode(prompt_task, primary.bridge, config.seed, config.batch_size, decoding)
+    decoding = ev.mats.decoding(config.decoding(prompt["task"]))
+    specs = _plan_runs(config, ev.mats)
+    scored, runs = _decode_and_score(config, ev, decoding, specs)
+    main = scored[decoding]
+    main_preds = ev.decode(decoding, config.batch_size)
     zs = ev.zero_shot(config.zero_shot_prompt) if config.zero_shot else {"available": False,
                                                                           "reason": "disabled (--no-zero-shot)"}
-    predictions = _prediction_rows(ev, prompt_task, main_preds, main, zs)
-    results = _results(config, ev, prompt, decoding, primary, main, predictions, zs, runs)
+    predictions = _prediction_rows(ev, decoding.task, main_preds, main, zs)
+    results = _results(config, ev, prompt, decoding, main, predictions, zs, runs)
     results["timings"] = {"load_model_seconds": round(load_seconds, 3),
                           "embed_seconds": round(ev.embed_seconds, 3),
                           "generate_seconds": round(ev.generate_seconds, 3),
@@ -401,47 +395,40 @@ def choose_prompt_task(task: str, benchmark, trained: set[str] | None) -> dict[s
     return {"task": chosen, "tag": get_task(chosen).tag, "reason": reason}
 
 
-def _plan_runs(config: EvalConfig, mats) -> tuple[RunSpec, list[RunSpec]]:
-    """The primary run (its bridge must be runnable on this model) and, with the ablation, the others."""
-    from ..bridge.bridges import BridgeConfig
-
-    primary = RunSpec(config.bridge, BridgeConfig(name=config.bridge), kind="primary")
-    specs = (plan_ablation(mats.santa, shift_available=mats.shift is not None, grid=config.sweep_grid())
-             if config.run_ablation else [])
-    if primary.bridge.needs_memory and mats.santa is None:
-        raise ValueError(f"bridge {config.bridge!r} needs the model's Santa memory (santa/santa.json), "
-                         f"which {mats.folder} lacks; use --bridge none or noise")
-    if primary.bridge.needs_shift and mats.shift is None:
-        raise ValueError("bridge 'shift' needs a shift vector: the model has no shift.safetensors; pass --shift FILE")
-    return primary, specs
+def _plan_runs(config: EvalConfig, mats) -> list[RunSpec]:
+    """With the ablation, every bridge and the sweep points (the main run is decoded anyway)."""
+    if not config.run_ablation:
+        return []
+    return plan_ablation(mats.santa, shift_available=mats.shift is not None, grid=config.sweep_grid())
 
 
-def _decode_and_score(config: EvalConfig, ev: Evaluation, prompt_task: str, decoding: dict,
-                      specs: list[RunSpec]) -> tuple[dict[str, dict], list[dict]]:
-    """Decode and score every run that is not skipped, once per distinct resolved bridge; returns the
-    scores by bridge key and one row per non-primary run (skipped ones with their reason)."""
+def _decode_and_score(config: EvalConfig, ev: Evaluation, decoding: Decoding,
+                      specs: list[RunSpec]) -> tuple[dict[Decoding, dict], list[dict]]:
+    """Decode and score the main run and every ablation run that is not skipped, once per distinct
+    resolved decoding; returns the scores by decoding and one row per ablation run (skipped ones
+    with their reason)."""
     from tqdm import tqdm
 
-    santa = ev.mats.santa
-    unique = {bridge_key(s.bridge, santa) for s in specs if not s.skipped}
+    mats = ev.mats
+    runs_of = {spec.name: mats.decoding(replace(decoding, bridge=spec.bridge)) for spec in specs if not spec.skipped}
+    unique = {decoding, *runs_of.values()}
     bar = tqdm(total=len(unique) * len(ev.items), desc=f"decode {config.task}", unit="clip",
                disable=not config.progress, dynamic_ncols=True, file=sys.stderr)
-    scored: dict[str, dict] = {}
+    scored: dict[Decoding, dict] = {}
+    for d in [decoding, *runs_of.values()]:
+        if d not in scored:
+            scored[d] = ev.score(config.task, ev.decode(d, config.batch_size, bar=bar), config.metrics)
+    bar.close()
     runs: list[dict] = []
     for spec in specs:
-        row: dict[str, Any] = {"name": spec.name, "kind": spec.kind, "param": spec.param, "value": spec.value,
-                               "bridge": resolve_bridge(spec.bridge, santa)}
+        row: dict[str, Any] = {"name": spec.name, "kind": spec.kind, "param": spec.param, "value": spec.value}
         if spec.skipped:
-            row.update(status="skipped", reason=spec.skipped, metrics={})
+            row.update(bridge=spec.bridge.describe(mats.santa), status="skipped", reason=spec.skipped, metrics={})
         else:
-            key = bridge_key(spec.bridge, santa)
-            preds = ev.decode(prompt_task, spec.bridge, config.seed, config.batch_size, decoding, bar=bar)
-            if key not in scored:
-                scored[key] = ev.score(config.task, preds, config.metrics)
-            row.update(status="ok", metrics=scored[key]["metrics"], predictions=list(preds))
-        if spec.kind != "primary":
-            runs.append(row)
-    bar.close()
+            d = runs_of[spec.name]
+            row.update(bridge=d.bridge.describe(), status="ok", metrics=scored[d]["metrics"],
+                       predictions=list(ev.decode(d, config.batch_size)))
+        runs.append(row)
     return scored, runs
 
 
@@ -468,7 +455,7 @@ def _prediction_rows(ev: Evaluation, prompt_task: str, preds: list[str], main: d
     return rows
 
 
-def _results(config: EvalConfig, ev: Evaluation, prompt: dict, decoding: dict, primary: RunSpec,
+def _results(config: EvalConfig, ev: Evaluation, prompt: dict, decoding: Decoding,
              main: dict, predictions: list[dict], zs: dict, runs: list[dict]) -> dict[str, Any]:
     """The ``results.json`` document (timings are filled in by the caller, last)."""
     mats, benchmark, task = ev.mats, ev.benchmark, config.task
@@ -487,9 +474,10 @@ def _results(config: EvalConfig, ev: Evaluation, prompt: dict, decoding: dict, p
             "model": _describe_model(mats),
             "task": task, "prompt_task": prompt["task"], "prompt_tag": prompt["tag"],
             "prompt_reason": prompt["reason"],
-            "bridge": resolve_bridge(primary.bridge, mats.santa),
-            "seed": config.seed, "batch_size": config.batch_size, "limit": config.limit,
-            "decoding": decoding, "caption_metrics": config.metrics,
+            "bridge": decoding.bridge.describe(),
+            "seed": decoding.seed, "batch_size": config.batch_size, "limit": config.limit,
+            "decoding": {k: v for k, v in decoding.to_dict().items() if k not in ("task", "bridge", "seed")},
+            "caption_metrics": config.metrics,
             "ablation": config.run_ablation,
             "sweep_grid": config.sweep_grid() if config.run_ablation else None,
             "shift_file": str(config.shift) if config.shift else None,

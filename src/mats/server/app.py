@@ -27,6 +27,7 @@ import math
 import os
 import shutil
 import tempfile
+import threading
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -41,12 +42,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
+from ..bridge.config import BridgeError
+from ..decoding import Decoding
+from ..pipeline import MATS, Cancelled
+from ..tasks import command_tasks
 from . import inference, schemas
-from .batching import Busy, MicroBatcher
+from .batching import Busy, MicroBatcher, WorkerFailed
 from .guard import AudioRefused, PathRefused, check_audio, resolve_allowed
 from .settings import Settings
-
-from ..tasks import TASKS, command_tasks
 
 __all__ = ["create_app", "Settings"]
 
@@ -70,6 +73,14 @@ def _field_errors(errors) -> str:
 
 def _invalid(field_name: str, message: str) -> RequestValidationError:
     return RequestValidationError([{"loc": ("body", field_name), "msg": message, "type": "value_error"}])
+
+
+class ClientGone(Exception):
+    """The client closed the connection while its request waited: its work is withdrawn."""
+
+
+# How often a waiting request checks that its client is still there.
+_DISCONNECT_POLL_S = 0.1
 
 
 class BodyTooLarge(HTTPException):
@@ -259,9 +270,9 @@ def _body_doc(json_cls, form_cls) -> dict:
 
 # -- the app --------------------------------------------------------------------------------------
 
-def create_app(model, settings: Settings | None = None) -> FastAPI:
-    """A FastAPI app serving ``model`` (a loaded :class:`mats.pipeline.MATS`). The model is used
-    only by the app's worker thread, started and stopped with the app's lifespan."""
+def create_app(model: MATS, settings: Settings | None = None) -> FastAPI:
+    """A FastAPI app serving ``model``. The model is used only by the app's worker thread, started
+    and stopped with the app's lifespan."""
     settings = settings or Settings()
     if settings.allow_dir is not None:
         raw = str(settings.allow_dir)
@@ -271,13 +282,14 @@ def create_app(model, settings: Settings | None = None) -> FastAPI:
             raise ValueError(f"--allow-dir {raw}: no such folder")
         settings.allow_dir = Path(raw).resolve()
     endpoint_tasks = {t.command: t for t in command_tasks()}
-
-    def parse_for(task_name: str):
-        return TASKS[task_name].parse
-
-    batcher = MicroBatcher(lambda key, items: inference.process(model, key, items, parse_for, settings.max_batch),
+    # One budget source: the header check and the worker's decoder both ask the settings.
+    batcher = MicroBatcher(lambda key, items: inference.process(model, key, items, settings.max_batch,
+                                                                settings.budget()),
                            window_s=settings.batch_window_ms / 1000, max_batch=settings.max_batch,
                            max_queue=settings.max_queue)
+    if not model.batch_invariant:
+        log.warning("the model's LLM weights are not fp32: an answer may differ with the batch its request "
+                    "shares (load with dtype fp32 for answers that never depend on the batch)")
 
     @asynccontextmanager
     async def lifespan(app):
@@ -306,21 +318,48 @@ def create_app(model, settings: Settings | None = None) -> FastAPI:
     async def _on_http(request, exc: HTTPException):
         return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
 
+    @app.exception_handler(ClientGone)
+    async def _on_gone(request, exc: ClientGone):
+        return _error(499, "the client went away before the answer was ready")
+
+    @app.exception_handler(Exception)
+    async def _on_fault(request, exc: Exception):
+        # Whatever escaped an endpoint: still the documented JSON error (the traceback goes to the log).
+        return _error(500, f"internal error ({type(exc).__name__}); the server log has the details")
+
     def bridges() -> list[str]:
         return list(model.bridges)
 
     def header(upload: Upload):
-        return check_audio(upload.path, upload.name, settings.budget(), model.clap.sample_rate)
+        return check_audio(upload.path, upload.name, settings.budget(), model.clap.sample_rate,
+                           model.clap.max_seconds)
 
-    async def run_job(key, item):
+    async def run_job(request: Request, key, make_item):
+        """Hand a job to the worker and wait for it; a client that goes away withdraws its job
+        (``make_item`` receives the callable the run loop asks before it reads and decodes)."""
+        gone = threading.Event()
+        if await request.is_disconnected():
+            raise ClientGone()
+        job = asyncio.ensure_future(batcher.submit(key, make_item(gone.is_set)))
         try:
-            return await batcher.submit(key, item)
+            while True:
+                done, _ = await asyncio.wait({job}, timeout=_DISCONNECT_POLL_S)
+                if done:
+                    return job.result()
+                if await request.is_disconnected():
+                    raise ClientGone()
         except Busy as e:
-            raise HTTPException(503, str(e)) from None
+            raise HTTPException(503, str(e), headers={"Retry-After": "1"}) from None
         except (AudioRefused, PathRefused) as e:
             raise HTTPException(e.status, str(e)) from None
-        except ValueError as e:
-            raise HTTPException(400, str(e)) from None
+        except Cancelled:
+            raise ClientGone() from None
+        except (inference.ServerFault, WorkerFailed) as e:
+            raise HTTPException(500, str(e)) from None
+        finally:
+            if not job.done():
+                gone.set()
+                job.cancel()
 
     # -- pages ------------------------------------------------------------------------------
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -346,7 +385,8 @@ def create_app(model, settings: Settings | None = None) -> FastAPI:
             "tasks": [{"endpoint": f"/v1/{c}", "task": t.name, "needs_question": t.needs_question,
                        "help": t.help} for c, t in endpoint_tasks.items()],
             "bridges": bridges(),
-            "default_bridge": "santa" if "santa" in bridges() else bridges()[0],
+            "default_bridge": Decoding("caption").bridge.name,
+            "batch_invariant": model.batch_invariant,
             "retrieval_k": int(model.model.config.retrieval.k),
             "limits": {"max_upload_bytes": settings.max_upload_bytes, "max_decoded_samples": settings.budget(),
                        "max_windows": settings.max_windows, "request_timeout_s": settings.request_timeout_s,
@@ -366,23 +406,24 @@ def create_app(model, settings: Settings | None = None) -> FastAPI:
                     raise _invalid("question", f"/v1/{command} needs a non-empty question")
                 if not task.needs_question and o.question is not None:
                     raise _invalid("question", f"/v1/{command} takes no question")
-                if o.bridge not in bridges():
+                try:
+                    decoding = model.decoding(task.name, bridge=o.bridge, seed=o.seed, num_beams=o.num_beams,
+                                              max_new_tokens=o.max_new_tokens, rerank=o.rerank)
+                except BridgeError:
                     raise _invalid("bridge", f"unknown or unavailable bridge {o.bridge!r}; this model has "
-                                             f"{', '.join(bridges())}")
+                                             f"{', '.join(bridges())}") from None
                 head = header(upload)
                 if o.per_window:
                     windows = math.ceil(head.duration / model.clap.clip_seconds)
                     if windows > settings.max_windows:
                         raise _invalid("per_window", f"{head.duration:.0f} s is {windows} windows, more than "
                                                      f"this server's {settings.max_windows}")
-                key = inference.generate_key(task.name, o.bridge, o.seed, o.max_new_tokens, o.num_beams,
-                                             o.rerank)
-                item = inference.GenerateItem(upload.path, upload.name, question, o.per_window,
-                                              o.top_k if o.explain else 0)
-                r = await run_job(key, item)
+                key = inference.GenerateKey(decoding, o.per_window, o.top_k if o.explain else 0)
+                r = await run_job(request, key, lambda gone: inference.GenerateItem(
+                    upload.path, upload.name, question, gone))
             finally:
                 upload.close()
-            return {"file": upload.name, "task": task.name, "bridge": o.bridge, "question": question,
+            return {"file": upload.name, "task": task.name, "bridge": decoding.bridge.name, "question": question,
                     "duration": round(head.duration, 3), **{k: v for k, v in r.items() if v is not None}}
 
         app.add_api_route(f"/v1/{command}", endpoint, methods=["POST"], response_model=schemas.Answer,
@@ -402,7 +443,7 @@ def create_app(model, settings: Settings | None = None) -> FastAPI:
         try:
             header(upload)
             o = upload.options
-            return await run_job(("zero-shot",), inference.ZeroShotItem(
+            return await run_job(request, ("zero-shot",), lambda gone: inference.ZeroShotItem(
                 upload.path, upload.name, tuple(o.labels), o.prompt, o.top_k))
         finally:
             upload.close()
@@ -414,7 +455,7 @@ def create_app(model, settings: Settings | None = None) -> FastAPI:
         upload = await read_request(request, schemas.EmbedJSON, schemas.EmbedOptions, settings)
         try:
             header(upload)
-            return await run_job(("embed",), inference.EmbedItem(upload.path, upload.name))
+            return await run_job(request, ("embed",), lambda gone: inference.EmbedItem(upload.path, upload.name))
         finally:
             upload.close()
 
@@ -424,7 +465,8 @@ def create_app(model, settings: Settings | None = None) -> FastAPI:
 _ERRORS = {s: {"model": schemas.Error, "description": d} for s, d in (
     (400, "unreadable audio or JSON"), (401, "API key missing or wrong"), (404, "path not shared"),
     (413, "body or decoded audio over the limit"), (415, "not JSON or a form"),
-    (422, "a field is invalid (the message names it)"), (503, "too many waiting requests"),
+    (422, "a field is invalid (the message names it)"), (500, "the model failed on this request"),
+    (503, "too many waiting requests, or the server is stopping"),
     (504, "no answer within the request timeout"))}
 
 # The page loads only its own files: no CDN, nothing inline from elsewhere.

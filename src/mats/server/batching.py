@@ -7,23 +7,34 @@ group. Jobs only share a group when they may share a call without changing anyon
 task, bridge, seed and decoding options: see :mod:`mats.server.inference`).
 
 ``process`` returns one result per item, in order; an item whose result is an exception fails
-alone. If ``process`` itself raises, every job of the group gets that exception.
+alone. If ``process`` itself raises (anything, ``BaseException`` included), every job of the group
+gets that error and the worker goes on; if the worker thread dies all the same, the next
+``submit`` starts a new one. Every job is settled: answered, failed, or -- queued when the batcher
+stops -- refused with :class:`Busy`. A job whose future is already done (its client went away) is
+skipped without being processed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Sequence
 
-__all__ = ["MicroBatcher", "Busy"]
+__all__ = ["MicroBatcher", "Busy", "WorkerFailed"]
+
+log = logging.getLogger("mats.server")
 
 
 class Busy(RuntimeError):
-    """The queue is full: the server is saturated and the client should retry later."""
+    """The queue is full or the server is stopping: the client should retry later."""
+
+
+class WorkerFailed(RuntimeError):
+    """``process`` raised for a whole group (the server answers 500)."""
 
 
 @dataclass
@@ -46,6 +57,13 @@ def _settle(future: asyncio.Future, result: Any) -> None:
         future.set_result(result)
 
 
+def _hand_over(job: _Job, result: Any) -> None:
+    try:
+        job.loop.call_soon_threadsafe(_settle, job.future, result)
+    except RuntimeError:  # its event loop has closed: nobody is waiting any more
+        pass
+
+
 class MicroBatcher:
     def __init__(self, process: Callable[[Hashable, Sequence[Any]], Sequence[Any]], window_s: float = 0.02,
                  max_batch: int = 16, max_queue: int = 256, name: str = "mats-model"):
@@ -57,26 +75,48 @@ class MicroBatcher:
         self.window_s = float(window_s)
         self.max_batch = int(max_batch)
         self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        self._name = name
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._start_lock = threading.Lock()
         self._stopped = False
+        self.restarts = 0  # worker threads started again after one died
         self.batches = 0  # calls made to ``process`` (what the tests and the benchmark look at)
         self.largest_batch = 0
 
     def start(self) -> "MicroBatcher":
         """Start the worker (idempotent: a sub-app mounted elsewhere gets no lifespan events, so
-        the first request starts it too)."""
+        the first request starts it too); start a new one if the last died."""
         with self._start_lock:
-            if not self._thread.is_alive() and not self._stopped:
-                self._thread.start()
+            if self._stopped or self._thread.is_alive():
+                return self
+            if self._thread.ident is not None:  # it ran and died: a thread cannot be started twice
+                self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
+                self.restarts += 1
+            self._thread.start()
         return self
 
+    @property
+    def healthy(self) -> bool:
+        """Whether a job submitted now would be worked on."""
+        return not self._stopped
+
     def stop(self, timeout: float = 30.0) -> None:
+        """Finish the batch in hand, refuse the jobs still queued (:class:`Busy`), stop the worker."""
         with self._start_lock:
             self._stopped = True
         if self._thread.is_alive():
             self._queue.put(_STOP)
             self._thread.join(timeout)
+        self._refuse_queued()
+
+    def _refuse_queued(self) -> None:
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if job is not _STOP:
+                _hand_over(job, Busy("the server is shutting down; retry shortly"))
 
     async def submit(self, key: Hashable, item: Any) -> Any:
         self.start()
@@ -106,23 +146,34 @@ class MicroBatcher:
 
     def _loop(self) -> None:
         stop = False
-        while not stop:
-            first = self._queue.get()
-            if first is _STOP:
-                break
-            batch, stop = self._collect(first)
-            groups: dict[Hashable, list[_Job]] = {}
-            for job in batch:
-                if not job.future.done():  # a job whose request is gone costs nothing
-                    groups.setdefault(job.key, []).append(job)
-            for key, jobs in groups.items():
-                self.batches += 1
-                self.largest_batch = max(self.largest_batch, len(jobs))
-                try:
-                    results = list(self.process(key, [j.item for j in jobs]))
-                    if len(results) != len(jobs):
-                        raise RuntimeError(f"process gave {len(results)} results for {len(jobs)} items")
-                except Exception as e:  # noqa: BLE001 - handed to the waiting requests, not swallowed
-                    results = [e] * len(jobs)
-                for job, result in zip(jobs, results):
-                    job.loop.call_soon_threadsafe(_settle, job.future, result)
+        try:
+            while not stop:
+                first = self._queue.get()
+                if first is _STOP:
+                    break
+                batch, stop = self._collect(first)
+                groups: dict[Hashable, list[_Job]] = {}
+                for job in batch:
+                    if not job.future.done():  # a job whose request is gone costs nothing
+                        groups.setdefault(job.key, []).append(job)
+                for key, jobs in groups.items():
+                    self._run_group(key, jobs)
+        finally:
+            if self._stopped:
+                self._refuse_queued()
+
+    def _run_group(self, key: Hashable, jobs: list[_Job]) -> None:
+        self.batches += 1
+        self.largest_batch = max(self.largest_batch, len(jobs))
+        try:
+            results = list(self.process(key, [j.item for j in jobs]))
+            if len(results) != len(jobs):
+                raise RuntimeError(f"process gave {len(results)} results for {len(jobs)} items")
+        except BaseException as e:  # noqa: BLE001 - any failure is handed to the waiting requests
+            log.error("the model worker failed on a batch of %d: %s: %s", len(jobs), type(e).__name__, e,
+                      exc_info=(type(e), e, e.__traceback__))
+            failure = WorkerFailed(f"the model failed on this request ({type(e).__name__}); "
+                                   "the server log has the details")
+            results = [failure] * len(jobs)
+        for job, result in zip(jobs, results):
+            _hand_over(job, result)

@@ -51,9 +51,10 @@ def default_budget() -> int:
     return decoded_samples_budget()
 
 
-def check_audio(path: Path, name: str, budget: int, target_rate: int) -> AudioHeader:
+def check_audio(path: Path, name: str, budget: int, target_rate: int,
+                max_seconds: float | None = None) -> AudioHeader:
     """The header of ``path`` (an upload or an allowed file) if it may be decoded; ``name`` is what
-    the client calls it (never the server's temporary path)."""
+    the client calls it (never the server's temporary path). ``max_seconds``: the CLAP's longest input."""
     from ..audio import AudioError, probe_audio
     try:
         info = probe_audio(path)
@@ -65,6 +66,9 @@ def check_audio(path: Path, name: str, budget: int, target_rate: int) -> AudioHe
             f"{name}: too large to decode: {info.frames} frames x {info.channels} channels at "
             f"{info.samplerate} Hz ({info.duration:.1f} s) is {max(info.decoded_samples, resampled):,} "
             f"samples, over this server's budget of {budget:,}; send a shorter clip", status=413)
+    if max_seconds is not None and info.duration > max_seconds:
+        raise AudioRefused(f"{name}: {info.duration:.1f} s long, more than this model's limit of {max_seconds:g} s; "
+                           "send a shorter clip", status=413)
     return AudioHeader(info.frames, info.channels, info.samplerate, info.duration)
 
 

@@ -14,7 +14,8 @@ class TaskOptions(BaseModel):
 
     question: str | None = Field(None, max_length=MAX_QUESTION_CHARS,
                                  description="the question (ask only)")
-    bridge: str = Field("santa", max_length=32, description="gap bridge; GET /v1/info lists this model's")
+    bridge: str | None = Field(None, max_length=32,
+                               description="gap bridge (default: GET /v1/info's default_bridge; it lists this model's)")
     per_window: bool = Field(False, description="also answer for each CLAP window (a timeline for long audio)")
     explain: bool = Field(False, description="add the Santa memory's nearest training texts with their weights")
     top_k: int = Field(8, ge=1, le=32, description="how many training texts `explain` returns")
@@ -149,6 +150,7 @@ class Info(BaseModel):
     tasks: list[TaskInfo]
     bridges: list[str]
     default_bridge: str
+    batch_invariant: bool = True  # false: an answer may differ with the batch it shares (bf16 weights)
     retrieval_k: int = 0  # > 0: the model writes this many retrieved training texts into its prompt
     limits: dict
     batching: dict
