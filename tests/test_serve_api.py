@@ -87,6 +87,7 @@ def test_health_info_page_and_docs(client, model):
     assert [t["needs_question"] for t in info["tasks"] if t["endpoint"] == "/v1/ask"] == [True]
     assert "santa" in info["bridges"] and info["default_bridge"] == "santa"
     assert info["retrieval_k"] == model.model.config.retrieval.k
+    assert info["batch_invariant"] is True  # fp32 weights: an answer never depends on its batch
     assert info["limits"]["path_field"] is False and info["limits"]["max_decoded_samples"] > 0
     assert str(model.folder) not in r.text and os.path.expanduser("~") not in r.text  # no server paths
     page = client.get("/")
@@ -221,6 +222,26 @@ def test_decoded_size_budget(client, settings, tmp_path):
     assert "/tmp" not in err
     refusal(upload(client, "zero-shot", f, labels="a,b"), 413)
     refusal(upload(client, "embed", f), 413)
+
+
+def test_one_decoded_size_budget(client, settings, clips, monkeypatch):
+    """The server's budget is the one its worker decodes under (the environment's is the CLI's)."""
+    monkeypatch.setenv("MATS_MAX_DECODED_SAMPLES", "1000")
+    settings.max_decoded_samples = 50_000_000
+    assert upload(client, "embed", clips[0]).status_code == 200
+    r = upload(client, "tag", clips[0], num_beams=1, rerank=0, max_new_tokens=3)
+    assert r.status_code == 200, r.text
+
+
+def test_batch_invariance_is_promised_only_for_fp32(caplog):
+    from mats.pipeline import MATS
+    bf16 = MATS.from_pretrained(dtype="bf16")
+    assert not bf16.batch_invariant
+    with caplog.at_level(logging.WARNING, logger="mats.server"):
+        app = create_app(bf16, Settings())
+    assert any("may differ with the batch" in r.getMessage() for r in caplog.records)
+    with TestClient(app) as c:
+        assert c.get("/v1/info").json()["batch_invariant"] is False
 
 
 def test_path_field(client, settings, clips, tmp_path):

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from mats.server.batching import Busy, MicroBatcher
+from mats.server.batching import Busy, MicroBatcher, WorkerFailed
 
 
 class Recorder:
@@ -112,3 +112,68 @@ def test_first_request_starts_the_worker():
         assert asyncio.run(b.submit("a", 1)) == ("a", 1)
     finally:
         b.stop()
+
+
+class Crash(BaseException):
+    """Not an Exception: what escaped ``except Exception`` and killed the worker before."""
+
+
+def test_the_worker_survives_any_exception():
+    calls = []
+
+    def process(key, items):
+        calls.append(key)
+        if key == "crash":
+            raise Crash("not an Exception")
+        return [(key, it) for it in items]
+
+    b = MicroBatcher(process, window_s=0.0)
+
+    async def go():
+        first = await asyncio.gather(b.submit("crash", 1), return_exceptions=True)
+        return first[0], await b.submit("a", 2)
+
+    failed, later = run(b, go())
+    assert isinstance(failed, WorkerFailed) and "Crash" in str(failed)  # settled, not left hanging
+    assert later == ("a", 2) and calls == ["crash", "a"]  # and the next request is served
+
+
+def test_a_dead_worker_thread_is_started_again():
+    b = MicroBatcher(lambda key, items: [(key, it) for it in items], window_s=0.0)
+    b.start()
+    b._queue.put(None)  # not a job: the thread dies on it, as on any bug of its own
+    b._thread.join(5)
+    assert not b._thread.is_alive()
+    try:
+        assert asyncio.run(b.submit("a", 1)) == ("a", 1) and b.restarts == 1
+    finally:
+        b.stop()
+
+
+def test_jobs_still_queued_at_stop_are_refused_not_left_waiting():
+    release = threading.Event()
+
+    def slow(key, items):
+        release.wait(5)
+        return [(key, it) for it in items]
+
+    b = MicroBatcher(slow, window_s=0.0, max_batch=1)
+
+    async def go():
+        jobs = [asyncio.ensure_future(b.submit("a", i)) for i in range(3)]
+        await asyncio.sleep(0.2)  # the first is in the worker's hands, two wait in the queue
+        stopper = threading.Thread(target=b.stop)
+        stopper.start()
+        await asyncio.sleep(0.2)
+        release.set()
+        out = await asyncio.wait_for(asyncio.gather(*jobs, return_exceptions=True), 10)
+        stopper.join(10)
+        return out
+
+    b.start()
+    out = asyncio.run(go())
+    assert out[0] == ("a", 0)  # the batch in hand finishes
+    assert all(isinstance(r, Busy) and "shutting down" in str(r) for r in out[1:])
+    assert not b.healthy
+    with pytest.raises(Busy):
+        asyncio.run(b.submit("a", 9))

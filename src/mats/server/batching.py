@@ -104,6 +104,7 @@ class MicroBatcher:
         """Finish the batch in hand, refuse the jobs still queued (:class:`Busy`), stop the worker."""
         with self._start_lock:
             self._stopped = True
+        self._refuse_queued()
         if self._thread.is_alive():
             self._queue.put(_STOP)
             self._thread.join(timeout)
@@ -120,18 +121,19 @@ class MicroBatcher:
 
     async def submit(self, key: Hashable, item: Any) -> Any:
         self.start()
-        if self._stopped:
-            raise Busy("the server is shutting down")
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        try:
-            self._queue.put_nowait(_Job(key, item, future, loop))
-        except queue.Full:
-            raise Busy(f"the server is busy ({self._queue.maxsize} requests waiting); retry shortly") from None
+        with self._start_lock:  # no job slips into the queue after stop() has emptied it
+            if self._stopped:
+                raise Busy("the server is shutting down; retry shortly")
+            try:
+                self._queue.put_nowait(_Job(key, item, future, loop))
+            except queue.Full:
+                raise Busy(f"the server is busy ({self._queue.maxsize} requests waiting); retry shortly") from None
         return await future
 
     # -- the worker ------------------------------------------------------------------------------
-    def _collect(self, first: _Job) -> tuple[list[_Job], bool]:
+    def _collect(self, first: _Job) -> list[_Job]:
         batch, deadline = [first], time.monotonic() + self.window_s
         while len(batch) < self.max_batch:
             remaining = deadline - time.monotonic()
@@ -139,25 +141,29 @@ class MicroBatcher:
                 job = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
             except queue.Empty:
                 break
-            if job is _STOP:
-                return batch, True
+            if job is _STOP:  # stop() has set the flag: the loop ends after this batch
+                break
             batch.append(job)
-        return batch, False
+        return batch
 
     def _loop(self) -> None:
-        stop = False
         try:
-            while not stop:
+            while not self._stopped:
                 first = self._queue.get()
                 if first is _STOP:
                     break
-                batch, stop = self._collect(first)
+                if self._stopped:  # stopping: what is still queued is refused, not started
+                    _hand_over(first, Busy("the server is shutting down; retry shortly"))
+                    break
+                batch = self._collect(first)
                 groups: dict[Hashable, list[_Job]] = {}
                 for job in batch:
                     if not job.future.done():  # a job whose request is gone costs nothing
                         groups.setdefault(job.key, []).append(job)
                 for key, jobs in groups.items():
                     self._run_group(key, jobs)
+        except BaseException:  # noqa: BLE001 - a bug of the worker itself: the next submit starts a new one
+            log.exception("the model worker stopped on an error; the next request starts a new one")
         finally:
             if self._stopped:
                 self._refuse_queued()
