@@ -13,8 +13,16 @@ import pytest
 
 from mats.bridge.shift import load_shift
 from mats.evaluation.gap import (
-    PAPER_DIM, PAPER_NOISE_VARIANCE, PAPER_TARGET_COSINE, expected_noisy_cosine, measure_gap,
-    plot_gap, read_paired_metadata, read_texts, save_shift, suggest_noise_variance,
+    PAPER_DIM,
+    PAPER_NOISE_VARIANCE,
+    PAPER_TARGET_COSINE,
+    expected_noisy_cosine,
+    measure_gap,
+    plot_gap,
+    read_paired_metadata,
+    read_texts,
+    save_shift,
+    suggest_noise_variance,
 )
 
 

@@ -72,7 +72,7 @@ def test_splits_are_disjoint_by_package():
 
 def test_rules_see_names_only():
     assert list(inspect.signature(S._label).parameters) == ["package", "name"]
-    for pkg, pattern, label, synonyms in S.RULES:
+    for pkg, _pattern, label, synonyms in S.RULES:
         assert pkg in S.PACKAGES and label == synonyms[0] and len(set(synonyms)) == len(synonyms)
 
 

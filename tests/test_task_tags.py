@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from mats.tasks import TASKS, command_tasks, get_task, trained_tasks
-
 from test_eval_adapters import wav, write_csv
 
 

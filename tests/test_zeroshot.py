@@ -16,7 +16,10 @@ def files():
     except Exception as e:
         pytest.skip(f"real sound set unavailable: {e}")
     meta = read_metadata(folder)
-    pick = lambda end: folder / next(r["file"] for r in meta if r["file"].endswith(end))
+
+    def pick(end):
+        return folder / next(r["file"] for r in meta if r["file"].endswith(end))
+
     return pick("36-sheep.wav"), pick("phone-incoming-call.oga")
 
 

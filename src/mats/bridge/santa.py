@@ -68,7 +68,8 @@ class SantaConfig:
     clusters: int = 100  # K of k-means (clamped to the number of bank rows)
     kmeans_iters: int = 10  # Lloyd iterations (Euclidean)
     top_l: int = PAPER_SANTA["top_l"]  # L entries retrieved per query
-    noise_variance: float = PAPER_NOISE_VARIANCE  # fresh noise on the retrieved entries (0 disables); the model's training noise
+    # fresh noise on the retrieved entries (0 disables); the model's training noise
+    noise_variance: float = PAPER_NOISE_VARIANCE
     noise_kind: str = "gaussian"  # or "uniform" (same variance)
     tau: float = PAPER_SANTA["tau"]  # multiplies the logits <z, m_i>
     lam: float = PAPER_SANTA["lam"]  # weight of the retrieved mixture

@@ -72,7 +72,8 @@ class DefaultCLAP(CLAP):
 
     def __init__(self, device: str | None = None, *, label_prompt: str = "the sound of {label}",
                  pooling: str = "mean", temperature: float = 0.5, top_classes: int | None = 5,
-                 generic_penalty: float = 2.0, parent_penalty: float = 4.0, top_patches: int = 3, short_clip: str = "repeat",
+                 generic_penalty: float = 2.0, parent_penalty: float = 4.0, top_patches: int = 3,
+                 short_clip: str = "repeat",
                  yamnet_path=None, minilm_path=None, num_threads: int | None = None):
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")

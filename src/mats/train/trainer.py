@@ -33,10 +33,10 @@ from ..config import save_json
 from ..data.corpus import Corpus, CorpusSource, pick_instruction
 from ..llm import native_bf16_cpu, pick_device
 from ..model import MATSModel, Request
-from .parallel import full_state, wrap_model
+from .batching import epoch_batches
 from .checkpoint import all_checkpoints, resume_from_intact, save_checkpoint
 from .config import RunConfig
-from .batching import epoch_batches
+from .parallel import full_state, wrap_model
 from .step import train_step
 
 log = logging.getLogger(__name__)
@@ -181,7 +181,8 @@ def train(cfg: RunConfig, resume: bool = True, progress: bool = True) -> Path:
             # Related sounds, never the sample's own text: the model learns to read the hints,
             # not to copy them.
             hints = training_hints(santa, retrieval, z.numpy(), clean.numpy(), [s.text for s in samples])
-        reqs = [Request(s.task, pick_instruction(s, rng), s.answer, hint) for s, hint in zip(samples, hints)]
+        reqs = [Request(s.task, pick_instruction(s, rng), s.answer, hint)
+                for s, hint in zip(samples, hints, strict=True)]
         return z, reqs
 
     # 3. Held-out loss: fixed rows, fixed noise, no dropout.
