@@ -152,13 +152,15 @@ class DefaultCLAP(CLAP):
             except Exception:  # a damaged cache file is recomputed, never trusted
                 pass
         emb = np.ascontiguousarray(self.encode_text(texts, batch_size=batch_size), dtype=np.float32)
+        tmp = store.unique_partial(path)  # no other writer (process or thread) shares this name
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.partial")
             save_file({"embeddings": emb}, str(tmp))
             os.replace(tmp, path)
         except OSError:  # a read-only cache directory only costs the recomputation
             pass
+        finally:
+            tmp.unlink(missing_ok=True)
         return emb
 
     # -- audio ------------------------------------------------------------------------------------

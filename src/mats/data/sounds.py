@@ -37,7 +37,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..store import mats_home, sha256_file
+from ..store import mats_home, publish_dir, sha256_file, unique_partial
 
 __all__ = ["fetch_real_sounds", "fetch_sound_split", "fetch_unlabelled_sounds", "read_metadata", "RULES",
            "PACKAGES", "SPLITS", "DEV_PACKAGES", "TEST_PACKAGES", "SoundsError"]
@@ -565,9 +565,9 @@ def _build_sound_folder(dest: Path, packages: tuple[str, ...], labelled: bool,
     if (dest / _COMPLETE).is_file() and (dest / _COMPLETE).read_text() == stamp:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = dest.with_name(dest.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = unique_partial(dest)  # concurrent builders (two test runs) each write their own
     try:
+        staging.mkdir()
         rows = []
         with tempfile.TemporaryDirectory(dir=dest.parent, prefix="debs-") as tmp:
             for pkg in packages:
@@ -606,9 +606,7 @@ def _build_sound_folder(dest: Path, packages: tuple[str, ...], labelled: bool,
         # A failed download or an interrupted build leaves nothing half-built behind.
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    shutil.rmtree(dest, ignore_errors=True)
-    staging.rename(dest)
-    return dest
+    return publish_dir(staging, dest, lambda d: (d / _COMPLETE).is_file() and (d / _COMPLETE).read_text() == stamp)
 
 
 def _print_counts(folder: Path) -> None:
