@@ -1,8 +1,9 @@
 """Loading the language model: any Hugging Face causal LM (local folder or hub id) or a GGUF file.
 
-GGUF files are de-quantised by transformers on every load (≈10-20 s for SmolLM2-135M on 2 cores,
-tokenizer conversion included). The first load therefore writes the de-quantised model and its
-tokenizer as a regular safetensors folder under ``$MATS_HOME/llm-cache/`` and later loads read that.
+GGUF files are de-quantised by transformers on every load, tokenizer conversion included, which costs
+seconds even for a small model (docs/speed.md, "Loading the LLM"). The first load therefore writes the
+de-quantised model and its tokenizer as a regular safetensors folder under ``$MATS_HOME/llm-cache/``
+and later loads read that.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ class LoRAConfig:
 
 
 def native_bf16_cpu() -> bool:
-    """True when the CPU multiplies bf16 natively (AVX512-BF16 or AMX): bf16 matmuls then run ~4x
-    faster than fp32 (measured 423 vs 95 GFLOP/s on one Zen 5 core). Without it they are slower."""
+    """True when the CPU multiplies bf16 natively (AVX512-BF16 or AMX): bf16 matmuls are then faster
+    than fp32 (docs/speed.md, "Precision"). Without it bf16 is emulated and slower."""
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -45,11 +46,11 @@ def pick_dtype(device: torch.device, dtype: str | None = None) -> torch.dtype:
 
     - "auto" (default): fp32 on CPU, bf16 (fp16 without bf16 support) on GPUs.
     - "fast": bf16 also on CPUs with native bf16, fp32 on other CPUs (where bf16 is emulated and
-      slower). A default caption runs 1.3-1.4x faster alone and 1.5-1.7x in batches of 8 on a
-      Zen 5, and the real-sound quality table does not drop (docs/speed.md). It is not the
-      default because bf16 answers are not batch-invariant: 2 of 16 captions changed when decoded
-      in a batch of 8 rather than alone (fp32: none), so a server's answer would depend on the
-      requests it shares a batch with.
+      slower). Captions decode faster, most of all in batches, and the real-sound quality does not
+      drop (docs/speed.md, "Precision" and "Decoding a caption"). It is not the default because
+      bf16 answers are not batch-invariant: a caption decoded in a batch can differ from the same
+      clip decoded alone (fp32: never), so a server's answer would depend on the requests it
+      shares a batch with.
     - "fp32", "bf16", "fp16": as named.
 
     Training asks for its own dtype: see ``MATSModel.from_config``."""
@@ -170,10 +171,10 @@ def add_lora(model, config: LoRAConfig):
 
 
 # -- LoRA merged for inference ----------------------------------------------------------------------
-# peft costs 2 s to import and its wrapper adds per-step overhead; for inference the adapter is
-# folded into the frozen weights once (W + scale * B @ A, as peft's merge computes it) and the
-# merged tensors are cached as safetensors keyed by the content of the adapter and of the LLM's weights
-# and by the dtype (not by paths: another model at the same path must not reuse them).
+# peft is slow to import and its wrapper adds per-step overhead (docs/speed.md, "Loading the LLM"); for
+# inference the adapter is folded into the frozen weights once (W + scale * B @ A, as peft's merge
+# computes it) and the merged tensors are cached as safetensors keyed by the content of the adapter and
+# of the LLM's weights and by the dtype (not by paths: another model at the same path must not reuse them).
 _PLAIN_LORA = {"peft_type": "LORA", "use_dora": False, "use_rslora": False, "fan_in_fan_out": False,
                "rank_pattern": {}, "alpha_pattern": {}, "bias": "none", "modules_to_save": None,
                "layers_to_transform": None, "layer_replication": None, "target_parameters": None,

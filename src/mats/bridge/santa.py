@@ -60,7 +60,9 @@ _CONFIG_FILE = "santa.json"
 _TEXTS_FILE = "texts.txt"  # one training text per bank row, newlines inside a text flattened to spaces
 _CHUNK_ELEMS = 1 << 24  # ~64 MB of float32 per similarity block
 _PP_CANDIDATES_PER_CLUSTER = 64  # k-means++ seeding considers at most 64 * K rows
-FAISS_KMEANS_MIN_ROWS = 200_000  # torch Lloyd took 41 s on 1 M rows; faiss.Kmeans is several times faster
+# above this many rows the clusters are built with faiss.Kmeans, which is several times faster than
+# the torch Lloyd iterations on large banks (docs/speed.md, "Santa at a million texts")
+FAISS_KMEANS_MIN_ROWS = 200_000
 
 
 @dataclass

@@ -10,7 +10,7 @@ No CLAP with weights installs offline, so this one is assembled from two real mo
 
 Settings were chosen by zero-shot top-1 accuracy on the real-sound set (``mats.data.sounds``: 91 clips,
 45 classes, from sound-theme-freedesktop, openttd-opensfx and wesnoth-1.16-data; labels come from
-file names). ``python benchmarks/clap_alignment.py`` reproduces every number here (about 30 s):
+file names). ``python benchmarks/clap_alignment.py`` reproduces every number here:
 
 - naive bridge (max-pool, softmax at T=1 over all 521 classes): 30/91 (33 %), top-5 62 %;
 - pooling alone barely matters (mean 28, top-3 patches 30, energy-weighted 28): the defaults use the
@@ -127,7 +127,8 @@ class DefaultCLAP(CLAP):
 
     def label_embeddings(self) -> np.ndarray:
         """[521, 384] MiniLM embeddings of the class names written with ``label_prompt``, cached in
-        memory and on disk (encoding them took ~2 s of every fresh `mats tag`)."""
+        memory and on disk (encoding them is a visible share of a fresh `mats tag`: docs/speed.md,
+        "Starting a fresh `mats tag FILE`")."""
         if self.label_prompt not in self._label_cache:
             texts = [self.label_prompt.format(label=n) for n in self.class_names]
             self._label_cache[self.label_prompt] = self._label_embeddings_from_disk(texts)
