@@ -6,7 +6,8 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pytest
+
+from conftest import real_sounds_folder, require
 
 WANTED = ["36-sheep.wav", "37-cow.wav", "phone-incoming-call.oga", "29-applause.wav", "38-horse.wav",
           "03-factory-whistle.wav"]
@@ -14,18 +15,14 @@ WANTED = ["36-sheep.wav", "37-cow.wav", "phone-incoming-call.oga", "29-applause.
 
 def real_clips(dest: Path, n: int = 4) -> list[Path]:
     """``n`` real recorded clips (Debian sound packages, cached by mats.data.sounds) copied into ``dest``."""
-    from mats.data.sounds import fetch_real_sounds, read_metadata
-    try:
-        folder = fetch_real_sounds()
-        meta = read_metadata(folder)
-    except Exception as e:  # neither a cache nor apt/http: nothing real to test on
-        pytest.skip(f"real sound set unavailable: {e}")
+    from mats.data.sounds import read_metadata
+    folder = real_sounds_folder()
+    meta = read_metadata(folder)
     found = [folder / r["file"] for w in WANTED for r in meta if r["file"].endswith("/" + w)]
     if len(found) < n:  # another package version: any clips will do
         found += [folder / r["file"] for r in meta if folder / r["file"] not in found]
     found = [f for f in found if f.is_file()][:n]
-    if len(found) < n:
-        pytest.skip(f"fewer than {n} real clips available")
+    require(len(found) >= n, f"fewer than {n} real clips available")
     dest.mkdir(parents=True, exist_ok=True)
     out = []
     for f in found:

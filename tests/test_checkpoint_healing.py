@@ -106,7 +106,8 @@ def test_damaged_newest_checkpoint_falls_back(healing_env, kind, caplog):
 def test_no_intact_checkpoint_stops_with_one_line(healing_env):
     root, cfg, reference = healing_env
     out, cfg_path = _interrupted_copy(root, cfg, reference, "all-damaged")
-    for ckpt, kind in zip(sorted((out / "checkpoints").iterdir()), ["zero-byte", "invalid-json", "truncated"]):
+    kinds = ["zero-byte", "invalid-json", "truncated"]
+    for ckpt, kind in zip(sorted((out / "checkpoints").iterdir()), kinds, strict=True):
         _damage(ckpt, kind)
     p = subprocess.run([sys.executable, "-m", "mats.cli", "train", "--config", str(cfg_path)], env=child_env(),
                        capture_output=True, text=True, timeout=300)

@@ -119,7 +119,7 @@ def _htsat_skeleton(dim=8, depths=(2, 1, 1, 1), heads=(1, 1, 2, 2), ws=8, classe
     k[p + "patch_embed.proj.weight"] = (dim, 1, 4, 4)
     k[p + "patch_embed.norm.weight"] = (dim,)
     res = 64
-    for i, (d, h) in enumerate(zip(depths, heads)):
+    for i, (d, h) in enumerate(zip(depths, heads, strict=True)):
         c, w = dim * 2 ** i, min(ws, res)
         for j in range(d):
             b = f"{p}layers.{i}.blocks.{j}."
@@ -380,9 +380,9 @@ def test_msclap_corrupt_checkpoints(msclap_files, tmp_path):
 
 def test_msclap_refuses_pickled_objects(msclap_files, tmp_path):
     """weights_only loading: a checkpoint carrying arbitrary Python objects is not unpickled."""
-    from mats.clap.msclap import CheckpointError
-
     import argparse
+
+    from mats.clap.msclap import CheckpointError
 
     evil = tmp_path / "evil.pth"  # training scripts often pickle their argparse args next to the weights
     torch.save({"model": dict(msclap_files["sd23"]), "args": argparse.Namespace(lr=1e-4)}, evil)

@@ -15,17 +15,16 @@ import sys
 import pytest
 import torch
 
+from conftest import real_sounds_folder
+
 CLIPS = ["36-sheep.wav", "37-cow.wav", "phone-incoming-call.oga", "38-horse.wav", "camera-shutter.oga"]
 
 
 @pytest.fixture(scope="module")
 def clips():
-    from mats.data.sounds import fetch_real_sounds, read_metadata
-    try:
-        folder = fetch_real_sounds()
-        meta = read_metadata(folder)
-    except Exception as e:
-        pytest.skip(f"real sound set unavailable: {e}")
+    from mats.data.sounds import read_metadata
+    folder = real_sounds_folder()
+    meta = read_metadata(folder)
     found = [folder / r["file"] for w in CLIPS for r in meta if r["file"].endswith("/" + w)]
     if len(found) < 3:
         found = [folder / r["file"] for r in meta[:5]]

@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 
 from mats.evaluation import metrics as M
-from mats.evaluation.scoring import (average_precision, choose_option, mean_average_precision, mentioned_labels,
-                                     normalize_answer, score_task)
+from mats.evaluation.scoring import (
+    average_precision,
+    choose_option,
+    mean_average_precision,
+    mentioned_labels,
+    normalize_answer,
+    score_task,
+)
 
 PREDS = [
     "A dog barks loudly while cars pass by.",
@@ -75,7 +81,8 @@ def test_agrees_with_stock_pycocoevalcap_and_python_tokenizer():
     assert 0.3 < ours["cider_d"] < 3 and 0 < ours["meteor"] < 1
 
     # the Python tokenizer gives the PTB tokens on these captions, hence identical scores
-    texts = PREDS + [r for rs in REFS for r in rs] + ["It's a high-pitched beep (3.5 kHz)!", "kids' voices \"shouting\""]
+    texts = PREDS + [r for rs in REFS for r in rs] + ["It's a high-pitched beep (3.5 kHz)!",
+                                                      "kids' voices \"shouting\""]
     assert [M.simple_tokenize(t) for t in texts] == M.ptb_tokenize(texts)
     simple = M.caption_metrics(preds, refs, ["bleu", "meteor", "rouge_l", "cider_d"], tokenizer="simple")
     for k in stock:

@@ -8,17 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from conftest import real_sounds_folder
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("seed", [1, 2])
 def test_fuzz_slice(seed, tmp_path):
     from test_train import child_env
-    try:
-        from mats.data.sounds import fetch_real_sounds
-        fetch_real_sounds()
-    except Exception as e:  # offline and not cached
-        pytest.skip(f"real sounds unavailable: {e}")
+    real_sounds_folder()  # skips, or fails under CI, without the real clips
     p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "fuzz_audio.py"), "--seed", str(seed),
                         "--inputs", "1500", "--minutes", "3", "--timeout", "20", "--crash-dir", str(tmp_path)],
                        env=child_env(), capture_output=True, text=True, timeout=400)

@@ -11,10 +11,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import require
 from mats.bridge.shift import load_shift
 from mats.evaluation.gap import (
-    PAPER_DIM, PAPER_NOISE_VARIANCE, PAPER_TARGET_COSINE, expected_noisy_cosine, measure_gap,
-    plot_gap, read_paired_metadata, read_texts, save_shift, suggest_noise_variance,
+    PAPER_DIM,
+    PAPER_NOISE_VARIANCE,
+    PAPER_TARGET_COSINE,
+    expected_noisy_cosine,
+    measure_gap,
+    plot_gap,
+    read_paired_metadata,
+    read_texts,
+    save_shift,
+    suggest_noise_variance,
 )
 
 
@@ -240,8 +249,7 @@ def test_cli_real_default_clap_on_real_sounds(tmp_path, capsys, tiny_model):
     import shutil
 
     folder = _real_sounds()
-    if folder is None:
-        pytest.skip("default CLAP models or the real-sound set (`mats.data.sounds.fetch_real_sounds`) not cached")
+    require(folder, "default CLAP models or the real-sound set (`mats.data.sounds.fetch_real_sounds`) not cached")
     from mats.cli import main
     from mats.pipeline import MATS
 
@@ -266,8 +274,7 @@ def test_cli_skips_unreadable_audio_and_keeps_the_rest(tmp_path, capsys):
     """A zero-length clip among real ones is reported and left out (with its captions, in paired
     mode); the measurement uses the others."""
     folder = _real_sounds()
-    if folder is None:
-        pytest.skip("default CLAP models or the real-sound set (`mats.data.sounds.fetch_real_sounds`) not cached")
+    require(folder, "default CLAP models or the real-sound set (`mats.data.sounds.fetch_real_sounds`) not cached")
     import shutil
 
     import soundfile as sf

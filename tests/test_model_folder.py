@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import real_sounds_folder
 from mats.pipeline import DEFAULT_MODEL, MATS
 
 GOLDEN = Path(__file__).parent / "data" / "golden_default.json"
@@ -120,13 +121,8 @@ def test_shipped_default_outputs_unchanged(dtype):
     """The default model on six real clips gives the same captions, tags and answer as recorded
     (per weights dtype: bf16 rounds differently from fp32, and a few beams differ); a broken default
     model or pipeline fails here. Re-record with ``python tests/test_model_folder.py --record``."""
-    from mats.data.sounds import fetch_real_sounds
-
     golden = json.loads(GOLDEN.read_text())
-    try:
-        folder = fetch_real_sounds()
-    except Exception as e:  # no cache and no network: nothing real to test on
-        pytest.skip(f"real sound set unavailable: {e}")
+    folder = real_sounds_folder()
     m = MATS.from_pretrained(dtype=dtype)
     want = golden[_llm_dtype(m)]
     got = _golden_outputs(m, [str(folder / f) for f in golden["clips"]])

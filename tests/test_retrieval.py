@@ -16,8 +16,7 @@ import torch
 from mats.bridge.retrieval import RetrievalConfig, retrieve_texts, training_hints
 from mats.bridge.santa import SantaConfig, SantaMemory
 from mats.prompts import render_prompt, user_turn
-
-from test_train import needs_default_clap, run_config, run_train, train_env, write_config  # noqa: F401 (fixture)
+from test_train import needs_default_clap, run_config, run_train, write_config
 
 
 def _unit(v):

@@ -337,7 +337,7 @@ def test_auto_faiss_index_agrees_with_exact_search():
     # probing fewer lists trades a little recall for time
     mem.config.auto_nprobe = 10
     idx, _ = mem.retrieve_indices(z)
-    recall = np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(idx, exact_idx)])
+    recall = np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(idx, exact_idx, strict=True)])
     assert 0.5 <= recall < 1.0  # random 32-d data is the hard case; real banks: santa_scale.py
 
 

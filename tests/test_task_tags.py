@@ -14,7 +14,6 @@ import pytest
 from mats.decoding import Decoding
 from mats.pipeline import MATS
 from mats.tasks import TASKS, command_tasks, get_task, trained_tasks
-
 from test_eval_adapters import wav, write_csv
 
 

@@ -10,8 +10,8 @@ subprocess for the end-to-end runs. Embeddings are cached in a per-session tempo
 from __future__ import annotations
 
 import json
-import shutil
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -31,9 +31,9 @@ from mats.train.config import RunConfig
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_CONFIG = ROOT / "configs" / "paper-msclap-vicuna7b.json"
 
-needs_default_clap = pytest.mark.skipif(
-    not (store.is_cached("all-minilm-l6-v2") and store.is_cached("yamnet")),
-    reason="default CLAP (MiniLM + YAMNet) not in the offline store (run `mats models fetch`)")
+needs_default_clap = pytest.mark.requires(  # skips without it, fails under CI (tests/conftest.py)
+    store.is_cached("all-minilm-l6-v2") and store.is_cached("yamnet"),
+    "default CLAP (MiniLM + YAMNet) not in the offline store (run `mats models fetch`)")
 
 # -- a tiny corpus: 40 rows over caption / tags / qa -------------------------------------------------
 SOURCES = ["a dog", "a bell", "rain", "a car engine", "a violin", "a crowd", "a door", "thunder",
@@ -41,7 +41,7 @@ SOURCES = ["a dog", "a bell", "rain", "a car engine", "a violin", "a crowd", "a 
 CAPTIONS = [{"text": f"{s} heard {w}", "task": "caption", "answer": f"{s.capitalize()} is heard {w}."}
             for s in SOURCES for w in ("in the distance", "up close")][:16]
 TAGS = [{"text": f"{a} and {b}", "task": "tags", "answer": f"{a.split()[-1]}, {b.split()[-1]}"}
-        for a, b in zip(SOURCES, SOURCES[1:] + SOURCES[:1])] + \
+        for a, b in zip(SOURCES, SOURCES[1:] + SOURCES[:1], strict=True)] + \
        [{"text": f"{s} repeatedly", "task": "tags", "answer": s.split()[-1],
          "instruction": "Tag this audio clip."} for s in SOURCES[:2]]
 QA = [{"text": f"{s} far away", "task": "qa", "instruction": "Is the sound close or far?",
@@ -110,13 +110,6 @@ def final_tensors(model_dir: Path) -> dict[str, torch.Tensor]:
         for k, v in load_file(str(model_dir / name)).items():
             out[f"{name}:{k}"] = v
     return out
-
-
-@pytest.fixture(scope="module")
-def train_env(tmp_path_factory, tiny_llm):
-    root = tmp_path_factory.mktemp("train")
-    return {"root": root, "llm": tiny_llm, "corpus": write_corpus(root / "corpus"),
-            "cache": root / "embeddings"}
 
 
 @pytest.fixture(scope="module")
@@ -492,7 +485,7 @@ def test_two_processes_match_one(train_env, strategy):
             w = a.shape[0] // 3
             torch.testing.assert_close(b[w:2 * w], a[w:2 * w], rtol=0, atol=3 * 2e-3)
             a, b = torch.cat([a[:w], a[2 * w:]]), torch.cat([b[:w], b[2 * w:]])
-        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=lambda m: f"{k}: {m}")
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=lambda m, k=k: f"{k}: {m}")
     # only rank 0 wrote: one checkpoint folder per save, no leftovers
     assert _checkpoint_steps(two_dir) == [2, 3]
     # the logged losses agree too (rank 0 logs the all-reduced global loss)
@@ -510,4 +503,4 @@ def test_two_processes_match_one(train_env, strategy):
     assert "resumed from" in p.stderr and "step 2" in p.stderr
     resumed = final_tensors(two_dir / "model")
     for k in two:
-        torch.testing.assert_close(resumed[k], two[k], rtol=0, atol=1e-6, msg=lambda m: f"{k}: {m}")
+        torch.testing.assert_close(resumed[k], two[k], rtol=0, atol=1e-6, msg=lambda m, k=k: f"{k}: {m}")

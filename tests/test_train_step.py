@@ -75,7 +75,7 @@ def test_bf16_autocast_follows_the_fp32_loss_curve(llm, tiny_llm):
     fp32 = _curve(name, None, steps)
     bf16 = _curve(name, torch.autocast("cpu", dtype=torch.bfloat16), steps)
     assert fp32[-1] < fp32[0]  # it learns
-    for a, b in zip(fp32, bf16):
+    for a, b in zip(fp32, bf16, strict=True):
         assert abs(a - b) <= 0.02 * abs(a) + 0.02, (fp32, bf16)
 
 
@@ -124,7 +124,7 @@ def test_grad_accum_gives_the_same_step(tiny_llm):
         loss = train_step(model, (z, reqs), opt, grad_accum=accum)
         weights.append((loss, [p.detach().clone() for p in model.trainable_parameters()]))
     assert weights[0][0] == pytest.approx(weights[1][0], rel=1e-5)
-    for a, b in zip(weights[0][1], weights[1][1]):
+    for a, b in zip(weights[0][1], weights[1][1], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
@@ -144,8 +144,10 @@ def test_bucketed_epoch_visits_every_row_once_and_pads_less():
         dropped = epoch_batches(lengths, 16, seed=7, epoch=epoch, drop_last=True)
         assert all(len(b) == 16 for b in dropped) and len(dropped) == 1003 // 16
         assert len(set(np.concatenate(dropped).tolist())) == 16 * (1003 // 16)
-    assert [b.tolist() for b in epoch_batches(lengths, 16, 7, 1)] == [b.tolist() for b in epoch_batches(lengths, 16, 7, 1)]
-    assert [b.tolist() for b in epoch_batches(lengths, 16, 7, 1)] != [b.tolist() for b in epoch_batches(lengths, 16, 7, 2)]
+    def batches(epoch):
+        return [b.tolist() for b in epoch_batches(lengths, 16, 7, epoch)]
+    assert batches(1) == batches(1)
+    assert batches(1) != batches(2)
     shuffled = [np.arange(i, min(i + 16, 1003)) for i in range(0, 1003, 16)]  # unsorted batches
     assert padding_fraction(lengths, epoch_batches(lengths, 16, 7, 0)) < 0.5 * padding_fraction(lengths, shuffled)
 

@@ -6,17 +6,18 @@ import sys
 
 import pytest
 
-from mats.data.sounds import fetch_real_sounds, read_metadata
+from conftest import real_sounds_folder
+from mats.data.sounds import read_metadata
 
 
 @pytest.fixture(scope="module")
 def files():
-    try:
-        folder = fetch_real_sounds()
-    except Exception as e:
-        pytest.skip(f"real sound set unavailable: {e}")
+    folder = real_sounds_folder()
     meta = read_metadata(folder)
-    pick = lambda end: folder / next(r["file"] for r in meta if r["file"].endswith(end))
+
+    def pick(end):
+        return folder / next(r["file"] for r in meta if r["file"].endswith(end))
+
     return pick("36-sheep.wav"), pick("phone-incoming-call.oga")
 
 

@@ -7,9 +7,8 @@ Public API (imported lazily, so ``import mats`` is cheap)::
     m.caption(["clip.wav"])
 """
 
-from .version import __version__
-
 from .threads import set_passive_wait as _set_passive_wait
+from .version import __version__
 
 _set_passive_wait()  # before torch loads its OpenMP runtime; see mats.threads
 

@@ -1,8 +1,9 @@
 """Loading the language model: any Hugging Face causal LM (local folder or hub id) or a GGUF file.
 
-GGUF files are de-quantised by transformers on every load (≈10-20 s for SmolLM2-135M on 2 cores,
-tokenizer conversion included). The first load therefore writes the de-quantised model and its
-tokenizer as a regular safetensors folder under ``$MATS_HOME/llm-cache/`` and later loads read that.
+GGUF files are de-quantised by transformers on every load, tokenizer conversion included, which costs
+seconds even for a small model (docs/speed.md, "Loading the LLM"). The first load therefore writes the
+de-quantised model and its tokenizer as a regular safetensors folder under ``$MATS_HOME/llm-cache/``
+and later loads read that.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ class LoRAConfig:
 
 
 def native_bf16_cpu() -> bool:
-    """True when the CPU multiplies bf16 natively (AVX512-BF16 or AMX): bf16 matmuls then run ~4x
-    faster than fp32 (measured 423 vs 95 GFLOP/s on one Zen 5 core). Without it they are slower."""
+    """True when the CPU multiplies bf16 natively (AVX512-BF16 or AMX): bf16 matmuls are then faster
+    than fp32 (docs/speed.md, "Precision"). Without it bf16 is emulated and slower."""
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -45,11 +46,11 @@ def pick_dtype(device: torch.device, dtype: str | None = None) -> torch.dtype:
 
     - "auto" (default): fp32 on CPU, bf16 (fp16 without bf16 support) on GPUs.
     - "fast": bf16 also on CPUs with native bf16, fp32 on other CPUs (where bf16 is emulated and
-      slower). A default caption runs 1.3-1.4x faster alone and 1.5-1.7x in batches of 8 on a
-      Zen 5, and the real-sound quality table does not drop (docs/speed.md). It is not the
-      default because bf16 answers are not batch-invariant: 2 of 16 captions changed when decoded
-      in a batch of 8 rather than alone (fp32: none), so a server's answer would depend on the
-      requests it shares a batch with.
+      slower). Captions decode faster, most of all in batches, and the real-sound quality does not
+      drop (docs/speed.md, "Precision" and "Decoding a caption"). It is not the default because
+      bf16 answers are not batch-invariant: a caption decoded in a batch can differ from the same
+      clip decoded alone (fp32: never), so a server's answer would depend on the requests it
+      shares a batch with.
     - "fp32", "bf16", "fp16": as named.
 
     Training asks for its own dtype: see ``MATSModel.from_config``."""
@@ -86,10 +87,31 @@ def resolve_llm(spec: str) -> tuple[Path, str | None]:
 
 
 def _gguf_cache_dir(folder: Path, gguf: str) -> Path:
-    f = folder / gguf
-    st = f.stat()
-    key = hashlib.sha256(f"{f.resolve()}:{st.st_size}:{int(st.st_mtime)}".encode()).hexdigest()[:16]
+    # keyed by the file's content: a different GGUF copied to the same path is de-quantised again
+    key = store.cached_sha256(folder / gguf)[:16]
     return store.mats_home() / "llm-cache" / f"{Path(gguf).stem}-{key}"
+
+
+_WEIGHT_GLOBS = ("*.safetensors", "*.bin", "*.gguf")
+
+
+def llm_digest(folder: Path, gguf: str | None) -> str:
+    """sha256 over an LLM's content: its weight files (by :func:`mats.store.cached_sha256`, so each
+    file is read once and remembered by path, size and mtime) and its config.json. Two different
+    models at the same path give different digests; a copy of one model at another path the same."""
+    h = hashlib.sha256()
+    if gguf is not None:
+        files = [folder / gguf]
+    else:
+        files = sorted({p for g in _WEIGHT_GLOBS if g != "*.gguf" for p in folder.glob(g) if p.is_file()})
+        config = folder / "config.json"
+        if config.is_file():
+            h.update(b"config.json\0" + config.read_bytes() + b"\0")
+    if not files:
+        raise FileNotFoundError(f"{folder} holds no weight files ({', '.join(_WEIGHT_GLOBS)})")
+    for p in files:
+        h.update(f"{p.name}\0{store.cached_sha256(p)}\0".encode())
+    return h.hexdigest()
 
 
 def _save_dequantised(model, folder: Path) -> None:
@@ -119,13 +141,15 @@ def load_llm(spec: str, device: str | torch.device | None = None, dtype: str | N
             tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf, **local)
             model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=gguf,
                                                          dtype=torch.float32, **local)
-            tmp = cache.with_name(cache.name + ".partial")
-            shutil.rmtree(tmp, ignore_errors=True)
-            _save_dequantised(model, tmp)
-            tokenizer.save_pretrained(str(tmp))
-            (tmp / "mats_source.json").write_text(json.dumps({"gguf": str(folder / gguf)}))
-            shutil.rmtree(cache, ignore_errors=True)
-            os.replace(tmp, cache)
+            tmp = store.unique_partial(cache)  # concurrent first loads each write their own
+            try:
+                _save_dequantised(model, tmp)
+                tokenizer.save_pretrained(str(tmp))
+                (tmp / "mats_source.json").write_text(json.dumps({"gguf": str(folder / gguf)}))
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            store.publish_dir(tmp, cache, lambda c: (c / "config.json").exists())
         folder = cache
     tokenizer = AutoTokenizer.from_pretrained(str(folder), **local)
     model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch_dtype, **local)
@@ -147,9 +171,10 @@ def add_lora(model, config: LoRAConfig):
 
 
 # -- LoRA merged for inference ----------------------------------------------------------------------
-# peft costs 2 s to import and its wrapper adds per-step overhead; for inference the adapter is
-# folded into the frozen weights once (W + scale * B @ A, as peft's merge computes it) and the
-# merged tensors are cached as safetensors keyed by the adapter's sha256, the LLM and the dtype.
+# peft is slow to import and its wrapper adds per-step overhead (docs/speed.md, "Loading the LLM"); for
+# inference the adapter is folded into the frozen weights once (W + scale * B @ A, as peft's merge
+# computes it) and the merged tensors are cached as safetensors keyed by the content of the adapter and
+# of the LLM's weights and by the dtype (not by paths: another model at the same path must not reuse them).
 _PLAIN_LORA = {"peft_type": "LORA", "use_dora": False, "use_rslora": False, "fan_in_fan_out": False,
                "rank_pattern": {}, "alpha_pattern": {}, "bias": "none", "modules_to_save": None,
                "layers_to_transform": None, "layer_replication": None, "target_parameters": None,
@@ -157,13 +182,32 @@ _PLAIN_LORA = {"peft_type": "LORA", "use_dora": False, "use_rslora": False, "fan
 _ADAPTER_PREFIX = "base_model.model."
 
 
+_MERGE_VERSION = "2"  # bump when the merge or the key changes, so old cache files are not read
+
+
 def _merged_cache_file(lora_folder: Path, llm_spec: str, dtype: torch.dtype) -> Path:
-    h = hashlib.sha256()
+    h = hashlib.sha256(f"merged-lora v{_MERGE_VERSION}\0".encode())
     for name in ("adapter_model.safetensors", "adapter_config.json"):
-        h.update((lora_folder / name).read_bytes())
-    folder, gguf = resolve_llm(llm_spec)
-    h.update(f"{folder.resolve()}|{gguf}|{dtype}".encode())
+        h.update(name.encode() + b"\0" + (lora_folder / name).read_bytes() + b"\0")
+    h.update(f"llm:{llm_digest(*resolve_llm(llm_spec))}\0dtype:{dtype}".encode())
     return store.mats_home() / "llm-cache" / "merged" / f"{h.hexdigest()[:32]}.safetensors"
+
+
+def _write_merged(cache: Path, merged: dict[str, torch.Tensor]) -> None:
+    """Write the merged tensors to ``cache`` through a name no other writer uses, then move them into
+    place atomically: concurrent processes leave one complete file (either's: they are equal) and no
+    partial one. A cache that cannot be written only costs merging again next time."""
+    from safetensors.torch import save_file
+
+    tmp = store.unique_partial(cache)
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.cpu() for k, v in merged.items()}, str(tmp), metadata={"format": "pt"})
+        os.replace(tmp, cache)
+    except OSError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _merge_by_hand(model, lora_folder: Path) -> dict[str, torch.Tensor] | None:
@@ -194,23 +238,24 @@ def _merge_by_hand(model, lora_folder: Path) -> dict[str, torch.Tensor] | None:
 def merge_lora(model, lora_folder: str | Path, llm_spec: str):
     """Fold the adapter in ``lora_folder`` into ``model`` (a plain LLM from ``load_llm``) in place.
     Uses the on-disk cache when present; peft is imported only for adapters not merged by hand."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     lora_folder = Path(lora_folder)
     dtype = next(model.parameters()).dtype
     cache = _merged_cache_file(lora_folder, llm_spec, dtype)
+    merged = None
     if cache.is_file():
-        merged = load_file(str(cache))
-    else:
+        try:
+            merged = load_file(str(cache))
+        except Exception:  # a damaged cache file is merged again and rewritten, never trusted
+            merged = None
+    if merged is None:
         merged = _merge_by_hand(model, lora_folder)
         if merged is None:
             from peft import PeftModel
 
             return PeftModel.from_pretrained(model, str(lora_folder), is_trainable=False).merge_and_unload()
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".partial")
-        save_file({k: v.cpu() for k, v in merged.items()}, str(tmp), metadata={"format": "pt"})
-        os.replace(tmp, cache)
+        _write_merged(cache, merged)
     params = dict(model.named_parameters())
     with torch.no_grad():
         for name, value in merged.items():

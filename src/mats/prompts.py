@@ -2,8 +2,9 @@
 
 Layout (the paper's): ``USER: <Speech>`` + prefix embeddings + ``</Speech> [task tag] instruction``
 then ``ASSISTANT:`` and the answer. A retrieval-augmented model (:mod:`mats.bridge.retrieval`) has
-its hint (the memory's nearest training texts) between ``</Speech>`` and the task tag. For chat-tuned LLMs the same user turn is rendered through the
-tokenizer's chat template, so the LLM sees the turn format it was instruction-tuned on.
+its hint (the memory's nearest training texts) between ``</Speech>`` and the task tag. For chat-tuned LLMs
+the same user turn is rendered through the tokenizer's chat template, so the LLM sees the turn format it was
+instruction-tuned on.
 """
 
 from __future__ import annotations

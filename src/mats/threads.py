@@ -1,10 +1,10 @@
 """How many CPU threads MATS uses, set in one place for torch, onnxruntime and the text encoder.
 
-Two things matter on small shared machines (measured on 2 vCPUs, see the speed issue):
+Two things matter on small shared machines (docs/speed.md, "Threads"):
 
 - OpenMP workers that spin while waiting for work steal the cores the other threads need; with the
-  default active waiting, 2 torch threads on 2 busy cores ran prefill and decode 6-8x slower than one
-  thread. ``OMP_WAIT_POLICY=PASSIVE`` removes that. OpenMP reads it once, when torch loads its
+  default active waiting, 2 torch threads on 2 busy cores run prefill and decode several times slower
+  than one thread. ``OMP_WAIT_POLICY=PASSIVE`` removes that. OpenMP reads it once, when torch loads its
   runtime, so it is set when ``mats`` is imported (``import mats`` before ``import torch`` to get it).
 - The thread count comes from the cores this process may actually run on (``sched_getaffinity``:
   containers and ``taskset`` give fewer than ``os.cpu_count()``), unless given explicitly

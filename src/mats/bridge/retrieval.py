@@ -97,7 +97,7 @@ def retrieve_texts(memory, queries: np.ndarray, k: int, *, exclude_texts: Sequen
             own = own / max(float(np.linalg.norm(own)), 1e-12)
             near = memory.entries(idx[i]) @ own >= exclude_above
         row, seen = [], set()
-        for j, (b, s) in enumerate(zip(idx[i], sims[i])):
+        for j, (b, s) in enumerate(zip(idx[i], sims[i], strict=True)):
             b = int(b)
             if b in seen:  # the search pads short results cyclically
                 continue

@@ -60,7 +60,9 @@ _CONFIG_FILE = "santa.json"
 _TEXTS_FILE = "texts.txt"  # one training text per bank row, newlines inside a text flattened to spaces
 _CHUNK_ELEMS = 1 << 24  # ~64 MB of float32 per similarity block
 _PP_CANDIDATES_PER_CLUSTER = 64  # k-means++ seeding considers at most 64 * K rows
-FAISS_KMEANS_MIN_ROWS = 200_000  # torch Lloyd took 41 s on 1 M rows; faiss.Kmeans is several times faster
+# above this many rows the clusters are built with faiss.Kmeans, which is several times faster than
+# the torch Lloyd iterations on large banks (docs/speed.md, "Santa at a million texts")
+FAISS_KMEANS_MIN_ROWS = 200_000
 
 
 @dataclass
@@ -68,7 +70,8 @@ class SantaConfig:
     clusters: int = 100  # K of k-means (clamped to the number of bank rows)
     kmeans_iters: int = 10  # Lloyd iterations (Euclidean)
     top_l: int = PAPER_SANTA["top_l"]  # L entries retrieved per query
-    noise_variance: float = PAPER_NOISE_VARIANCE  # fresh noise on the retrieved entries (0 disables); the model's training noise
+    # fresh noise on the retrieved entries (0 disables); the model's training noise
+    noise_variance: float = PAPER_NOISE_VARIANCE
     noise_kind: str = "gaussian"  # or "uniform" (same variance)
     tau: float = PAPER_SANTA["tau"]  # multiplies the logits <z, m_i>
     lam: float = PAPER_SANTA["lam"]  # weight of the retrieved mixture

@@ -128,9 +128,9 @@ def encode_texts_batched(texts: Sequence[str], batch_size: int, dim: int, encode
     """Validate ``texts``, run ``encode_batch(list[str]) -> [n, dim]`` over batches, L2-normalise.
 
     Batches are cut from the texts sorted by length (rows come back in the input order): a batch
-    pads to its longest text, so mixed lengths spend the encoder's time on padding (MiniLM on 2,048
-    corpus texts: 1.32x and 1.38x more texts/s in two runs, lowest cosine to the unsorted run
-    1.000000; ``benchmarks/latency.py``, ``text_encoding``)."""
+    pads to its longest text, so mixed lengths spend the encoder's time on padding; sorted batches
+    encode more texts per second with the same embeddings up to float rounding (docs/speed.md, "Text
+    encoding"; ``benchmarks/latency.py``, ``text_encoding``)."""
     texts = check_texts(texts)
     if not texts:
         return np.zeros((0, dim), np.float32)

@@ -10,7 +10,7 @@ No CLAP with weights installs offline, so this one is assembled from two real mo
 
 Settings were chosen by zero-shot top-1 accuracy on the real-sound set (``mats.data.sounds``: 91 clips,
 45 classes, from sound-theme-freedesktop, openttd-opensfx and wesnoth-1.16-data; labels come from
-file names). ``python benchmarks/clap_alignment.py`` reproduces every number here (about 30 s):
+file names). ``python benchmarks/clap_alignment.py`` reproduces every number here:
 
 - naive bridge (max-pool, softmax at T=1 over all 521 classes): 30/91 (33 %), top-5 62 %;
 - pooling alone barely matters (mean 28, top-3 patches 30, energy-weighted 28): the defaults use the
@@ -72,7 +72,8 @@ class DefaultCLAP(CLAP):
 
     def __init__(self, device: str | None = None, *, label_prompt: str = "the sound of {label}",
                  pooling: str = "mean", temperature: float = 0.5, top_classes: int | None = 5,
-                 generic_penalty: float = 2.0, parent_penalty: float = 4.0, top_patches: int = 3, short_clip: str = "repeat",
+                 generic_penalty: float = 2.0, parent_penalty: float = 4.0, top_patches: int = 3,
+                 short_clip: str = "repeat",
                  yamnet_path=None, minilm_path=None, num_threads: int | None = None):
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -126,7 +127,8 @@ class DefaultCLAP(CLAP):
 
     def label_embeddings(self) -> np.ndarray:
         """[521, 384] MiniLM embeddings of the class names written with ``label_prompt``, cached in
-        memory and on disk (encoding them took ~2 s of every fresh `mats tag`)."""
+        memory and on disk (encoding them is a visible share of a fresh `mats tag`: docs/speed.md,
+        "Starting a fresh `mats tag FILE`")."""
         if self.label_prompt not in self._label_cache:
             texts = [self.label_prompt.format(label=n) for n in self.class_names]
             self._label_cache[self.label_prompt] = self._label_embeddings_from_disk(texts)
@@ -151,13 +153,15 @@ class DefaultCLAP(CLAP):
             except Exception:  # a damaged cache file is recomputed, never trusted
                 pass
         emb = np.ascontiguousarray(self.encode_text(texts, batch_size=batch_size), dtype=np.float32)
+        tmp = store.unique_partial(path)  # no other writer (process or thread) shares this name
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.partial")
             save_file({"embeddings": emb}, str(tmp))
             os.replace(tmp, path)
         except OSError:  # a read-only cache directory only costs the recomputation
             pass
+        finally:
+            tmp.unlink(missing_ok=True)
         return emb
 
     # -- audio ------------------------------------------------------------------------------------

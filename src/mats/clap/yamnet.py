@@ -6,7 +6,7 @@ computes it (16 kHz; 25 ms Hann window (periodic) in a 512-point FFT, 10 ms hop,
 mel bands 125-7500 Hz; log(mel + 0.001); 96-frame patches every 48 frames). Quantisation
 parameters are read from the graph's initializers, so nothing numeric is copied by hand.
 
-The graph fixes its batch dimension at 1, so patches run one by one (about 2 ms each on a CPU core).
+The graph fixes its batch dimension at 1, so patches run one by one (cheap on a CPU core: docs/speed.md).
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ def _run(args) -> int:
     captions = {r.file: r.text for r in m.run(files, "caption")}
     tags = {r.file: r.tags for r in m.run(files, "tags")}
     answers = {r.file: r.text for r in m.run(files[:1], "qa", question=args.question)}
-    for f, row, z in zip(files, picks, zs):
+    for f, row, z in zip(files, picks, zs, strict=True):
         out = {"file": str(f.relative_to(folder)), "true_label": row["labels"][0],
                "zero_shot": z["label"], "caption": captions[str(f)], "tags": tags[str(f)]}
         if str(f) in answers:

@@ -108,7 +108,8 @@ def _run(args) -> int:
         from ..config import read_model_config
         read_model_config(Path(args.model))
     meta = args.metadata
-    if meta is None and not args.unpaired and len(args.audio) == 1 and (Path(args.audio[0]) / "metadata.jsonl").is_file():
+    if (meta is None and not args.unpaired and len(args.audio) == 1
+            and (Path(args.audio[0]) / "metadata.jsonl").is_file()):
         meta = Path(args.audio[0]) / "metadata.jsonl"
     pairs = None
     if meta is not None:

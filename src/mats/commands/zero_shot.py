@@ -34,9 +34,11 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="+", metavar="FILE", help="audio files or folders")
     p.add_argument("--labels", default="", help='comma-separated labels, e.g. "dog,bell,rain"')
     p.add_argument("--labels-file", type=Path, help="a file with one label per line (added to --labels)")
-    p.add_argument("--prompt", default="the sound of {label}", help="text template for each label (default: %(default)r)")
+    p.add_argument("--prompt", default="the sound of {label}",
+                   help="text template for each label (default: %(default)r)")
     p.add_argument("--top-k", type=int, default=5, help="how many ranked labels to show (default: %(default)s)")
-    p.add_argument("--clap", default="yamnet-minilm", help="CLAP spec: yamnet-minilm (default), msclap-2023:PATH, laion:PATH")
+    p.add_argument("--clap", default="yamnet-minilm",
+                   help="CLAP spec: yamnet-minilm (default), msclap-2023:PATH, laion:PATH")
     add_format(p)
     p.set_defaults(func=_run)
 

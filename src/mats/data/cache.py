@@ -305,7 +305,7 @@ class EmbeddingCache:
                 inverse = np.fromiter((index.setdefault(t, len(index)) for t in chunk), dtype=np.int64,
                                       count=len(chunk))
                 # Encoded shortest first when they span several batches: a batch of similar lengths
-                # pads little (MiniLM ran 174 -> 305 texts/s); each text's embedding changes only in
+                # pads little (faster: docs/speed.md, "Text encoding"); each text's embedding changes only in
                 # float rounding (padding is masked), and the rows are put back in order below.
                 order = np.arange(len(index))
                 if len(index) > batch_size:

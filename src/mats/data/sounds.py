@@ -37,7 +37,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..store import mats_home, sha256_file
+from ..store import mats_home, publish_dir, sha256_file, unique_partial
 
 __all__ = ["fetch_real_sounds", "fetch_sound_split", "fetch_unlabelled_sounds", "read_metadata", "RULES",
            "PACKAGES", "SPLITS", "DEV_PACKAGES", "TEST_PACKAGES", "SoundsError"]
@@ -120,7 +120,8 @@ RULES: list[tuple[str, str, str, list[str]]] = [
     ("openttd-opensfx", r"^(toyland: )?(propeller plane|.*jet take off)", "airplane",
      ["airplane", "aircraft", "jet engine", "propeller plane", "plane taking off"]),
     ("openttd-opensfx", r"^helicopter", "helicopter", ["helicopter", "rotor", "chopper"]),
-    ("openttd-opensfx", r"electric sparking", "electric sparks", ["electric sparks", "electricity", "buzzing", "arcing"]),
+    ("openttd-opensfx", r"electric sparking", "electric sparks",
+     ["electric sparks", "electricity", "buzzing", "arcing"]),
     ("openttd-opensfx", r"^steam \(of steam engine", "hiss", ["hiss", "hissing", "steam", "escaping steam"]),
     ("openttd-opensfx", r"^(big )?crash$", "crash", ["crash", "car crash", "smash", "collision"]),
     ("openttd-opensfx", r"^explosion$", "explosion", ["explosion", "blast", "boom", "bang"]),
@@ -205,7 +206,8 @@ RULES: list[tuple[str, str, str, list[str]]] = [
     ("tuxpaint-stamps-default", r"aquatic/(whale|orca)\.ogg$", "whale", ["whale", "whale song", "whale call", "orca"]),
     ("tuxpaint-stamps-default", r"bears/bear\.ogg$", "growl", ["growl", "bear", "roar", "snarl"]),
     ("tuxpaint-stamps-default", r"bovines/(cow|cow_white|bull)\.ogg$", "cow", ["cow", "moo", "cattle", "moan"]),
-    ("tuxpaint-stamps-default", r"bovines/(goat|mountaingoat)\.ogg$", "goat", ["goat", "bleat", "goat bleating", "baa"]),
+    ("tuxpaint-stamps-default", r"bovines/(goat|mountaingoat)\.ogg$", "goat",
+     ["goat", "bleat", "goat bleating", "baa"]),
     ("tuxpaint-stamps-default", r"bovines/(sheep|sheep_lamb|ram)\.ogg$", "sheep", ["sheep", "bleat", "baa", "lamb"]),
     ("tuxpaint-stamps-default", r"cats/lion\.ogg$", "lion", ["lion", "roar", "growl", "big cat"]),
     ("tuxpaint-stamps-default", r"cats/tiger\.ogg$", "tiger", ["tiger", "roar", "growl", "big cat"]),
@@ -224,33 +226,40 @@ RULES: list[tuple[str, str, str, list[str]]] = [
     ("tuxpaint-stamps-default", r"percussion/drum_tomtom_floor\.ogg$", "tom drum",
      ["tom drum", "tom-tom", "drum", "floor tom"]),
     ("tuxpaint-stamps-default", r"percussion/drumkit\.ogg$", "drum kit", ["drum kit", "drums", "drumming", "drum set"]),
-    ("tuxpaint-stamps-default", r"string/cello\.ogg$", "cello", ["cello", "violoncello", "bowed strings", "string instrument"]),
-    ("tuxpaint-stamps-default", r"string/violin\.ogg$", "violin", ["violin", "fiddle", "bowed strings", "string instrument"]),
-    ("tuxpaint-stamps-default", r"wind/bassoon\.ogg$", "bassoon", ["bassoon", "woodwind", "reed instrument", "wind instrument"]),
+    ("tuxpaint-stamps-default", r"string/cello\.ogg$", "cello",
+     ["cello", "violoncello", "bowed strings", "string instrument"]),
+    ("tuxpaint-stamps-default", r"string/violin\.ogg$", "violin",
+     ["violin", "fiddle", "bowed strings", "string instrument"]),
+    ("tuxpaint-stamps-default", r"wind/bassoon\.ogg$", "bassoon",
+     ["bassoon", "woodwind", "reed instrument", "wind instrument"]),
     ("tuxpaint-stamps-default", r"household/washing-machine\.ogg$", "washing machine",
      ["washing machine", "washer", "spin cycle", "laundry machine"]),
     ("tuxpaint-stamps-default", r"arttools/scissors_small_(closed|open)\.ogg$", "scissors",
      ["scissors", "cutting", "snip", "shears"]),
     ("tuxpaint-stamps-default", r"dishes/glass\.ogg$", "glass", ["glass", "clink", "glass clinking", "chink"]),
-    ("tuxpaint-stamps-default", r"household/kettle\.ogg$", "kettle", ["kettle", "boiling water", "kettle whistle", "steam"]),
+    ("tuxpaint-stamps-default", r"household/kettle\.ogg$", "kettle",
+     ["kettle", "boiling water", "kettle whistle", "steam"]),
     ("tuxpaint-stamps-default", r"household/rubberduck\.ogg$", "squeak",
      ["squeak", "squeaky toy", "rubber duck", "squeaking"]),
     ("tuxpaint-stamps-default", r"household/toilet\.ogg$", "toilet flush",
      ["toilet flush", "flushing", "toilet", "water flowing"]),
-    ("tuxpaint-stamps-default", r"tools/hammer\.ogg$", "hammering", ["hammering", "hammer", "blacksmith", "metal clang"]),
+    ("tuxpaint-stamps-default", r"tools/hammer\.ogg$", "hammering",
+     ["hammering", "hammer", "blacksmith", "metal clang"]),
     ("tuxpaint-stamps-default", r"tools/saw\.ogg$", "saw", ["saw", "sawing", "hand saw", "wood sawing"]),
     ("tuxpaint-stamps-default", r"household/vacuum_cleaner\.ogg$", "vacuum cleaner",
      ["vacuum cleaner", "hoover", "vacuum", "suction"]),
     ("tuxpaint-stamps-default", r"naturalforces/lightningbolt\.ogg$", "thunder",
      ["thunder", "thunderclap", "lightning", "storm"]),
-    ("tuxpaint-stamps-default", r"newyears/fireworks\.ogg$", "fireworks", ["fireworks", "firecracker", "explosions", "bang"]),
+    ("tuxpaint-stamps-default", r"newyears/fireworks\.ogg$", "fireworks",
+     ["fireworks", "firecracker", "explosions", "bang"]),
     ("tuxpaint-stamps-default", r"emergency/firetruck\.ogg$", "siren",
      ["siren", "fire engine", "fire truck siren", "emergency siren"]),
     # speech-dispatcher's sound icons (Czech authors: "cembalo" = harpsichord, "xylofon" = xylophone)
     ("sound-icons", r"^canary", "bird", ["bird", "bird song", "chirp", "canary"]),
     ("sound-icons", r"^cembalo-\d+\.wav$", "harpsichord",
      ["harpsichord", "cembalo", "keyboard instrument", "plucked strings"]),
-    ("sound-icons", r"^electric-piano-\d+\.wav$", "electric piano", ["electric piano", "piano", "rhodes", "electronic piano"]),
+    ("sound-icons", r"^electric-piano-\d+\.wav$", "electric piano",
+     ["electric piano", "piano", "rhodes", "electronic piano"]),
     ("sound-icons", r"^piano-\d+\.wav$", "piano", ["piano", "piano note", "grand piano", "piano keys"]),
     ("sound-icons", r"^guitar-\d+\.wav$", "guitar", ["guitar", "acoustic guitar", "strum", "plucked guitar"]),
     ("sound-icons", r"^percussion-\d+\.wav$", "percussion", ["percussion", "drum", "drums", "percussion instrument"]),
@@ -276,7 +285,8 @@ RULES: list[tuple[str, str, str, list[str]]] = [
     # Frozen Bubble
     ("frozen-bubble-data", r"^applause\.ogg$", "applause", ["applause", "clapping", "audience", "cheering"]),
     ("frozen-bubble-data", r"^snore\.ogg$", "snoring", ["snoring", "snore", "sleeping", "breathing"]),
-    ("frozen-bubble-data", r"^typewriter\.ogg$", "typewriter", ["typewriter", "typing", "keys clacking", "typewriter keys"]),
+    ("frozen-bubble-data", r"^typewriter\.ogg$", "typewriter",
+     ["typewriter", "typing", "keys clacking", "typewriter keys"]),
     # bucklespring: every file is one key of an IBM Model M keyboard, pressed (-0) or released (-1)
     ("bucklespring-data", r"^wav/[0-9a-f]{2}-[01]\.wav$", "computer keyboard",
      ["computer keyboard", "typing", "keyboard clicks", "key press"]),
@@ -420,7 +430,7 @@ def _clips_from_package(pkg: str, deb: Path):
     """Yield (relative file name, audio bytes, original name) for every clip in a package."""
     if pkg == "openttd-opensfx":
         for _, data in _iter_deb_files(deb, lambda p: p.endswith("opensfx.cat")):
-            for i, title, raw, wav in _opensfx_entries(data):
+            for i, title, _raw, wav in _opensfx_entries(data):
                 yield f"{i:02d}-{_slug(title)}.wav", wav, title
     elif pkg == "sound-theme-freedesktop":
         for path, data in _iter_deb_files(deb, lambda p: "/stereo/" in p and p.endswith(".oga")):
@@ -555,9 +565,9 @@ def _build_sound_folder(dest: Path, packages: tuple[str, ...], labelled: bool,
     if (dest / _COMPLETE).is_file() and (dest / _COMPLETE).read_text() == stamp:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = dest.with_name(dest.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = unique_partial(dest)  # concurrent builders (two test runs) each write their own
     try:
+        staging.mkdir()
         rows = []
         with tempfile.TemporaryDirectory(dir=dest.parent, prefix="debs-") as tmp:
             for pkg in packages:
@@ -596,9 +606,7 @@ def _build_sound_folder(dest: Path, packages: tuple[str, ...], labelled: bool,
         # A failed download or an interrupted build leaves nothing half-built behind.
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    shutil.rmtree(dest, ignore_errors=True)
-    staging.rename(dest)
-    return dest
+    return publish_dir(staging, dest, lambda d: (d / _COMPLETE).is_file() and (d / _COMPLETE).read_text() == stamp)
 
 
 def _print_counts(folder: Path) -> None:

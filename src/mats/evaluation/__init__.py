@@ -7,11 +7,9 @@
   FSD50K, MusicCaps, Clotho-AQA, MMAU, or a generic folder with ``metadata.jsonl``.
 """
 
-from .adapters import (ADAPTERS, Benchmark, BenchmarkLayoutError, EvalItem, detect_benchmark,
-                       load_benchmark)
+from .adapters import ADAPTERS, Benchmark, BenchmarkLayoutError, EvalItem, detect_benchmark, load_benchmark
 from .metrics import ALL_METRICS, CaptionScores, caption_metrics, spice_status
-from .scoring import (TASKS, canonical_task, mean_average_precision, mentioned_labels, normalize_answer,
-                      score_task)
+from .scoring import TASKS, canonical_task, mean_average_precision, mentioned_labels, normalize_answer, score_task
 
 __all__ = ["ADAPTERS", "Benchmark", "BenchmarkLayoutError", "EvalItem", "detect_benchmark", "load_benchmark",
            "ALL_METRICS", "CaptionScores", "caption_metrics", "spice_status", "TASKS", "canonical_task",

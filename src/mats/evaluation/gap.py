@@ -145,7 +145,8 @@ class GapReport:
             f"modality gap: {self.n_audio} audio x {self.n_text} text embeddings, dim {self.dim}"
             f"{' (paired)' if self.paired else ''}",
             f"  centroid offset |mean(text) - mean(audio)|  {f(self.offset_norm)}",
-            f"  centroid norms audio / text                 {f(self.audio_centroid_norm)} / {f(self.text_centroid_norm)}",
+            f"  centroid norms audio / text                 {f(self.audio_centroid_norm)}"
+            f" / {f(self.text_centroid_norm)}",
             f"  centroid cosine                             {f(self.centroid_cosine)}",
             f"  per-dim std audio / text / paired diff      {f(self.audio_std_mean)} / {f(self.text_std_mean)}"
             f" / {f(self.paired_diff_std_mean)}",
@@ -160,7 +161,8 @@ class GapReport:
         lines += [
             f"  nearest-text cosine per audio (mean)        {f(self.nearest_text_cosine_mean)}"
             f"  (after shift {f(self.nearest_text_cosine_after_shift_mean)})",
-            f"  mean cosine text-text / audio-audio         {f(self.text_text_cosine_mean)} / {f(self.audio_audio_cosine_mean)}",
+            f"  mean cosine text-text / audio-audio         {f(self.text_text_cosine_mean)}"
+            f" / {f(self.audio_audio_cosine_mean)}",
         ]
         if self.suggested_noise_variance is not None:
             lines.append(

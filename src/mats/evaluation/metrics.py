@@ -190,7 +190,7 @@ def ptb_tokenize(texts: Sequence[str], java: str | None = None) -> list[str]:
     if len(out_lines) < len(lines):
         raise RuntimeError(f"PTBTokenizer returned {len(out_lines)} lines for {len(lines)} captions")
     result = []
-    for src, line in zip(texts, out_lines):
+    for src, line in zip(texts, out_lines, strict=True):
         if not src:
             result.append("")
             continue
@@ -289,7 +289,7 @@ def spice_scores(predictions: Sequence[str], references: Sequence[Sequence[str]]
     cp = os.pathsep.join([str(root / "spice" / "spice-1.0.jar"), str(jars / "*"),
                           str(corenlp_jar_dir(corenlp_dir) / "*")])
     data = [{"image_id": i, "test": _clean(p), "refs": [_clean(r) for r in rs]}
-            for i, (p, rs) in enumerate(zip(predictions, references))]
+            for i, (p, rs) in enumerate(zip(predictions, references, strict=True))]
     with tempfile.TemporaryDirectory() as td:
         inp, out = Path(td) / "in.json", Path(td) / "out.json"
         inp.write_text(json.dumps(data))
@@ -325,7 +325,7 @@ def sbert_similarity(predictions: Sequence[str], references: Sequence[Sequence[s
     flat = [str(r) for rs in references for r in rs]
     emb = np.asarray(enc.encode([preds[i] for i in keep] + flat), dtype=np.float64)
     emb = l2_normalize(emb)
-    pe = dict(zip(keep, emb[:len(keep)]))
+    pe = dict(zip(keep, emb[:len(keep)], strict=True))
     re_ = emb[len(keep):]
     per, k = [], 0
     for i, rs in enumerate(references):
@@ -454,7 +454,7 @@ def caption_metrics(predictions: Sequence[str], references: Sequence[Sequence[st
 
     if "spider" in names and "spider" not in res.unavailable:
         if cider_per is not None and spice_per is not None:
-            per = [(c + s) / 2 for c, s in zip(cider_per, spice_per)]
+            per = [(c + s) / 2 for c, s in zip(cider_per, spice_per, strict=True)]
             res["spider"] = float(np.nanmean(per))
             res.per_item["spider"] = per
             res.implementations["spider"] = "(CIDEr-D + SPICE) / 2"

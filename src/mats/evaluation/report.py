@@ -94,7 +94,7 @@ def make_plots(results: dict, out: str | Path) -> list[str]:
         vals = [(r["metrics"].get(metric) if r["status"] == "ok" else None) for r in bridges]
         xs = range(len(names))
         ax.bar(xs, [v if v is not None else 0.0 for v in vals], color="#4C72B0")
-        for x, v, r in zip(xs, vals, bridges):
+        for x, v, r in zip(xs, vals, bridges, strict=True):
             label = "skipped" if r["status"] != "ok" else ("n/a" if v is None else f"{v:.3f}")
             ax.text(x, (v or 0.0), label, ha="center", va="bottom", fontsize=8)
         if ceiling is not None:
@@ -116,11 +116,11 @@ def make_plots(results: dict, out: str | Path) -> list[str]:
         santa_run = next((r for r in runs if r["kind"] == "bridge" and r["name"] == "santa" and r["status"] == "ok"),
                          None)
         santa_default = santa_run["metrics"].get(metric) if santa_run else None
-        for ax, p in zip(axes[0], params):
+        for ax, p in zip(axes[0], params, strict=True):
             rows = [r for r in _sweep_rows(results, p) if r["status"] == "ok"]
             xs = [r["value"] for r in rows]
             ys = [r["metrics"].get(metric) for r in rows]
-            pts = [(x, y) for x, y in zip(xs, ys) if y is not None]
+            pts = [(x, y) for x, y in zip(xs, ys, strict=True) if y is not None]
             if pts:
                 ax.plot([x for x, _ in pts], [y for _, y in pts], "o-", color="#4C72B0")
             if p in ("tau", "top_l") and xs and min(xs) > 0:
@@ -210,9 +210,10 @@ def render_report(results: dict, max_examples: int = 10) -> str:
                 continue
             cols = _metric_columns(srows, limit=6)
             L.append(f"\n### {PARAM_LABELS.get(p, p)}\n")
+            pad = [None] * (len(cols) - 1)
             L.append(markdown_table([p, *cols], [[f"{r['value']:g}", *([r["metrics"].get(c) for c in cols]
-                                                                if r["status"] == "ok" else
-                                                                [f"skipped: {r.get('reason')}"] + [None] * (len(cols) - 1))]
+                                                                       if r["status"] == "ok" else
+                                                                       [f"skipped: {r.get('reason')}", *pad])]
                                                  for r in srows]))
         if SWEEPS_PNG in plots:
             L.append(f"\n![Santa sweeps]({SWEEPS_PNG})\n")

@@ -252,7 +252,7 @@ def score_classification(items: Sequence[Any], predictions: Sequence[str], label
     vocab, syn = _vocabulary_and_synonyms("classification", items, predictions, labels, synonyms)
     sims = label_similarity(predictions, vocab, syn, encoder)
     per, hits = [], {"accuracy": 0, "accuracy_string": 0, "accuracy_embedding": 0}
-    for i, (it, pred) in enumerate(zip(items, predictions)):
+    for i, (it, pred) in enumerate(zip(items, predictions, strict=True)):
         gold = set(_get(it, "labels") or [])
         mentioned = mentioned_labels(pred, vocab, syn)
         by_string = mentioned[0] if mentioned else None
@@ -281,7 +281,7 @@ def score_tagging(items: Sequence[Any], predictions: Sequence[str], labels: Sequ
     mention = np.zeros_like(y)
     per = []
     tp = fp = fn = 0
-    for i, (it, pred) in enumerate(zip(items, predictions)):
+    for i, (it, pred) in enumerate(zip(items, predictions, strict=True)):
         gold = [g for g in (_get(it, "labels") or []) if g in index]
         y[i, [index[g] for g in gold]] = True
         ment = mentioned_labels(pred, vocab, syn)
@@ -304,7 +304,7 @@ def score_tagging(items: Sequence[Any], predictions: Sequence[str], labels: Sequ
     return {"metrics": {"map": map_all, "map_embedding": map_emb, "f1_string": f1,
                         "precision_string": prec, "recall_string": rec},
             "per_item": per, "labels": vocab,
-            "per_class_ap": {lab: ap for lab, ap in zip(vocab, aps) if not np.isnan(ap)},
+            "per_class_ap": {lab: ap for lab, ap in zip(vocab, aps, strict=True) if not np.isnan(ap)},
             "unavailable": {}}
 
 
@@ -343,7 +343,7 @@ def score_qa(items: Sequence[Any], predictions: Sequence[str], encoder=None, thr
     enc = encoder
     per = []
     need_emb: list[tuple[int, list[str]]] = []
-    for i, (it, pred) in enumerate(zip(items, predictions)):
+    for i, (it, pred) in enumerate(zip(items, predictions, strict=True)):
         ans = _get(it, "answer")
         if ans is None:
             raise ValueError(f"item {_item_id(it, i)} has no answer: cannot score QA")
@@ -401,7 +401,7 @@ def score_captions(items: Sequence[Any], predictions: Sequence[str], metrics: It
     check_caption_inputs(predictions, refs)
     sc = caption_metrics(predictions, refs, metrics, encoder=encoder, **kwargs)
     per = []
-    for i, (it, pred) in enumerate(zip(items, predictions)):
+    for i, (it, pred) in enumerate(zip(items, predictions, strict=True)):
         row = {"id": _item_id(it, i), "prediction": pred, "references": refs[i]}
         row.update({m: v[i] for m, v in sc.per_item.items()})
         per.append(row)
@@ -443,7 +443,7 @@ def keyword_hits(items: Sequence[Any], predictions: Sequence[str]) -> list[bool]
     of its synonyms (word-boundary, plural-tolerant match of :func:`mentioned_labels`)?"""
     _check_len(items, predictions)
     out = []
-    for it, pred in zip(items, predictions):
+    for it, pred in zip(items, predictions, strict=True):
         labels = list(_get(it, "labels") or [])
         out.append(bool(labels) and bool(mentioned_labels(pred, labels, _get(it, "synonyms") or {})))
     return out

@@ -33,10 +33,10 @@ from ..config import save_json
 from ..data.corpus import Corpus, CorpusSource, pick_instruction
 from ..llm import native_bf16_cpu, pick_device
 from ..model import MATSModel, Request
-from .parallel import full_state, wrap_model
+from .batching import epoch_batches
 from .checkpoint import all_checkpoints, resume_from_intact, save_checkpoint
 from .config import RunConfig
-from .batching import epoch_batches
+from .parallel import full_state, wrap_model
 from .step import train_step
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,8 @@ def step_generators(seed: int, step: int, device: torch.device):
 
 def resolve_precision(device: torch.device, precision: str) -> str:
     """"auto" made concrete: bf16 (fp16 without bf16 support) on CUDA; bf16 on CPUs with native bf16
-    (the step ran 1.8x faster on an AVX512-BF16 CPU; emulated bf16 is slower); fp32 elsewhere."""
+    (where autocast speeds the step up; emulated bf16 slows it down: docs/speed.md, "Training step");
+    fp32 elsewhere."""
     if precision != "auto":
         return precision
     if device.type == "cuda":
@@ -97,8 +98,8 @@ def autocast_context(device: torch.device, precision: str):
 
 def prepare_frozen_llm(model, device: torch.device) -> None:
     """Training-only choices for the frozen LLM. On CPU, attention in plain matmuls: for these short
-    sequences PyTorch's CPU flash-attention backward cost 16 % of a step, the plain one less than a
-    quarter of that (same math; measured 1.12-1.23x per step on 2 cores). GPUs keep SDPA."""
+    sequences PyTorch's CPU flash-attention backward costs a large share of the step and the plain one
+    much less, with the same math (docs/speed.md, "Training step"). GPUs keep SDPA."""
     if device.type == "cpu":
         base = model.llm.get_base_model() if hasattr(model.llm, "get_base_model") else model.llm
         base.set_attn_implementation("eager")
@@ -126,9 +127,9 @@ def train(cfg: RunConfig, resume: bool = True, progress: bool = True) -> Path:
     train_rows, held_rows = corpus.split(tc.held_out, tc.seed)
     probs = corpus.sampling_probabilities()[train_rows]
     probs = probs / probs.sum()
-    # Generator.choice(p=probs) re-checks and re-sums p on every call (O(rows): ~60 ms a step for
-    # 5 M rows); its own recipe (CDF, uniform draws, searchsorted) with the CDF computed once gives
-    # the very same rows.
+    # Generator.choice(p=probs) re-checks and re-sums p on every call (O(rows) per step, which shows
+    # on corpora of millions of rows: docs/speed.md, "Training step"); its own recipe (CDF, uniform
+    # draws, searchsorted) with the CDF computed once gives the very same rows.
     cdf = probs.cumsum()
     cdf /= cdf[-1]
     clap = load_clap(cfg.model.clap)
@@ -181,7 +182,8 @@ def train(cfg: RunConfig, resume: bool = True, progress: bool = True) -> Path:
             # Related sounds, never the sample's own text: the model learns to read the hints,
             # not to copy them.
             hints = training_hints(santa, retrieval, z.numpy(), clean.numpy(), [s.text for s in samples])
-        reqs = [Request(s.task, pick_instruction(s, rng), s.answer, hint) for s, hint in zip(samples, hints)]
+        reqs = [Request(s.task, pick_instruction(s, rng), s.answer, hint)
+                for s, hint in zip(samples, hints, strict=True)]
         return z, reqs
 
     # 3. Held-out loss: fixed rows, fixed noise, no dropout.

@@ -18,11 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..base import CLAP, encode_texts_batched, l2_normalize
 from ...devices import pick_device
+from ..base import CLAP, encode_texts_batched, l2_normalize
 from ..laion import files_digest
-from .checkpoint import (_BENIGN_UNEXPECTED, _TEXT, VERSIONS, CheckpointError, _need, detect_version,
-                         load_state_dict)
+from .checkpoint import _BENIGN_UNEXPECTED, _TEXT, VERSIONS, CheckpointError, _need, detect_version, load_state_dict
 from .cnn14 import Cnn14
 from .htsat import _HTSATWrapper
 
@@ -45,7 +44,8 @@ class _AudioEncoder(nn.Module):
         self.base = _HTSATWrapper(sd, cfg) if cfg["audio"] == "HTSAT" else Cnn14(sd, cfg)
         w = _need(sd, "audio_encoder.projection.linear1.weight")
         if w.shape[1] != self.base.out_dim:
-            raise CheckpointError(f"audio projection takes {w.shape[1]} inputs but the encoder gives {self.base.out_dim}")
+            raise CheckpointError(f"audio projection takes {w.shape[1]} inputs "
+                                  f"but the encoder gives {self.base.out_dim}")
         self.projection = Projection(w.shape[1], w.shape[0])
 
     def forward(self, wave):
@@ -100,7 +100,8 @@ def _text_config(sd: dict, folder: Path | None, kind: str):
         return GPT2Config(vocab_size=wte.shape[0], n_embd=wte.shape[1], n_layer=n_layer,
                           n_head=max(1, wte.shape[1] // 64), n_positions=_need(sd, _TEXT + "wpe.weight").shape[0])
     we = _need(sd, _TEXT + "embeddings.word_embeddings.weight")
-    n_layer = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"caption_encoder\.base\.encoder\.layer\.(\d+)\.", k)))
+    layer = re.compile(r"caption_encoder\.base\.encoder\.layer\.(\d+)\.")
+    n_layer = 1 + max(int(m.group(1)) for k in sd if (m := layer.match(k)))
     return BertConfig(vocab_size=we.shape[0], hidden_size=we.shape[1], num_hidden_layers=n_layer,
                       num_attention_heads=max(1, we.shape[1] // 64),
                       intermediate_size=_need(sd, _TEXT + "encoder.layer.0.intermediate.dense.weight").shape[0],
@@ -271,7 +272,8 @@ class MSCLAP(CLAP):
             tfiles = [self.text_folder / n for n in ("config.json", "tokenizer.json", "vocab.json", "merges.txt",
                                                      "vocab.txt", "tokenizer_config.json")]
             digest = files_digest([self.ckpt], tfiles)
-            self._fingerprint = f"{self.name}:{digest}:sr{self.sample_rate}:clip{self.clip_seconds:g}:tok{self.text_len}"
+            self._fingerprint = (f"{self.name}:{digest}:sr{self.sample_rate}:clip{self.clip_seconds:g}"
+                                 f":tok{self.text_len}")
         return self._fingerprint
 
     def describe(self) -> dict:
