@@ -99,7 +99,7 @@ def test_results_schema_and_report(tag_run, eval_set, mats_tiny):
     assert [d["label"] for d in direct] == [p["zero_shot_label"] for p in saved["predictions"]]
     gold = [p["labels"][0] for p in saved["predictions"]]
     assert saved["metrics"]["zero_shot_accuracy"] == pytest.approx(
-        np.mean([d["label"] == g for d, g in zip(direct, gold)]))
+        np.mean([d["label"] == g for d, g in zip(direct, gold, strict=True)]))
 
 
 def test_corrupt_clip_reported_and_excluded(tag_run):

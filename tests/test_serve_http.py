@@ -142,7 +142,7 @@ def test_micro_batching_gives_one_at_a_time_answers(served, model, clips):
         t.join(300)
     assert [s for s, _ in results] == [200] * len(jobs), results
     assert batcher.batches - before < len(jobs) and batcher.largest_batch >= 2  # really batched
-    for (endpoint, clip, fields), (_, r) in zip(jobs, results):
+    for (endpoint, clip, fields), (_, r) in zip(jobs, results, strict=True):
         task = "tags" if endpoint == "tag" else "qa"
         alone = next(model.run([clip], task, question=fields.get("question"))).to_dict()
         assert r["text"] == alone["text"] and r.get("tags") == alone.get("tags"), (clip.name, r, alone)

@@ -43,7 +43,7 @@ def sound_files():
 def batch_dir(tmp_path_factory, sound_files):
     """1-*, 3-*, 4-*: real clips; 2-broken.wav: not audio; notes.txt: not an audio file at all."""
     d = tmp_path_factory.mktemp("batch")
-    for i, src in zip((1, 3, 4), sound_files):
+    for i, src in zip((1, 3, 4), sound_files, strict=False):
         shutil.copy(src, d / f"{i}-{src.name}")
     (d / "2-broken.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunk" + bytes(range(256)) * 4)
     (d / "notes.txt").write_text("not audio\n")
@@ -182,7 +182,7 @@ def test_per_window(cli, tiny_model, long_clip):
     assert len(rows) >= 2 and all(r["file"] == str(long_clip) for r in rows)
     starts, ends = [r["start"] for r in rows], [r["end"] for r in rows]
     assert starts[0] == 0 and starts == sorted(set(starts)) and ends == sorted(set(ends))
-    assert all(s < e for s, e in zip(starts, ends))
+    assert all(s < e for s, e in zip(starts, ends, strict=True))
     assert ends[-1] == pytest.approx(25.0, abs=0.05)
     # the text format names the window
     rc, out, _ = cli("caption", long_clip, "--model", tiny_model, "--per-window", *TOKENS)
@@ -299,7 +299,7 @@ def test_rerank_in_generate(model, clips):
     candidates = [beams[i:i + 4] for i in range(0, len(beams), 4)]
     out = model.generate(emb, "caption", max_new_tokens=6, rerank=4)
     assert out == model.rerank(emb, candidates)  # scored against the raw audio, not the bridged one
-    assert all(o in c for o, c in zip(out, candidates))
+    assert all(o in c for o, c in zip(out, candidates, strict=True))
     assert model.generate(emb, "caption", max_new_tokens=6, rerank=4) == out  # deterministic
     assert [model.generate(emb[i:i + 1], "caption", max_new_tokens=6, rerank=4)[0] for i in range(3)] == out
     top_beam = model.generate(emb, "caption", max_new_tokens=6, rerank=0)
@@ -324,7 +324,7 @@ def test_show_retrieved_in_every_format(cli, tiny_model, model, clips):
     rows = jsonl(out)
     assert not model.model.config.retrieval.enabled
     expected = model.retrieved(model.embed_audio(clips[:2]))
-    for r, want in zip(rows, expected):
+    for r, want in zip(rows, expected, strict=True):
         assert [x["text"] for x in r["retrieved"]] == [x["text"] for x in want]
         assert all(x["text"].startswith("training text ") and -1 <= x["score"] <= 1 for x in r["retrieved"])
     rc, out, _ = cli("tag", clips[0], "--model", tiny_model, "--format", "csv", "--show-retrieved", *TOKENS)

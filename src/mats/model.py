@@ -271,7 +271,7 @@ class MATSModel(nn.Module):
         inputs = torch.zeros(len(pieces), length, hidden, device=device, dtype=pieces[0].dtype)
         mask = torch.zeros(len(pieces), length, device=device, dtype=torch.long)
         label_t = torch.full((len(pieces), length), IGNORE, device=device, dtype=torch.long)
-        for i, (p, lab) in enumerate(zip(pieces, labels)):
+        for i, (p, lab) in enumerate(zip(pieces, labels, strict=True)):
             n = p.shape[0]
             sl = slice(0, n) if with_answers else slice(length - n, length)
             inputs[i, sl] = p

@@ -14,8 +14,8 @@ every bridge.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -27,7 +27,7 @@ from .clap.base import WindowEmbeddings, l2_normalize
 from .config import DEFAULT_MODEL, FORMAT_VERSION, from_dict, read_model_config
 from .decoding import Decoding
 from .model import MATSModel, ModelConfig, Request
-from .tasks import Result, get_task, split_tags, trained_tasks
+from .tasks import Result, split_tags, trained_tasks
 
 __all__ = ["MATS", "Item", "Result", "Decoding", "Cancelled", "DEFAULT_MODEL", "read_model_config"]
 
@@ -85,8 +85,8 @@ class MATS:
 
         folder = Path(folder) if folder is not None else DEFAULT_MODEL
         raw = read_model_config(folder)
-        model = MATSModel.from_pretrained(folder, device=device, dtype=dtype,
-                                          config=from_dict(ModelConfig, raw.get("model"), f"{folder}/config.json: model"))
+        config = from_dict(ModelConfig, raw.get("model"), f"{folder}/config.json: model")
+        model = MATSModel.from_pretrained(folder, device=device, dtype=dtype, config=config)
         clap = clap if clap is not None else load_clap(model.config.clap, device=device)
         if clap.dim != model.config.mapper.clap_dim:
             raise ValueError(f"CLAP {clap.name} has dim {clap.dim}, the model expects "
@@ -228,9 +228,10 @@ class MATS:
         clip's audio embedding (ties: the earlier, i.e. higher-scored, beam)."""
         flat = [c for row in candidates for c in row]
         nonempty = [c for c in flat if c.strip()]
-        emb = dict(zip(nonempty, np.asarray(self.clap.encode_text(nonempty), np.float32))) if nonempty else {}
+        encoded = np.asarray(self.clap.encode_text(nonempty), np.float32) if nonempty else []
+        emb = dict(zip(nonempty, encoded, strict=True))
         out = []
-        for audio, row in zip(np.asarray(audio_embeddings, np.float32), candidates):
+        for audio, row in zip(np.asarray(audio_embeddings, np.float32), candidates, strict=True):
             audio = audio / max(float(np.linalg.norm(audio)), 1e-12)
             scores = [float(emb[c] @ audio) / max(float(np.linalg.norm(emb[c])), 1e-12) if c in emb
                       else -np.inf for c in row]
@@ -350,11 +351,11 @@ class MATS:
             prompted = self.model.config.retrieval.enabled
             why = self.retrieved(np.stack([w.pooled for w in work]), top_k, decoding if prompted else None)
         parse = decoding.the_task.parse
-        for w, retrieved in zip(work, why):
+        for w, retrieved in zip(work, why, strict=True):
             w.result.retrieved = retrieved
             if w.windows is not None:
                 w.result.windows = []
-        for (w, k, _), text in zip(rows, texts):
+        for (w, k, _), text in zip(rows, texts, strict=True):
             tags = parse(text).get("tags")
             if k is None:
                 w.result.text, w.result.tags = text, tags
@@ -392,7 +393,7 @@ class MATS:
             sims = np.array([r.score for r in row], np.float64)
             w = np.exp(tau * (sims - sims.max()))
             w = w / w.sum()
-            out.append([{**r.to_dict(), "weight": float(wi)} for r, wi in zip(row, w)])
+            out.append([{**r.to_dict(), "weight": float(wi)} for r, wi in zip(row, w, strict=True)])
         return out
 
 

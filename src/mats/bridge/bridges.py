@@ -31,7 +31,6 @@ All bridges are deterministic for a fixed ``seed`` (a fresh ``torch.Generator`` 
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 

@@ -13,8 +13,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["BRIDGES", "DEFAULT_BRIDGE", "SEARCH_MODES", "NOISE_KINDS", "PAPER_NOISE_VARIANCE", "PAPER_SANTA", "DEFAULT_TAU",
-           "BridgeConfig", "BridgeError", "available_bridges"]
+__all__ = ["BRIDGES", "DEFAULT_BRIDGE", "SEARCH_MODES", "NOISE_KINDS", "PAPER_NOISE_VARIANCE", "PAPER_SANTA",
+           "DEFAULT_TAU", "BridgeConfig", "BridgeError", "available_bridges"]
 
 BRIDGES = ("none", "noise", "santa", "nearest", "projection", "shift")
 # The bridge every entry point uses unless told otherwise: MATS's own (the paper's inference).

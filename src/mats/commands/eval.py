@@ -24,9 +24,9 @@ captions / labels [+ synonyms] / question+answer per file).
 Writes OUTDIR/results.json (config, per-clip predictions, "metrics", timings, failed clips) and
 OUTDIR/report.md; with --ablation also bridges.png and sweeps.png. Audio is embedded once per
 run and reused by every bridge and sweep point. A clip whose audio cannot be read is listed under
-"failed" and left out of the metrics; each is named on stderr and the exit code is 1 (--keep-going: 0). For sets with labels the
-report adds keyword_accuracy (the text mentions the label or a synonym) and the CLAP zero-shot
-accuracy on the same clips (the ceiling).
+"failed" and left out of the metrics; each is named on stderr and the exit code is 1 (--keep-going:
+0). For sets with labels the report adds keyword_accuracy (the text mentions the label or a
+synonym) and the CLAP zero-shot accuracy on the same clips (the ceiling).
 
 --ablation runs the bridges none, noise, santa, nearest, projection, shift (shift needs the model's
 shift.safetensors or --shift FILE; otherwise it is listed as skipped) and sweeps Santa's lam, tau,

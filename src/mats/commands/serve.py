@@ -27,9 +27,10 @@ Fields: question (ask), bridge, per_window, explain, top_k, seed, max_new_tokens
 filename. Errors are {"error": ..., "status": N}; a bad field is a 422 naming it.
 
 Requests arriving within --batch-window-ms of each other are decoded together (up to --max-batch);
-with fp32 weights (the CPU default) answers are the same as one at a time. The "path" field (a file on the server) is off unless
---allow-dir names the one folder it may read. With --api-key (or MATS_API_KEY) every /v1/ request
-needs 'Authorization: Bearer KEY'. One log line per request on stderr (--quiet: none)."""
+with fp32 weights (the CPU default) answers are the same as one at a time. The "path" field (a file
+on the server) is off unless --allow-dir names the one folder it may read. With --api-key (or
+MATS_API_KEY) every /v1/ request needs 'Authorization: Bearer KEY'. One log line per request on
+stderr (--quiet: none)."""
 
 
 def add_parser(sub, common: argparse.ArgumentParser) -> None:

@@ -223,7 +223,8 @@ class Evaluation:
         if key in self._decoded:
             return self._decoded[key]
         qs = self.questions(decoding.task) or [None] * len(self.items)
-        items = [Item(e, question=q, name=it.id or str(it.file)) for it, e, q in zip(self.items, self.embeddings, qs)]
+        items = [Item(e, question=q, name=it.id or str(it.file))
+                 for it, e, q in zip(self.items, self.embeddings, qs, strict=True)]
         out: list[str] = []
         t0 = time.perf_counter()
         for r in self.mats.run(items, decoding, batch_size=batch_size):
@@ -255,7 +256,7 @@ class Evaluation:
         def merge(res: dict) -> None:
             metrics.update(_scalar_metrics(res.get("metrics", {})))
             unavailable.update(res.get("unavailable") or {})
-            for row, extra in zip(per, res.get("per_item") or []):
+            for row, extra in zip(per, res.get("per_item") or [], strict=False):
                 row.update({k: v for k, v in extra.items() if k not in ("id", "prediction")})
             for k in ("implementations", "tokenizer"):
                 if res.get(k):
@@ -279,7 +280,7 @@ class Evaluation:
         if self.has_labels():
             hits = keyword_hits(items, predictions)
             metrics["keyword_accuracy"] = sum(hits) / len(hits)
-            for row, h in zip(per, hits):
+            for row, h in zip(per, hits, strict=True):
                 row["keyword_hit"] = h
         self.score_seconds += time.perf_counter() - t0
         return {"metrics": metrics, "per_item": per, "unavailable": unavailable, **extras}
@@ -300,11 +301,11 @@ class Evaluation:
             self._zero_shot = {"available": False, "reason": "zero-shot needs at least two labels in the set"}
             return self._zero_shot
         t0 = time.perf_counter()
-        table = {str(it.file): e for it, e in zip(self.items, self.embeddings)}
+        table = {str(it.file): e for it, e in zip(self.items, self.embeddings, strict=True)}
         rows = zero_shot(_EmbeddedCLAP(self.mats.clap, table), [it.file for it in self.items], labels,
                          prompt=prompt, top_k=3)
         per = [{"label": r["label"], "score": r["score"], "correct": r["label"] in it.labels}
-               for r, it in zip(rows, self.items)]
+               for r, it in zip(rows, self.items, strict=True)]
         self.zero_shot_seconds += time.perf_counter() - t0
         self._zero_shot = {"available": True, "accuracy": sum(p["correct"] for p in per) / len(per),
                            "n": len(per), "labels": labels, "prompt": prompt,
@@ -436,7 +437,7 @@ def _prediction_rows(ev: Evaluation, prompt_task: str, preds: list[str], main: d
     """One row per evaluated clip: its prediction, references, per-clip scores and zero-shot answer."""
     rows = []
     tags = get_task(prompt_task).output == "tags"
-    for i, (it, p) in enumerate(zip(ev.items, preds)):
+    for i, (it, p) in enumerate(zip(ev.items, preds, strict=True)):
         r: dict[str, Any] = {"id": it.id or str(it.file), "file": str(it.file), "prediction": p}
         if tags:
             r["tags"] = split_tags(p)

@@ -181,5 +181,5 @@ class MicroBatcher:
             failure = WorkerFailed(f"the model failed on this request ({type(e).__name__}); "
                                    "the server log has the details")
             results = [failure] * len(jobs)
-        for job, result in zip(jobs, results):
+        for job, result in zip(jobs, results, strict=True):
             _hand_over(job, result)

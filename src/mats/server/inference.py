@@ -82,8 +82,9 @@ def _generate(model: MATS, key: GenerateKey, items: Sequence[GenerateItem], max_
 
     work = [Item(it.path, question=it.question, name=it.name, cancelled=it.gone) for it in items]
     out: list = []
-    for item, r in zip(items, model.run(work, key.decoding, per_window=key.per_window, explain=key.explain,
-                                         batch_size=max_batch, max_decoded_samples=budget)):
+    results = model.run(work, key.decoding, per_window=key.per_window, explain=key.explain, batch_size=max_batch,
+                        max_decoded_samples=budget)
+    for item, r in zip(items, results, strict=True):
         if r.error is not None:
             out.append(_failure(item, r.exception))
             continue
