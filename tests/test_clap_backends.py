@@ -12,12 +12,9 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
-tokenizers = pytest.importorskip("tokenizers")
-
-from mats.clap import load_clap  # noqa: E402
+from mats.clap import load_clap
 
 CORPUS = ["a dog barks", "rain on a roof", "a bell rings twice! loud", "music with drums and guitar",
           "people talking", "the sound of a car engine"] * 3

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import real_sounds_folder, require
+
 DECODE = {"max_new_tokens": 4, "num_beams": 1}
 CAPTION_METRICS = ["bleu", "cider", "rouge"]
 
@@ -21,13 +23,10 @@ CAPTION_METRICS = ["bleu", "cider", "rouge"]
 def eval_set(tmp_path_factory) -> Path:
     """4 real clips (distinct labels) + 1 corrupt file first, with labels, synonyms (list form, as
     fetch_real_sounds writes them) and one reference caption each."""
-    from mats.data.sounds import fetch_real_sounds, read_metadata
+    from mats.data.sounds import read_metadata
 
-    try:
-        src = fetch_real_sounds()
-        rows = read_metadata(src)
-    except Exception as e:  # offline and not cached
-        pytest.skip(f"real sounds unavailable: {e}")
+    src = real_sounds_folder()
+    rows = read_metadata(src)
     picked, seen = [], set()
     for r in rows:
         if r["labels"][0] not in seen and (src / r["file"]).is_file():
@@ -35,8 +34,7 @@ def eval_set(tmp_path_factory) -> Path:
             picked.append(r)
         if len(picked) == 4:
             break
-    if len(picked) < 4:
-        pytest.skip("fewer than 4 labelled real clips")
+    require(len(picked) >= 4, "fewer than 4 labelled real clips")
     root = tmp_path_factory.mktemp("evalset")
     (root / "clips").mkdir()
     (root / "clips" / "broken.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEnot really audio")

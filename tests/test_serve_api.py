@@ -12,14 +12,11 @@ import os
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 
+from mats.server import Settings, create_app
+from mats.server.guard import PATH_REFUSED
 from serving import default_model, long_clip, real_clips
-
-pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
-
-from mats.server import Settings, create_app  # noqa: E402
-from mats.server.guard import PATH_REFUSED  # noqa: E402
 
 
 @pytest.fixture(scope="module")

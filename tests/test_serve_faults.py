@@ -12,12 +12,9 @@ import time
 
 import pytest
 
+from mats.server import Settings, create_app
 from serving import LoopbackServer, default_model, real_clips
 from test_serve_http import multipart, post
-
-pytest.importorskip("uvicorn")
-
-from mats.server import Settings, create_app  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -17,12 +17,9 @@ import uuid
 
 import pytest
 
+from mats.server import Settings, create_app
+from mats.server.run import exposure_warning
 from serving import LoopbackServer, default_model, real_clips
-
-uvicorn = pytest.importorskip("uvicorn")
-
-from mats.server import Settings, create_app  # noqa: E402
-from mats.server.run import exposure_warning  # noqa: E402
 
 
 @pytest.fixture(scope="module")

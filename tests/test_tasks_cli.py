@@ -15,6 +15,7 @@ import shutil
 import numpy as np
 import pytest
 
+from conftest import real_sounds_folder, require
 from mats.cli import main
 
 TOKENS = ["--max-new-tokens", "6"]  # garbage either way; keeps the tiny LLM quick
@@ -24,18 +25,14 @@ TOKENS = ["--max-new-tokens", "6"]  # garbage either way; keeps the tiny LLM qui
 
 @pytest.fixture(scope="module")
 def sound_files():
-    from mats.data.sounds import fetch_real_sounds, read_metadata
-    try:
-        folder = fetch_real_sounds()
-        meta = read_metadata(folder)
-    except Exception as e:  # neither a cache nor apt/http: nothing real to test on
-        pytest.skip(f"real sound set unavailable: {e}")
+    from mats.data.sounds import read_metadata
+    folder = real_sounds_folder()
+    meta = read_metadata(folder)
     wanted = ["36-sheep.wav", "37-cow.wav", "phone-incoming-call.oga"]
     found = [folder / r["file"] for w in wanted for r in meta if r["file"].endswith("/" + w)]
     if len(found) < 3:  # a different package version: any three clips will do
         found = [folder / r["file"] for r in meta[:3]]
-    if len(found) < 3 or not all(f.is_file() for f in found):
-        pytest.skip("fewer than three real clips available")
+    require(len(found) >= 3 and all(f.is_file() for f in found), "fewer than three real clips available")
     return found[:3]
 
 
