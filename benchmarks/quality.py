@@ -158,7 +158,7 @@ def _decode(m, ev, name: str, split: str, task: str, bridge: str, args, store: P
     with tqdm(total=len(files), desc=f"{name} {split} {task} {bridge}", unit="clip", disable=args.quiet,
               dynamic_ncols=True, file=sys.stderr) as bar:
         for i in range(0, len(files), bs):
-            groups.extend(m.candidates(ev.embeddings[i:i + bs], PROMPT_TASK[task], CANDIDATES, bridge=bridge,
+            groups.extend(m.candidates(ev.embeddings[i:i + bs], PROMPT_TASK[task], k=CANDIDATES, bridge=bridge,
                                        seed=args.seed, batch_size=bs))
             bar.update(min(bs, len(files) - i))
     if path is not None:

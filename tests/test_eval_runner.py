@@ -65,9 +65,9 @@ def _config(eval_set, tiny_model, out, **kw):
 
 @pytest.fixture(scope="module")
 def tag_run(eval_set, tiny_model, mats_tiny, tmp_path_factory):
-    from mats.evaluation.runner import run_eval
+    from mats.evaluation.runner import evaluate
     out = tmp_path_factory.mktemp("tag-run")
-    return out, run_eval(_config(eval_set, tiny_model, out), mats=mats_tiny)
+    return out, evaluate(_config(eval_set, tiny_model, out), mats=mats_tiny)
 
 
 def test_results_schema_and_report(tag_run, eval_set, mats_tiny):
@@ -109,9 +109,9 @@ def test_corrupt_clip_reported_and_excluded(tag_run):
 
 
 def test_deterministic(tag_run, eval_set, tiny_model, mats_tiny, tmp_path):
-    from mats.evaluation.runner import run_eval
+    from mats.evaluation.runner import evaluate
     _, first = tag_run
-    second = run_eval(_config(eval_set, tiny_model, tmp_path / "again"), mats=mats_tiny)
+    second = evaluate(_config(eval_set, tiny_model, tmp_path / "again"), mats=mats_tiny)
     a = json.loads((tmp_path / "again" / "results.json").read_text())
     assert second["metrics"] == first["metrics"]
     assert [p["prediction"] for p in second["predictions"]] == [p["prediction"] for p in first["predictions"]]
@@ -120,13 +120,13 @@ def test_deterministic(tag_run, eval_set, tiny_model, mats_tiny, tmp_path):
 
 def test_ablation_quick(eval_set, tiny_model, mats_tiny, tmp_path):
     from mats.evaluation.ablation import QUICK_GRID
-    from mats.evaluation.runner import Evaluation, run_eval
+    from mats.evaluation.runner import Evaluation, evaluate
 
     calls = []
     orig = mats_tiny.embed_audio
     mats_tiny.embed_audio = lambda paths: (calls.append(list(paths)), orig(paths))[1]
     try:
-        res = run_eval(_config(eval_set, tiny_model, tmp_path, task="caption", ablation=True, quick=True),
+        res = evaluate(_config(eval_set, tiny_model, tmp_path, task="caption", ablation=True, quick=True),
                        mats=mats_tiny)
     finally:
         mats_tiny.embed_audio = orig

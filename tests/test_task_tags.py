@@ -175,11 +175,11 @@ class _StubMATS(MATS):
     (None, "tags", "fallback: the model folder does not record"),
 ])
 def test_run_eval_records_the_prompt_choice(tmp_path, trained, task, reason):
-    from mats.evaluation.runner import EvalConfig, run_eval
+    from mats.evaluation.runner import EvalConfig, evaluate
 
     _esc50(tmp_path / "esc")
     m = _StubMATS(tmp_path, trained)
-    res = run_eval(EvalConfig(data=tmp_path / "esc", task="classify", bridge="none", out=tmp_path / "out",
+    res = evaluate(EvalConfig(data=tmp_path / "esc", task="classify", bridge="none", out=tmp_path / "out",
                               zero_shot=False, progress=False, plots=False), mats=m)
     assert set(m.asked) == {task}
     cfg = res["config"]

@@ -17,7 +17,7 @@ This module imports nothing heavy: the CLI builds one before it loads torch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from .bridge.config import BridgeConfig
@@ -44,17 +44,21 @@ class Decoding:
     repetition_penalty: float | None = None
     no_repeat_ngram_size: int | None = None
     rerank: int | None = None
+    min_new_tokens: int = 0
+    length_penalty: float = 1.0  # beam scores are divided by length ** length_penalty (transformers' rule)
+    spec: Task = field(init=False, repr=False)  # the registry's entry for ``task``
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # a frozen value is normalised once, here, and never again
         task = get_task(self.task)
         set_(self, "task", task.name)
+        set_(self, "spec", task)
         if self.bridge is None or isinstance(self.bridge, str):
             set_(self, "bridge", BridgeConfig() if self.bridge is None else BridgeConfig(name=self.bridge))
         if not isinstance(self.bridge, BridgeConfig):
             raise TypeError(f"bridge must be a bridge name or a BridgeConfig, got {type(self.bridge).__name__}")
         for name, low in (("seed", 0), ("num_beams", 1), ("max_new_tokens", 1), ("no_repeat_ngram_size", 0),
-                          ("rerank", 0)):
+                          ("rerank", 0), ("min_new_tokens", 0)):
             value = getattr(self, name)
             if value is None:
                 value = 0 if name == "seed" else getattr(task, name)
@@ -67,12 +71,15 @@ class Decoding:
         if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not penalty > 0:
             raise ValueError(f"repetition_penalty must be a number > 0, got {penalty!r}")
         set_(self, "repetition_penalty", float(penalty))
+        if self.min_new_tokens > self.max_new_tokens:
+            raise ValueError(f"min_new_tokens ({self.min_new_tokens}) is more than max_new_tokens "
+                             f"({self.max_new_tokens})")
+        lp = self.length_penalty
+        if isinstance(lp, bool) or not isinstance(lp, (int, float)) or lp != lp:
+            raise ValueError(f"length_penalty must be a number, got {lp!r}")
+        set_(self, "length_penalty", float(lp))
 
     # -- what the layers below read ---------------------------------------------------------------
-    @property
-    def the_task(self) -> Task:
-        return get_task(self.task)
-
     @property
     def candidates(self) -> int:
         """Beam candidates decoded per clip: ``rerank`` of them, or the top beam alone."""
@@ -97,10 +104,14 @@ class Decoding:
                                "no_repeat_ngram_size": self.no_repeat_ngram_size}
         if k > 1:
             out["num_return_sequences"] = k
+        if self.min_new_tokens:
+            out["min_new_tokens"] = self.min_new_tokens
+        if self.length_penalty != 1.0:
+            out["length_penalty"] = self.length_penalty
         return out
 
     def to_dict(self, memory=None) -> dict[str, Any]:
         """For reports and logs: the bridge's resolved parameters and every option, by name."""
-        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self) if f.init}
         out["bridge"] = self.bridge.describe(memory)
         return out

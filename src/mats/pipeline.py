@@ -143,7 +143,8 @@ class MATS:
 
     def decoding(self, task: str | Decoding, **options) -> Decoding:
         """The :class:`~mats.decoding.Decoding` this model runs: the task's defaults with ``options``
-        (bridge, seed, num_beams, max_new_tokens, repetition_penalty, no_repeat_ngram_size, rerank),
+        (bridge, seed, num_beams, max_new_tokens, repetition_penalty, no_repeat_ngram_size, rerank,
+        min_new_tokens, length_penalty),
         the bridge resolved against this model's memory. Refuses a bridge the model cannot run."""
         if isinstance(task, Decoding):
             if any(v is not None for v in options.values()):
@@ -202,7 +203,7 @@ class MATS:
             if int(k) < 1:
                 raise ValueError(f"k must be >= 1, got {k}")
             decoding = decoding.with_candidates(int(k))
-        task, k = decoding.the_task, decoding.candidates
+        task, k = decoding.spec, decoding.candidates
         n = len(embeddings)
         if questions is not None and len(questions) != n:
             raise ValueError(f"{len(questions)} questions for {n} audio embeddings")
@@ -274,7 +275,7 @@ class MATS:
         from tqdm import tqdm
 
         decoding = self.decoding(decoding, **options)
-        task = decoding.the_task
+        task = decoding.spec
         items = [it if isinstance(it, Item) else Item(it) for it in items]
         items = [it if it.question or not question else replace(it, question=question) for it in items]
         if task.needs_question and any(not (it.question or "").strip() for it in items):
@@ -342,7 +343,7 @@ class MATS:
                 rows.extend((w, k, e) for k, e in enumerate(w.windows.embeddings))
         if not rows:
             return
-        questions = [w.item.question for w, _, _ in rows] if decoding.the_task.needs_question else None
+        questions = [w.item.question for w, _, _ in rows] if decoding.spec.needs_question else None
         texts = self.generate(np.stack([e for _, _, e in rows]), decoding, questions, batch_size=batch_size)
         why = [None] * len(work)
         if top_k:
@@ -350,7 +351,7 @@ class MATS:
             # embedding); otherwise the neighbours Santa mixes in (queried with the audio embedding).
             prompted = self.model.config.retrieval.enabled
             why = self.retrieved(np.stack([w.pooled for w in work]), top_k, decoding if prompted else None)
-        parse = decoding.the_task.parse
+        parse = decoding.spec.parse
         for w, retrieved in zip(work, why, strict=True):
             w.result.retrieved = retrieved
             if w.windows is not None:

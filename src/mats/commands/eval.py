@@ -77,7 +77,7 @@ def add_parser(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def _run(args) -> int:
     from ..evaluation.ablation import parse_sweep
-    from ..evaluation.runner import EvalConfig, run_eval
+    from ..evaluation.runner import EvalConfig, evaluate
 
     config = EvalConfig(data=args.data, task=args.task, benchmark=args.benchmark, split=args.split,
                         model=args.model, bridge=args.bridge, limit=args.limit, seed=args.seed,
@@ -88,7 +88,7 @@ def _run(args) -> int:
                         metrics=[m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None,
                         device=args.device, dtype=args.dtype, zero_shot=not args.no_zero_shot, progress=not args.quiet,
                         plots=not args.no_plot)
-    results = run_eval(config)
+    results = evaluate(config)
     m = results["metrics"]
     pm = results.get("primary_metric")
     if args.format == "jsonl":

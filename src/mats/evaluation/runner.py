@@ -38,11 +38,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..decoding import Decoding
-from ..tasks import EVAL_TASKS, get_eval_task, get_task, split_tags
+from ..tasks import EVAL_TASKS, TASKS, get_eval_task, split_tags
 from .ablation import DEFAULT_GRID, QUICK_GRID, RunSpec, merge_grids, plan_ablation
 from .adapters import load_eval_benchmark
 
-__all__ = ["EvalConfig", "Evaluation", "run_eval", "load_eval_benchmark", "write_results", "primary_metric",
+__all__ = ["EvalConfig", "Evaluation", "evaluate", "run_eval", "load_eval_benchmark", "write_results", "primary_metric",
            "choose_prompt_task", "RESULTS_FILE", "REPORT_FILE"]
 
 RESULTS_FILE = "results.json"
@@ -191,6 +191,7 @@ class Evaluation:
             self.items.append(it)
             rows.append(e[0])
         self.embed_seconds = time.perf_counter() - t0
+        self.load_seconds = 0.0  # the model's load time, when Evaluation.load loaded it
         dim = getattr(mats.clap, "dim", 0)
         self.embeddings = np.stack(rows) if rows else np.zeros((0, dim), np.float32)
         self._decoded: dict[tuple, list[str]] = {}
@@ -199,9 +200,26 @@ class Evaluation:
         self.score_seconds = 0.0
         self.zero_shot_seconds = 0.0
 
+    @classmethod
+    def load(cls, config: EvalConfig, mats=None, benchmark=None) -> "Evaluation":
+        """The benchmark and the model the config names (each reused when given), every clip embedded.
+        Refuses a benchmark none of whose clips could be read."""
+        if benchmark is None:
+            benchmark = load_eval_benchmark(config.data, config.benchmark, config.split)
+        t_load = time.perf_counter()
+        if mats is None:
+            mats = _load_mats(config)
+        load_seconds = time.perf_counter() - t_load
+        ev = cls(mats, benchmark, limit=config.limit, progress=config.progress)
+        ev.load_seconds = load_seconds
+        if not ev.items:
+            first = ev.failed[0]["error"] if ev.failed else "no clips in the benchmark"
+            raise RuntimeError(f"none of the {len(ev.all_items)} clips could be embedded; first error: {first}")
+        return ev
+
     # -- decoding ------------------------------------------------------------------------------
     def questions(self, prompt_task: str) -> list[str] | None:
-        if not get_task(prompt_task).needs_question:
+        if not TASKS[prompt_task].needs_question:
             return None
         out = []
         for it in self.items:
@@ -314,26 +332,29 @@ class Evaluation:
 
 
 # ----------------------------------------------------------------------------- the run
-def run_eval(config: EvalConfig, mats=None, benchmark=None, evaluation: Evaluation | None = None) -> dict:
-    """Run one evaluation (optionally the ablation) and return the results dict; with
-    ``config.out`` also write ``results.json``, ``report.md`` and the plots there.
+def evaluate(config: EvalConfig, mats=None, benchmark=None) -> dict:
+    """Load the benchmark and the model (each reused when given), embed every clip once, and
+    :func:`run_eval`. What ``mats eval`` runs."""
+    return run_eval(config, Evaluation.load(config, mats, benchmark))
 
-    ``mats`` / ``benchmark`` / ``evaluation`` may be passed in to reuse a loaded model, a loaded
-    benchmark, or embeddings already computed (e.g. several tasks over one set)."""
+
+def run_eval(config: EvalConfig, evaluation: Evaluation) -> dict:
+    """Run one evaluation (optionally the ablation) on a benchmark already embedded, and return the
+    results dict; with ``config.out`` also write ``results.json``, ``report.md`` and the plots there.
+    One ``evaluation`` serves several configs (e.g. several tasks over one set)."""
     t_start = time.perf_counter()
-    ev, load_seconds = _embedded_benchmark(config, mats, benchmark, evaluation)
-    trained = getattr(ev.mats, "trained_tasks", None)
-    prompt = choose_prompt_task(config.task, ev.benchmark, set(trained) if trained is not None else None)
+    ev = evaluation
+    prompt = choose_prompt_task(config.task, ev.benchmark, ev.mats.trained_tasks)
     decoding = ev.mats.decoding(config.decoding(prompt["task"]))
-    specs = _plan_runs(config, ev.mats)
+    specs = plan_ablation(ev.mats.santa, shift_available=ev.mats.shift is not None,
+                          grid=config.sweep_grid()) if config.run_ablation else []
     scored, runs = _decode_and_score(config, ev, decoding, specs)
     main = scored[decoding]
-    main_preds = ev.decode(decoding, config.batch_size)
     zs = ev.zero_shot(config.zero_shot_prompt) if config.zero_shot else {"available": False,
                                                                           "reason": "disabled (--no-zero-shot)"}
-    predictions = _prediction_rows(ev, decoding.task, main_preds, main, zs)
+    predictions = _prediction_rows(ev, decoding, ev.decode(decoding, config.batch_size), main, zs)
     results = _results(config, ev, prompt, decoding, main, predictions, zs, runs)
-    results["timings"] = {"load_model_seconds": round(load_seconds, 3),
+    results["timings"] = {"load_model_seconds": round(ev.load_seconds, 3),
                           "embed_seconds": round(ev.embed_seconds, 3),
                           "generate_seconds": round(ev.generate_seconds, 3),
                           "score_seconds": round(ev.score_seconds, 3),
@@ -342,26 +363,6 @@ def run_eval(config: EvalConfig, mats=None, benchmark=None, evaluation: Evaluati
     if config.out is not None:
         write_results(results, config.out, plots=config.plots)
     return results
-
-
-def _embedded_benchmark(config: EvalConfig, mats, benchmark, evaluation: Evaluation | None
-                        ) -> tuple[Evaluation, float]:
-    """The benchmark, the model and every clip's audio embedding (each reused when given), and the
-    seconds the model took to load."""
-    if evaluation is not None:
-        mats, benchmark = evaluation.mats, evaluation.benchmark
-    if benchmark is None:
-        benchmark = load_eval_benchmark(config.data, config.benchmark, config.split)
-    t_load = time.perf_counter()
-    if mats is None:
-        mats = _load_mats(config)
-    load_seconds = time.perf_counter() - t_load
-    if evaluation is None:
-        evaluation = Evaluation(mats, benchmark, limit=config.limit, progress=config.progress)
-    if not evaluation.items:
-        raise RuntimeError(f"none of the {len(evaluation.all_items)} clips could be embedded; first error: "
-                           f"{evaluation.failed[0]['error'] if evaluation.failed else 'no clips in the benchmark'}")
-    return evaluation, load_seconds
 
 
 def _prompt_task(task: str, benchmark) -> str:
@@ -385,22 +386,15 @@ def choose_prompt_task(task: str, benchmark, trained: set[str] | None) -> dict[s
         chosen, reason = default, f"the {task!r} evaluation prompt (the paper names no other for {name})"
     elif paper == default or (trained is not None and paper in trained):
         chosen, reason = paper, f"the paper's prompt for {name}" + (
-            f"; the model was trained on [{get_task(paper).tag}]" if trained is not None else "")
+            f"; the model was trained on [{TASKS[paper].tag}]" if trained is not None else "")
     elif trained is None:
         chosen, reason = default, (f"fallback: the model folder does not record its trained tasks (no "
                                    f"\"trained_tasks\" in config.json), so not the paper's "
-                                   f"[{get_task(paper).tag}] for {name}")
+                                   f"[{TASKS[paper].tag}] for {name}")
     else:
-        chosen, reason = default, (f"fallback: model never trained on [{get_task(paper).tag}] "
+        chosen, reason = default, (f"fallback: model never trained on [{TASKS[paper].tag}] "
                                    f"(the paper's prompt for {name})")
-    return {"task": chosen, "tag": get_task(chosen).tag, "reason": reason}
-
-
-def _plan_runs(config: EvalConfig, mats) -> list[RunSpec]:
-    """With the ablation, every bridge and the sweep points (the main run is decoded anyway)."""
-    if not config.run_ablation:
-        return []
-    return plan_ablation(mats.santa, shift_available=mats.shift is not None, grid=config.sweep_grid())
+    return {"task": chosen, "tag": TASKS[chosen].tag, "reason": reason}
 
 
 def _decode_and_score(config: EvalConfig, ev: Evaluation, decoding: Decoding,
@@ -433,10 +427,10 @@ def _decode_and_score(config: EvalConfig, ev: Evaluation, decoding: Decoding,
     return scored, runs
 
 
-def _prediction_rows(ev: Evaluation, prompt_task: str, preds: list[str], main: dict, zs: dict) -> list[dict]:
+def _prediction_rows(ev: Evaluation, decoding: Decoding, preds: list[str], main: dict, zs: dict) -> list[dict]:
     """One row per evaluated clip: its prediction, references, per-clip scores and zero-shot answer."""
     rows = []
-    tags = get_task(prompt_task).output == "tags"
+    tags = decoding.spec.output == "tags"
     for i, (it, p) in enumerate(zip(ev.items, preds, strict=True)):
         r: dict[str, Any] = {"id": it.id or str(it.file), "file": str(it.file), "prediction": p}
         if tags:
