@@ -15,6 +15,7 @@ import logging
 import socket
 import threading
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -382,3 +383,74 @@ def test_serve_cli_new_flags(capsys):
     cls = protocol_class(s)
     assert cls.max_connections == 7 and cls.header_timeout_s == 2.0
     assert 1 <= default_max_connections() <= 1000
+
+
+_LOW_LIMIT_SERVER = """
+import logging, resource, sys, time
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+sys.path.insert(0, sys.argv[1])
+from serving import LoopbackServer
+from test_serve_edge import StubModel
+from mats.server import Settings, create_app
+s = Settings(batch_window_ms=1, header_timeout_s=60)
+app = create_app(StubModel(), s)
+
+@app.get("/block")
+async def block():  # holds the event loop, so the connections queue up and are accepted in one burst
+    time.sleep(1.5)
+    return {}
+
+with LoopbackServer(app, s) as server:
+    print(server.port, flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_open_file_limit_is_never_reached():
+    """With 256 open files allowed: 300 stalled connections at once. The default cap refuses those
+    past it with a 503; a burst asyncio accepts before the cap sees it may still run out of
+    descriptors, which is one log line, never a traceback; /health answers once they close."""
+    import subprocess
+    import sys
+    proc = subprocess.Popen([sys.executable, "-c", _LOW_LIMIT_SERVER, str(Path(__file__).parent)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    socks = []
+    try:
+        port = int(proc.stdout.readline())
+        blocker = socket.create_connection(("127.0.0.1", port), timeout=10)
+        socks.append(blocker)
+        blocker.sendall(b"GET /block HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.3)
+        for _ in range(300):
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+            socks.append(s)
+        deadline = time.time() + 10
+        answers = [_read_until_closed(s, deadline) for s in socks[-100:]]
+        refused = [a for a in answers if a is not None and a.startswith(b"HTTP/1.1 503")]
+        assert len(refused) == 100, f"{len(refused)} of the last 100 refused"
+        for s in socks:
+            s.close()
+        socks = []
+        deadline = time.time() + 10
+        while True:
+            try:
+                if _get(port)[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.time() < deadline, "/health not answered after the connections closed"
+            time.sleep(0.1)
+    finally:
+        for s in socks:
+            s.close()
+        proc.stdin.close()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    err = proc.stderr.read()
+    assert "Traceback" not in err and err.count("Too many open files") <= 1, err[-2000:]
+    assert err.count("refused") == 1 and len(err.splitlines()) <= 5, err[-2000:]

@@ -11,6 +11,11 @@
   (which makes asyncio log a traceback for every failed ``accept``). At most one log line per
   :data:`LOG_EVERY_S` seconds says how many were refused.
 
+Should the process still run out of descriptors (asyncio accepts a whole burst of queued connections
+before any of them reaches the cap), :func:`event_loop` (``uvicorn.Config(loop=...)``) turns asyncio's
+"socket.accept() out of system resource" tracebacks, logged once per failed accept, into one line per
+:data:`LOG_EVERY_S`; asyncio itself pauses accepting for a second and goes on.
+
 ``protocol_class(settings)`` gives the class to pass to ``uvicorn.Config(http=...)``.
 """
 
@@ -26,7 +31,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from .middleware import error_body
 from .settings import Settings
 
-__all__ = ["LOG_EVERY_S", "MATSH11Protocol", "default_max_connections", "protocol_class",
+__all__ = ["LOG_EVERY_S", "MATSH11Protocol", "default_max_connections", "event_loop", "protocol_class",
            "raise_open_file_limit"]
 
 log = logging.getLogger("mats.server")
@@ -42,16 +47,17 @@ def _open_file_limits() -> tuple[int, int] | None:
     return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
-def default_max_connections() -> int:
-    """min(1000, the open-file soft limit - 100): room is left for the model's files, uploads' temporary
-    files and the listening socket."""
+def default_max_connections(backlog: int = 0) -> int:
+    """min(1000, the open-file soft limit - 100 - ``backlog``): room is left for the model's files,
+    uploads' temporary files, the listening socket and a burst of queued connections accepted at once;
+    at least half the limit."""
     limits = _open_file_limits()
     if limits is None:
         return 1000
     soft = limits[0]
     if soft < 0:  # RLIM_INFINITY
         return 1000
-    return max(1, min(1000, soft - 100))
+    return max(1, min(1000, max(soft // 2, soft - 100 - backlog)))
 
 
 def raise_open_file_limit() -> tuple[int, int] | None:
@@ -163,9 +169,38 @@ class MATSH11Protocol(H11Protocol):
         self.transport.close()
 
 
+class _QuietAcceptErrors:
+    """A loop exception handler: accept() out of descriptors is one line per ``LOG_EVERY_S`` at most,
+    without a traceback; anything else goes to asyncio's default handler."""
+
+    def __init__(self):
+        self.last = -float("inf")
+        self.count = 0
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        if context.get("message") != "socket.accept() out of system resource":
+            return loop.default_exception_handler(context)
+        self.count += 1
+        now = time.monotonic()
+        if now - self.last >= LOG_EVERY_S:
+            log.warning("cannot accept connections: %s (%d time(s)); retrying; raise the open-file limit "
+                        "(ulimit -n) or lower --max-connections", context.get("exception"), self.count)
+            self.count = 0
+            self.last = now
+
+
+def event_loop() -> asyncio.AbstractEventLoop:
+    """uvicorn's own choice of event loop, with :class:`_QuietAcceptErrors` as its exception handler
+    (given to uvicorn as ``loop="mats.server.protocol:event_loop"``)."""
+    from uvicorn.loops.auto import auto_loop_factory
+    loop = auto_loop_factory(use_subprocess=False)()
+    loop.set_exception_handler(_QuietAcceptErrors())
+    return loop
+
+
 def protocol_class(settings: Settings) -> type[MATSH11Protocol]:
     """The protocol class for ``uvicorn.Config(http=...)`` with ``settings``' deadline and cap."""
-    cap = settings.max_connections or default_max_connections()
+    cap = settings.max_connections or default_max_connections(settings.backlog)
     return type("MATSH11Protocol", (MATSH11Protocol,), {
         "header_timeout_s": float(settings.header_timeout_s), "max_connections": int(cap),
         "refusals": _RefusalLog()})

@@ -46,6 +46,6 @@ def uvicorn_config(app, settings):
 
     from .protocol import protocol_class
     return uvicorn.Config(app, access_log=False, log_level="warning", lifespan="on",
-                          http=protocol_class(settings),
+                          http=protocol_class(settings), loop="mats.server.protocol:event_loop",
                           timeout_keep_alive=max(1, int(round(settings.keep_alive_s))),
                           backlog=settings.backlog, timeout_graceful_shutdown=5, log_config=None)
