@@ -29,8 +29,14 @@ filename. Errors are {"error": ..., "status": N}; a bad field is a 422 naming it
 Requests arriving within --batch-window-ms of each other are decoded together (up to --max-batch);
 with fp32 weights (the CPU default) answers are the same as one at a time. The "path" field (a file
 on the server) is off unless --allow-dir names the one folder it may read. With --api-key (or
-MATS_API_KEY) every /v1/ request needs 'Authorization: Bearer KEY'. One log line per request on
-stderr (--quiet: none)."""
+MATS_API_KEY) every request needs 'Authorization: Bearer KEY' except the page (/, /static/), /docs,
+/openapi.json and /health, wherever the app is mounted. One log line per request on stderr (--quiet:
+none).
+
+Limits against clients that hold the server: a body over --max-body-mb is a 413; request bodies in
+flight together past --max-inflight-mb get a 503 with Retry-After; a connection whose request line and
+headers are not complete within --header-timeout is closed; past --max-connections open connections a
+new one gets a 503 and is closed. The open-file limit is raised to its hard limit at start."""
 
 
 def add_parser(sub, common: argparse.ArgumentParser) -> None:
@@ -58,9 +64,19 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
                    help=f"seconds one request may take, upload included (default {d.request_timeout_s:g})")
     p.add_argument("--keep-alive", type=float, default=d.keep_alive_s,
                    help=f"seconds an idle connection stays open (default {d.keep_alive_s:g})")
+    p.add_argument("--max-inflight-mb", type=float,
+                   help="request bodies in flight together, in MiB; more get a 503 "
+                        "(default: 4 x --max-body-mb)")
+    p.add_argument("--header-timeout", type=float, default=d.header_timeout_s,
+                   help=f"seconds a connection has to send its request line and headers; then it is "
+                        f"closed (default {d.header_timeout_s:g})")
+    p.add_argument("--max-connections", type=int,
+                   help="open connections at most; past it a new one gets a 503 and is closed "
+                        "(default: min(1000, the open-file limit - 100))")
     p.add_argument("--allow-dir", metavar="DIR",
                    help="let the JSON/form field \"path\" read audio files under DIR (only there)")
-    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1/ (default: $MATS_API_KEY)")
+    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on all but the page, /docs and "
+                                     "/health (default: $MATS_API_KEY)")
     p.set_defaults(func=_serve)
 
 
@@ -68,8 +84,11 @@ def settings_from_args(args):
     from ..server import Settings
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port must be 0-65535, got {args.port}")
-    for name in ("max_body_mb", "timeout", "keep_alive"):
+    for name in ("max_body_mb", "timeout", "keep_alive", "header_timeout"):
         if getattr(args, name) <= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive")
+    for name in ("max_inflight_mb", "max_connections"):
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
             raise ValueError(f"--{name.replace('_', '-')} must be positive")
     if args.batch_window_ms < 0 or args.max_batch < 1:
         raise ValueError("--batch-window-ms must be >= 0 and --max-batch >= 1")
@@ -84,8 +103,10 @@ def settings_from_args(args):
             raise ValueError(f"--allow-dir {args.allow_dir}: no such folder")
     return Settings(batch_window_ms=args.batch_window_ms, max_batch=args.max_batch,
                     max_upload_bytes=int(args.max_body_mb * 2 ** 20),
+                    max_inflight_bytes=int(args.max_inflight_mb * 2 ** 20) if args.max_inflight_mb else None,
                     max_decoded_samples=args.max_decoded_samples, request_timeout_s=args.timeout,
-                    keep_alive_s=args.keep_alive, allow_dir=allow,
+                    keep_alive_s=args.keep_alive, header_timeout_s=args.header_timeout,
+                    max_connections=args.max_connections, allow_dir=allow,
                     api_key=args.api_key or os.environ.get("MATS_API_KEY") or None)
 
 
@@ -94,9 +115,11 @@ def _serve(args) -> int:
 
     from ..pipeline import MATS
     from ..server import create_app
+    from ..server.protocol import raise_open_file_limit
     from ..server.run import bind, exposure_warning, uvicorn_config
 
     settings = settings_from_args(args)
+    raise_open_file_limit()  # before the connection cap's default is read from it
     sock = bind(args.host, args.port, settings.backlog)  # before the model loads: a taken port fails fast
     try:
         warning = exposure_warning(args.host, settings.api_key)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import hmac
 import json
 import logging
 import math
@@ -28,16 +27,15 @@ import os
 import shutil
 import tempfile
 import threading
-import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
@@ -49,7 +47,9 @@ from ..tasks import command_tasks
 from . import inference, schemas
 from .batching import Busy, MicroBatcher, WorkerFailed
 from .guard import AudioRefused, PathRefused, check_audio, resolve_allowed
+from .middleware import RequestGuard
 from .settings import Settings
+from .validation import field_errors as _field_errors, validate as _validate
 
 __all__ = ["create_app", "Settings"]
 
@@ -63,14 +63,6 @@ def _error(status: int, message: str, headers: dict | None = None) -> JSONRespon
     return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
 
 
-def _field_errors(errors) -> str:
-    parts = []
-    for e in errors:
-        loc = [str(x) for x in e.get("loc", ()) if x not in ("body", "query", "form")]
-        parts.append(f"{'.'.join(loc) or 'body'}: {e.get('msg', 'invalid')}")
-    return "; ".join(parts)
-
-
 def _invalid(field_name: str, message: str) -> RequestValidationError:
     return RequestValidationError([{"loc": ("body", field_name), "msg": message, "type": "value_error"}])
 
@@ -81,79 +73,6 @@ class ClientGone(Exception):
 
 # How often a waiting request checks that its client is still there.
 _DISCONNECT_POLL_S = 0.1
-
-
-class BodyTooLarge(HTTPException):
-    def __init__(self, limit: int):
-        super().__init__(413, f"the request body is over this server's limit of {limit:,} bytes")
-
-
-# -- per-request guard: key, size, timeout, one log line ------------------------------------------
-
-class RequestGuard:
-    """Pure ASGI middleware, outermost of ours: it sees every request once."""
-
-    def __init__(self, app, settings: Settings):
-        self.app = app
-        self.settings = settings
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        s = self.settings
-        t0 = time.perf_counter()
-        state = {"status": None, "body_done": False, "received": 0}
-        headers = {k.lower(): v for k, v in scope.get("headers", [])}
-
-        async def reply(status: int, message: str, extra: dict | None = None):
-            body = json.dumps({"error": message, "status": status}).encode()
-            hdrs = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-            hdrs += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
-            state["status"] = status
-            await send({"type": "http.response.start", "status": status, "headers": hdrs})
-            await send({"type": "http.response.body", "body": body})
-
-        async def guarded_receive():
-            message = await receive()
-            if message["type"] == "http.request":
-                state["received"] += len(message.get("body", b""))
-                if state["received"] > s.max_upload_bytes:
-                    raise BodyTooLarge(s.max_upload_bytes)
-                state["body_done"] = not message.get("more_body", False)
-            return message
-
-        async def tracked_send(message):
-            if message["type"] == "http.response.start":
-                state["status"] = message["status"]
-            await send(message)
-
-        try:
-            if s.api_key and scope["path"].startswith("/v1/") and not _authorised(headers, s.api_key):
-                return await reply(401, "this server needs an API key: send the header "
-                                        "'Authorization: Bearer <key>'", {"www-authenticate": "Bearer"})
-            length = headers.get(b"content-length")
-            if length is not None and length.isdigit() and int(length) > s.max_upload_bytes:
-                return await reply(413, f"the request body ({int(length):,} bytes) is over this server's "
-                                        f"limit of {s.max_upload_bytes:,} bytes", {"connection": "close"})
-            try:
-                await asyncio.wait_for(self.app(scope, guarded_receive, tracked_send), s.request_timeout_s)
-            except asyncio.TimeoutError:
-                if state["status"] is None:
-                    if state["body_done"]:
-                        await reply(504, f"no answer within this server's request timeout of "
-                                         f"{s.request_timeout_s:g} s; try a shorter clip or retry later")
-                    else:
-                        await reply(408, f"the request body did not arrive within {s.request_timeout_s:g} s",
-                                    {"connection": "close"})
-        finally:
-            ms = (time.perf_counter() - t0) * 1000
-            log.info("%s %s %s %.0f ms", scope.get("method"), scope.get("path"), state["status"] or "-", ms)
-
-
-def _authorised(headers: dict, key: str) -> bool:
-    raw = headers.get(b"authorization", b"").decode("latin-1")
-    scheme, _, token = raw.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), key.encode())
 
 
 # -- reading a request ----------------------------------------------------------------------------
@@ -186,11 +105,17 @@ async def _write_temp(write, name: str | None) -> Path:
     return Path(tmp)
 
 
-def _validate(model_cls: type[BaseModel], data: dict) -> BaseModel:
+def _parse_json(body: bytes, json_cls: type[BaseModel], form_cls: type[BaseModel]):
     try:
-        return model_cls.model_validate(data)
-    except ValidationError as e:
-        raise RequestValidationError([{**err, "loc": ("body", *err["loc"])} for err in e.errors()]) from None
+        data = json.loads(body)
+    except (ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
+        raise HTTPException(400, "the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise HTTPException(422, "body: the JSON body must be an object, e.g. {\"audio\": \"<base64>\"}")
+    opts = _validate(json_cls, data)
+    if (opts.audio is None) == (opts.path is None):
+        raise _invalid("audio", "give exactly one of \"audio\" (base64 of the file) or \"path\"")
+    return opts, form_cls.model_validate(opts.model_dump(exclude={"audio", "path"}))
 
 
 async def read_request(request: Request, json_cls: type[BaseModel], form_cls: type[BaseModel],
@@ -198,17 +123,8 @@ async def read_request(request: Request, json_cls: type[BaseModel], form_cls: ty
     ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
     if ctype == "application/json":
         body = await request.body()
-        try:
-            data = json.loads(body)
-        except (ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
-            raise HTTPException(400, "the body is not valid JSON") from None
-        if not isinstance(data, dict):
-            raise HTTPException(422, "body: the JSON body must be an object, e.g. {\"audio\": \"<base64>\"}")
-        opts = _validate(json_cls, data)
-        if (opts.audio is None) == (opts.path is None):
-            raise _invalid("audio", "give exactly one of \"audio\" (base64 of the file) or \"path\"")
-        fields = opts.model_dump(exclude={"audio", "path"})
-        options = form_cls.model_validate(fields)
+        # Parsing and validation run off the event loop: a big body must not stall other requests.
+        opts, options = await run_in_threadpool(_parse_json, body, json_cls, form_cls)
         if opts.path is not None:
             real = resolve_allowed(opts.path, settings.allow_dir)
             return Upload(options, real, opts.filename or opts.path, False)
@@ -272,8 +188,8 @@ def _body_doc(json_cls, form_cls) -> dict:
 
 def create_app(model: MATS, settings: Settings | None = None) -> FastAPI:
     """A FastAPI app serving ``model``. The model is used only by the app's worker thread, started
-    and stopped with the app's lifespan."""
-    settings = settings or Settings()
+    and stopped with the app's lifespan. ``settings`` is copied: the caller's stays as it was."""
+    settings = replace(settings) if settings is not None else Settings()
     if settings.allow_dir is not None:
         raw = str(settings.allow_dir)
         if raw.startswith("~"):

@@ -39,8 +39,13 @@ def bind(host: str, port: int, backlog: int) -> socket.socket:
 
 
 def uvicorn_config(app, settings):
-    """uvicorn's own access log is off: RequestGuard writes the one line per request."""
+    """uvicorn's own access log is off: RequestGuard writes the one line per request. The HTTP
+    protocol is uvicorn's h11 one with a deadline for the request headers and a cap on open
+    connections (:mod:`mats.server.protocol`)."""
     import uvicorn
+
+    from .protocol import protocol_class
     return uvicorn.Config(app, access_log=False, log_level="warning", lifespan="on",
+                          http=protocol_class(settings), loop="mats.server.protocol:event_loop",
                           timeout_keep_alive=max(1, int(round(settings.keep_alive_s))),
                           backlog=settings.backlog, timeout_graceful_shutdown=5, log_config=None)
