@@ -23,7 +23,8 @@ import torch
 
 from .bridge.bridges import BridgeConfig, BridgeError, apply_bridge, available_bridges
 from .bridge.retrieval import retrieve_texts
-from .clap.base import WindowEmbeddings, l2_normalize
+from .bridge.santa import SantaMemory
+from .clap.base import CLAP, WindowEmbeddings, l2_normalize
 from .config import DEFAULT_MODEL, FORMAT_VERSION, from_dict, read_model_config
 from .decoding import Decoding
 from .model import MATSModel, ModelConfig, Request
@@ -41,7 +42,7 @@ def _holds_shift(path: Path, shift: np.ndarray) -> bool:
 class MATS:
     """A loaded MATS model with its CLAP and bridge memory. Deterministic: same input, same output."""
 
-    def __init__(self, model: MATSModel, clap, folder: Path | None = None, santa=None,
+    def __init__(self, model: MATSModel, clap: CLAP, folder: Path | None = None, santa: SantaMemory | None = None,
                  shift: np.ndarray | None = None, train_config: dict | None = None,
                  trained_tasks: Iterable[str] | None = None):
         self.model = model
@@ -69,7 +70,7 @@ class MATS:
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike | None = None, device: str | None = None,
-                        dtype: str | None = None, clap=None, threads: int | None = None) -> "MATS":
+                        dtype: str | None = None, clap: CLAP | None = None, threads: int | None = None) -> MATS:
         """Load a model folder (default: the offline default model shipped with mats).
 
         ``clap``: an already loaded CLAP to use instead of the one the config names (it must embed

@@ -81,7 +81,7 @@ def add_device(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--dtype", choices=DTYPES, default=None,
                    help="LLM weights: auto (default) is fp32 on CPU and bf16 on GPUs; fast is bf16 also on "
-                        "CPUs with native bf16 (AVX512-BF16/AMX): 1.3-1.7x faster, same quality, but a "
+                        "CPUs with native bf16 (AVX512-BF16/AMX): faster, same quality (docs/speed.md), but a "
                         "clip's answer may then depend on the batch it is decoded in")
 
 
@@ -124,7 +124,7 @@ def _quiet_libraries() -> None:
     # The CLI prints its own progress; the libraries' weight-loading bars and deprecation notices
     # from their internals only bury the results. (The Python API leaves them alone.)
     # Environment variables rather than calls, so that a command which never loads a model (an
-    # unreadable file, --help) does not import transformers (~1 s) just to silence it: transformers
+    # unreadable file, --help) does not import transformers (about a second) just to silence it: transformers
     # reads both when it is first imported (its bars follow huggingface_hub's switch).
     import os
     import warnings
@@ -173,7 +173,7 @@ def _one_line(e: BaseException) -> str:
 
 def run() -> None:
     """The console entry: ``main()``, then, once the output is flushed, exit without the interpreter's
-    teardown (1.4-1.6 s of module and thread clean-up after a model run). Training keeps the normal
+    teardown (module and thread clean-up after a model run; docs/speed.md). Training keeps the normal
     exit: its process groups and writers shut down in order."""
     import os
 
