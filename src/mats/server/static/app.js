@@ -3,7 +3,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { info: null, blob: null, name: null, duration: null, recorder: null };
+const state = { info: null, blob: null, name: null, duration: null, previewing: false, recorder: null };
 
 // ---------------------------------------------------------------------------------------------
 // talking to the API
@@ -93,7 +93,8 @@ function onTaskChange() {
 }
 
 function updateRun() {
-  $("run").disabled = !(state.blob && state.info);
+  // Not while the clip is still being previewed: its duration decides whether to ask for a timeline.
+  $("run").disabled = !(state.blob && state.info) || state.previewing;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -103,6 +104,7 @@ async function useClip(blob, name) {
   state.blob = blob;
   state.name = name;
   state.duration = null;
+  state.previewing = true;
   $("clip-name").textContent = name;
   $("rec-time").textContent = "";  // the last recording's timer says nothing about this clip
   $("player").src = URL.createObjectURL(blob);
@@ -117,6 +119,11 @@ async function useClip(blob, name) {
     ctx.close();
   } catch (e) {
     clearWave("This browser cannot preview this format; the server may still read it.");
+  } finally {
+    if (state.blob === blob) {  // a newer clip may have replaced this one meanwhile
+      state.previewing = false;
+      updateRun();
+    }
   }
 }
 
