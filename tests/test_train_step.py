@@ -74,9 +74,12 @@ def test_bf16_autocast_follows_the_fp32_loss_curve(llm, tiny_llm):
     steps = 6
     fp32 = _curve(name, None, steps)
     bf16 = _curve(name, torch.autocast("cpu", dtype=torch.bfloat16), steps)
-    assert fp32[-1] < fp32[0]  # it learns
-    for a, b in zip(fp32, bf16, strict=True):
-        assert abs(a - b) <= 0.02 * abs(a) + 0.02, (fp32, bf16)
+    assert fp32[-1] < fp32[0] and bf16[-1] < bf16[0]  # both learn
+    # Step by step while the weights are still close; later steps may take different paths (bf16
+    # rounding differs between AVX512-BF16 and AMX kernels too), so they are held to a looser band.
+    for i, (a, b) in enumerate(zip(fp32, bf16, strict=True)):
+        tolerance = 0.02 if i < steps // 2 else 0.05
+        assert abs(a - b) <= tolerance * abs(a) + 0.02, (i, fp32, bf16)
 
 
 def _first_step(model: MATSModel, autocast) -> tuple[float, torch.Tensor]:

@@ -159,6 +159,16 @@ class MATS:
         return decoding.resolve(self.santa)
 
     @property
+    def llm_name(self) -> str:
+        """The LLM's name as its config gives it (a hub id, or the last part of a local path)."""
+        return Path(str(self.model.config.llm)).name
+
+    @property
+    def retrieval_k(self) -> int:
+        """How many retrieved training texts the model writes into its prompt (0: none)."""
+        return int(self.model.config.retrieval.k)
+
+    @property
     def batch_invariant(self) -> bool:
         """Whether a clip's answer is the same in any batch: true for fp32 weights; bf16/fp16
         matmuls round differently with the batch's shape, so a few answers change with it."""
@@ -283,7 +293,7 @@ class MATS:
             raise ValueError(f"task {task.name!r} needs a question for every item")
         if not pooled and not per_window:
             raise ValueError("pooled=False leaves nothing to answer without per_window=True")
-        top_k = (self.model.config.retrieval.k or 8) if explain is True else int(explain)
+        top_k = (self.retrieval_k or 8) if explain is True else int(explain)
         if top_k and self.santa is None:  # refused before any clip is decoded
             raise BridgeError("explain: this model has no Santa memory to retrieve from")
         bar = tqdm(total=len(items), disable=not progress, desc=task.name, unit="file", dynamic_ncols=True)
@@ -350,7 +360,7 @@ class MATS:
         if top_k:
             # A retrieval-augmented model shows the texts its prompt carried (queried with the bridged
             # embedding); otherwise the neighbours Santa mixes in (queried with the audio embedding).
-            prompted = self.model.config.retrieval.enabled
+            prompted = self.retrieval_k > 0
             why = self.retrieved(np.stack([w.pooled for w in work]), top_k, decoding if prompted else None)
         parse = decoding.spec.parse
         for w, retrieved in zip(work, why, strict=True):
@@ -382,7 +392,7 @@ class MATS:
         exactly the texts that were in its prompt. ``top_k`` defaults to the model's retrieval k, or 8."""
         if self.santa is None:
             raise BridgeError("this model has no Santa memory to retrieve from")
-        k = int(top_k) if top_k is not None else (self.model.config.retrieval.k or 8)
+        k = int(top_k) if top_k is not None else (self.retrieval_k or 8)
         if k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         q = np.atleast_2d(np.asarray(embeddings, np.float32))
