@@ -74,3 +74,44 @@ class LoopbackServer:
         self.thread.join(30)
         self.sock.close()
         assert not self.thread.is_alive()
+
+
+def multipart(fields: dict, clip) -> tuple[bytes, str]:
+    """A multipart/form-data body with ``fields`` and the clip as the part named "file"."""
+    import uuid
+    boundary = uuid.uuid4().hex
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+             for k, v in fields.items()]
+    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{clip.name}"\r\n'
+                 f"Content-Type: application/octet-stream\r\n\r\n".encode() + clip.read_bytes() + b"\r\n")
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def post(port, endpoint, clip, **fields):
+    """(status, JSON body) of an upload of ``clip`` to ``/v1/<endpoint>`` on 127.0.0.1:port."""
+    import http.client
+    import json
+    body, ctype = multipart(fields, clip)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    try:
+        conn.request("POST", f"/v1/{endpoint}", body, {"Content-Type": ctype})
+        r = conn.getresponse()
+        return r.status, json.loads(r.read())
+    finally:
+        conn.close()
+
+
+def post_together(port, jobs):
+    """Post every (endpoint, clip, fields) at once, from threads; (status, body) in job order."""
+    import threading
+    out = [None] * len(jobs)
+
+    def go(i, endpoint, clip, fields):
+        out[i] = post(port, endpoint, clip, **fields)
+
+    threads = [threading.Thread(target=go, args=(i, *job)) for i, job in enumerate(jobs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    return out

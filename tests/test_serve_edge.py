@@ -244,6 +244,19 @@ def _get(port: int, path: str = "/health", timeout: float = 10) -> tuple[int, by
         conn.close()
 
 
+
+def wait_for_health(port, seconds: float = 10) -> None:
+    """/health answers 200 within ``seconds`` (the stalled connections have been let go)."""
+    deadline = time.time() + seconds
+    while True:
+        try:
+            if _get(port)[0] == 200:
+                return
+        except OSError:
+            pass
+        assert time.time() < deadline, "/health not answered after the connections closed"
+        time.sleep(0.1)
+
 def test_unfinished_headers_are_closed(serve):
     """60 connections that never finish their headers are closed at the header deadline (a 408
     each, as part of a request had come); so is a kept-alive connection whose next request stalls."""
@@ -299,15 +312,7 @@ def test_connection_cap(serve, caplog):
     finally:
         for s in socks:
             s.close()
-    deadline = time.time() + 10
-    while True:
-        try:
-            if _get(port)[0] == 200:
-                break
-        except OSError:
-            pass
-        assert time.time() < deadline, "/health not answered after the connections closed"
-        time.sleep(0.1)
+    wait_for_health(port)
     lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
     assert len(lines) == 1 and "503" in lines[0]
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
@@ -429,15 +434,7 @@ def test_open_file_limit_is_never_reached():
         for s in socks:
             s.close()
         socks = []
-        deadline = time.time() + 10
-        while True:
-            try:
-                if _get(port)[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert time.time() < deadline, "/health not answered after the connections closed"
-            time.sleep(0.1)
+        wait_for_health(port)
     finally:
         for s in socks:
             s.close()
