@@ -13,11 +13,10 @@ UV="${UV:-$ROOT/.venv/bin/uv}"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 # The fast set: every floor that matters is loaded by one of these (torch, transformers' beam search with
-# cache=, peft, tokenizers, soundfile/scipy/numpy, faiss, onnxruntime, FastAPI/starlette/pydantic/uvicorn,
-# python-multipart, openai/httpx, pytest), each file a minute or less.
+# cache=, peft, tokenizers, soundfile/scipy/numpy, faiss through the Santa memory, onnxruntime,
+# FastAPI/starlette/pydantic/uvicorn, openai/httpx, pytest).
 TESTS=("$@")
-[ ${#TESTS[@]} -gt 0 ] || TESTS=(tests/test_decode_fast.py tests/test_openai_api.py tests/test_serve_api.py
-                                 tests/test_audio.py tests/test_santa.py tests/test_batch_scale.py)
+[ ${#TESTS[@]} -gt 0 ] || TESTS=(tests/test_decode_fast.py tests/test_openai_api.py tests/test_audio.py)
 
 torch_floor="$(sed -n 's/^ *"torch>=\([0-9.]*\),.*/\1/p' pyproject.toml)"
 [ -n "$torch_floor" ] || { echo "check_lowest: no torch floor found in pyproject.toml" >&2; exit 1; }
