@@ -296,7 +296,11 @@ class MATSModel(nn.Module):
         return nn.functional.cross_entropy(logits, targets[keep], reduction=reduction)
 
     @torch.inference_mode()
-    def generate(self, clap_embeddings: torch.Tensor, requests: Sequence[Request], **decoding) -> list[str]:
+    def generate(self, clap_embeddings: torch.Tensor, requests: Sequence[Request], streamer=None,
+                 **decoding) -> list[str]:
+        """The answers, stripped. ``streamer``: transformers' streamer interface (``put``/``end``,
+        e.g. :class:`mats.streaming.TextDeltas`), given the tokens as they are decoded; greedy
+        decoding of one request only (transformers' rule)."""
         batch = self.build_inputs(clap_embeddings, requests, with_answers=False)
         tok = self.tokenizer
         # The prompt is inputs_embeds, so there are no prompt ids: repetition penalty and n-gram
@@ -320,6 +324,8 @@ class MATSModel(nn.Module):
         beams = int(decoding.get("num_beams") or 1)
         if self.prefill_once and beams > 1 and batch["inputs_embeds"].shape[1] > 1:
             batch["cache"] = self._prompt_cache_for_beams(batch, beams)
+        if streamer is not None:
+            decoding["streamer"] = streamer
         out = self.llm.generate(**batch, do_sample=False, pad_token_id=tok.pad_token_id,
                                 eos_token_id=tok.eos_token_id, logits_processor=processors, **decoding)
         return [t.strip() for t in tok.batch_decode(out, skip_special_tokens=True)]

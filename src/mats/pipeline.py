@@ -185,7 +185,7 @@ class MATS:
         return apply_bridge(embeddings, config, memory=self.santa, shift=self.shift, seed=seed)
 
     def generate(self, embeddings: np.ndarray, decoding: str | Decoding, questions: Sequence[str] | None = None,
-                 batch_size: int = 8, **options) -> list[str]:
+                 batch_size: int = 8, streamer=None, **options) -> list[str]:
         """Text for each audio embedding. ``decoding``: a :class:`~mats.decoding.Decoding`, or a task
         name with ``options`` (see :meth:`decoding`); ``questions`` (one per row) for qa/open.
 
@@ -194,10 +194,13 @@ class MATS:
         bridges the modalities also judges which wording matches the recording best.
 
         A retrieval-augmented model (``config.model.retrieval.k > 0``) also writes the memory's
-        ``k`` training texts nearest to each bridged embedding into the prompt (see ``retrieved``)."""
+        ``k`` training texts nearest to each bridged embedding into the prompt (see ``retrieved``).
+
+        ``streamer``: given the tokens as they are decoded (see :mod:`mats.streaming`); one
+        embedding and greedy decoding only."""
         decoding = self.decoding(decoding, **options)
         embeddings = np.asarray(embeddings, dtype=np.float32)
-        groups = self.candidates(embeddings, decoding, questions, batch_size=batch_size)
+        groups = self.candidates(embeddings, decoding, questions, batch_size=batch_size, streamer=streamer)
         if decoding.candidates <= 1:
             return [g[0] for g in groups]
         out = []
@@ -206,7 +209,7 @@ class MATS:
         return out
 
     def candidates(self, embeddings: np.ndarray, decoding: str | Decoding, questions: Sequence[str] | None = None,
-                   k: int | None = None, batch_size: int = 8, **options) -> list[list[str]]:
+                   k: int | None = None, batch_size: int = 8, streamer=None, **options) -> list[list[str]]:
         """The beam candidates for each embedding, best first: ``decoding.candidates`` of them (what
         ``rerank`` chooses among), or ``k`` (the beam is widened to ``k`` if needed)."""
         decoding = self.decoding(decoding, **options)
@@ -216,6 +219,9 @@ class MATS:
             decoding = decoding.with_candidates(int(k))
         task, k = decoding.spec, decoding.candidates
         n = len(embeddings)
+        if streamer is not None and (n != 1 or k != 1 or decoding.num_beams != 1):
+            raise ValueError("a streamer needs one embedding and greedy decoding (num_beams=1, rerank=0), "
+                             f"got {n} embeddings, num_beams={decoding.num_beams}, {k} candidates")
         if questions is not None and len(questions) != n:
             raise ValueError(f"{len(questions)} questions for {n} audio embeddings")
         embeddings = np.asarray(embeddings, dtype=np.float32)
@@ -231,7 +237,9 @@ class MATS:
         for i in range(0, n, batch_size):
             reqs = [Request(task.name, task.instruction(questions[j] if questions else None), context=hints[j])
                     for j in range(i, min(n, i + batch_size))]
-            texts = self.model.generate(torch.from_numpy(z[i:i + batch_size]), reqs, **decoding.generation_kwargs())
+            extra = {"streamer": streamer} if streamer is not None else {}
+            texts = self.model.generate(torch.from_numpy(z[i:i + batch_size]), reqs, **decoding.generation_kwargs(),
+                                        **extra)
             out.extend(texts[j:j + k] for j in range(0, len(texts), k))
         return out
 
@@ -269,7 +277,7 @@ class MATS:
     def run(self, items: Iterable[Item | str | os.PathLike | np.ndarray], decoding: str | Decoding,
             question: str | None = None, per_window: bool = False, pooled: bool = True,
             explain: int | bool = 0, batch_size: int = 8, progress: bool = False,
-            max_decoded_samples: int | None = None, **options) -> Iterator[Result]:
+            max_decoded_samples: int | None = None, streamer=None, **options) -> Iterator[Result]:
         """One :class:`~mats.tasks.Result` per item, in input order, as batches finish.
 
         ``items``: audio files, CLAP audio embeddings ([D] arrays), or :class:`Item` (with a question
@@ -282,7 +290,9 @@ class MATS:
         CLAP window with start/end seconds (``pooled=False`` skips the whole-file answer).
         ``explain``: ``retrieved``, the memory's training texts nearest to each clip (True: the
         model's retrieval k, or 8); for a retrieval-augmented model the very texts in its prompt.
-        ``max_decoded_samples``: the decoded-size budget per file (default: mats.audio's)."""
+        ``max_decoded_samples``: the decoded-size budget per file (default: mats.audio's).
+        ``streamer``: given the answer's tokens as they are decoded (:class:`mats.streaming.TextDeltas`);
+        one item, no windows, greedy decoding only."""
         from tqdm import tqdm
 
         decoding = self.decoding(decoding, **options)
@@ -293,18 +303,21 @@ class MATS:
             raise ValueError(f"task {task.name!r} needs a question for every item")
         if not pooled and not per_window:
             raise ValueError("pooled=False leaves nothing to answer without per_window=True")
+        if streamer is not None and (len(items) != 1 or per_window):
+            raise ValueError("a streamer follows the answer of one item (no per_window)")
         top_k = (self.retrieval_k or 8) if explain is True else int(explain)
         if top_k and self.santa is None:  # refused before any clip is decoded
             raise BridgeError("explain: this model has no Santa memory to retrieve from")
         bar = tqdm(total=len(items), disable=not progress, desc=task.name, unit="file", dynamic_ncols=True)
         for i in range(0, len(items), batch_size):
             chunk = items[i:i + batch_size]
-            yield from self._run_chunk(chunk, decoding, per_window, pooled, top_k, batch_size, max_decoded_samples)
+            yield from self._run_chunk(chunk, decoding, per_window, pooled, top_k, batch_size, max_decoded_samples,
+                                       streamer)
             bar.update(len(chunk))
         bar.close()
 
     def _run_chunk(self, chunk: Sequence[Item], decoding: Decoding, per_window: bool, pooled: bool, top_k: int,
-                   batch_size: int, max_decoded_samples: int | None) -> list[Result]:
+                   batch_size: int, max_decoded_samples: int | None, streamer=None) -> list[Result]:
         work = [self._embedded(item, decoding, per_window, max_decoded_samples) for item in chunk]
         live = []
         for w in work:  # a request whose client went away while its audio was read costs no decoding
@@ -313,11 +326,14 @@ class MATS:
             elif w.result.error is None:
                 live.append(w)
         try:
-            self._answer(live, decoding, pooled, top_k, batch_size)
+            self._answer(live, decoding, pooled, top_k, batch_size, streamer)
+        except Cancelled as e:  # the streamer's client went away mid-answer: nothing to retry
+            for w in live:
+                _fail(w.result, e)
         except Exception:  # noqa: BLE001 - retried one by one, so that only the failing item fails
             for w in live:
                 try:
-                    self._answer([w], decoding, pooled, top_k, batch_size)
+                    self._answer([w], decoding, pooled, top_k, batch_size, streamer)
                 except Exception as e:  # noqa: BLE001
                     _fail(w.result, e)
         return [w.result for w in work]
@@ -344,7 +360,8 @@ class MATS:
             work.windows = w
         return work
 
-    def _answer(self, work: Sequence[_Work], decoding: Decoding, pooled: bool, top_k: int, batch_size: int) -> None:
+    def _answer(self, work: Sequence[_Work], decoding: Decoding, pooled: bool, top_k: int, batch_size: int,
+                streamer=None) -> None:
         """Decode every row of ``work`` (the pooled one, the windows) in one call; fill the Results."""
         rows: list[tuple[_Work, int | None, np.ndarray]] = []
         for w in work:
@@ -355,7 +372,8 @@ class MATS:
         if not rows:
             return
         questions = [w.item.question for w, _, _ in rows] if decoding.spec.needs_question else None
-        texts = self.generate(np.stack([e for _, _, e in rows]), decoding, questions, batch_size=batch_size)
+        texts = self.generate(np.stack([e for _, _, e in rows]), decoding, questions, batch_size=batch_size,
+                              streamer=streamer)
         why = [None] * len(work)
         if top_k:
             # A retrieval-augmented model shows the texts its prompt carried (queried with the bridged
@@ -375,6 +393,17 @@ class MATS:
                 r = w.result
                 r.windows.append(Result(r.file, r.task, text=text, tags=tags, question=r.question, bridge=r.bridge,
                                         start=float(w.windows.starts[k]), end=float(w.windows.ends[k])))
+
+    def prompt_tokens(self, decoding: str | Decoding, question: str | None = None,
+                      retrieved: Sequence[dict] | None = None) -> int:
+        """How many positions the LLM's prompt of one clip has: the task's prompt text tokens, the
+        audio prefix, and for a retrieval-augmented model the retrieved texts written into it
+        (``retrieved``: the clip's ``Result.retrieved`` from a run with ``explain=True``)."""
+        decoding = self.decoding(decoding)
+        task, retrieval = decoding.spec, self.model.config.retrieval
+        hint = retrieval.hint([r["text"] for r in retrieved or ()]) if retrieval.enabled else None
+        before, after = self.model._prompt_ids(task.name, task.instruction(question), hint)
+        return len(before) + int(self.model.mapper.cfg.prefix_length) + len(after)
 
     @property
     def bridges(self) -> tuple[str, ...]:

@@ -1,3 +1,4 @@
-"""The package version (one place; pyproject.toml repeats it for the build)."""
+"""The package version, in one place: pyproject.toml reads it for the build (dynamic version), the
+server reports it, and CHANGELOG.md has a section for it."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -15,6 +15,7 @@ import sys
 from ..bridge.config import BRIDGES, DEFAULT_BRIDGE
 from ..tasks import command_tasks, get_task
 from . import add_decoding, add_device, add_format
+from .batch import BATCH_EPILOG, ResultsFile, add_batch_options, shard
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,9 @@ Output formats:
 
 A file that cannot be read is reported on its own line (with "error") and the batch goes on; the
 exit code is 1 if any file failed. Output is deterministic: the same files, seed and model give the
-same text."""
+same text.
+
+""" + BATCH_EPILOG
 
 
 def _options(p: argparse.ArgumentParser) -> None:
@@ -44,6 +47,7 @@ def _options(p: argparse.ArgumentParser) -> None:
                    help="also print the model's memory texts nearest to each clip, with their cosine: the "
                         "neighbours Santa mixes in (a retrieval-augmented model: the texts in its prompt)")
     p.add_argument("--batch-size", type=int, default=8)
+    add_batch_options(p)
     add_decoding(p)
     add_seed(p)
     add_device(p)
@@ -145,8 +149,10 @@ def _unreadable(files, task: str, question: str | None) -> list | None:
     return results
 
 
-def _print(r, args, writer) -> None:
-    if args.format == "jsonl":
+def _print(r, args, writer, out: ResultsFile | None = None) -> None:
+    if out is not None:  # one object per input (its windows inside it)
+        out.write(r.to_dict())
+    elif args.format == "jsonl":
         print(json.dumps(r.to_dict(), ensure_ascii=False), flush=True)
     elif writer:
         writer.writerow([r.file, r.task, r.start if r.start is not None else "",
@@ -171,16 +177,37 @@ def _run(args) -> int:
     if get_task(args.task).needs_question:
         _take_question(args)
     decoding = _decoding(args, args.task)
-    files = expand_audio_args(args.paths)
+    if args.resume and args.out is None:
+        raise ValueError("--resume continues an --out FILE: give --out too")
+    files = shard(expand_audio_args(args.paths), args.shard)
+    if not files:  # more shards than inputs: this one has none
+        log.info("shard %d/%d of these inputs is empty", *args.shard)
+        return 0
+    out = ResultsFile(args.out, args.resume) if args.out is not None else None
+    try:
+        if out is not None:
+            total, files = len(files), out.pending(files)
+            if args.resume:
+                log.info("--resume: %d of %d inputs already answered in %s; %d to go", total - len(files), total,
+                         args.out, len(files))
+            if not files:
+                return 0
+        return _answer_files(args, decoding, files, out)
+    finally:
+        if out is not None:
+            out.close()
+
+
+def _answer_files(args, decoding, files, out: ResultsFile | None) -> int:
     unreadable = _unreadable(files, args.task, args.question)
     if unreadable is not None:
         _check_model_folder(args)  # a wrong --model is still the error to report
-    writer = csv.writer(sys.stdout) if args.format == "csv" else None
+    writer = csv.writer(sys.stdout) if args.format == "csv" and out is None else None
     if writer:
         writer.writerow(["file", "task", "start", "end", "text", "error"] + ["retrieved"] * args.show_retrieved)
     if unreadable is not None:
         for r in unreadable:
-            _print(r, args, writer)
+            _print(r, args, writer, out)
         return 1
     m = _load(args)
     failed = 0
@@ -188,6 +215,9 @@ def _run(args) -> int:
                    pooled=not args.per_window, explain=args.show_retrieved, batch_size=args.batch_size,
                    progress=not args.quiet and (sys.stderr.isatty() or len(files) > 1)):
         failed += r.error is not None
+        if out is not None:
+            _print(r, args, writer, out)
+            continue
         for row in r.windows if r.windows is not None else [r]:
             _print(row, args, writer)
     return 1 if failed else 0

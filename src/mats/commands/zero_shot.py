@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from . import add_format
+from .batch import BATCH_EPILOG, ResultsFile, add_batch_options, shard
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,8 @@ examples:
 Directories are searched recursively for audio files. A file that cannot be read is reported
 (an {"file", "error"} line in jsonl) and the others are still classified; the exit code is 1 if
 any file failed. Scores are softmax(100 x cosine) over the given labels.
-"""
+
+""" + BATCH_EPILOG
 
 
 def add_parser(sub, common: argparse.ArgumentParser) -> None:
@@ -40,13 +42,13 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--clap", default="yamnet-minilm",
                    help="CLAP spec: yamnet-minilm (default), msclap-2023:PATH, laion:PATH")
     add_format(p)
+    add_batch_options(p)
     p.set_defaults(func=_run)
 
 
 def _run(args) -> int:
     from ..audio import expand_audio_args
-    from ..clap import load_clap
-    from ..zeroshot import clean_labels, zero_shot
+    from ..zeroshot import clean_labels
 
     labels = [x for x in args.labels.split(",")]
     if args.labels_file:
@@ -54,10 +56,27 @@ def _run(args) -> int:
             raise FileNotFoundError(f"labels file {args.labels_file} not found")
         labels += args.labels_file.read_text(encoding="utf-8").splitlines()
     labels = clean_labels(labels)
-    files = expand_audio_args(args.files)
+    if args.resume and args.out is None:
+        raise ValueError("--resume continues an --out FILE: give --out too")
+    files = shard(expand_audio_args(args.files), args.shard)
+    out = ResultsFile(args.out, args.resume) if args.out is not None else None
+    try:
+        files = out.pending(files) if out is not None else files
+        if not files:
+            return 0
+        return _classify(args, files, labels, out)
+    finally:
+        if out is not None:
+            out.close()
+
+
+def _classify(args, files, labels, out: ResultsFile | None) -> int:
+    from ..clap import load_clap
+    from ..zeroshot import zero_shot
+
     clap = load_clap(args.clap)
     failed = 0
-    writer = csv.writer(sys.stdout) if args.format == "csv" else None
+    writer = csv.writer(sys.stdout) if args.format == "csv" and out is None else None
     if writer:
         writer.writerow(["file", "label", "score", "top_k", "error"])
     for f in files:
@@ -65,7 +84,9 @@ def _run(args) -> int:
             row = zero_shot(clap, [f], labels, prompt=args.prompt, top_k=args.top_k)[0]
         except (ValueError, OSError) as e:
             failed += 1
-            if args.format == "jsonl":
+            if out is not None:
+                out.write({"file": str(f), "error": str(e)})
+            elif args.format == "jsonl":
                 print(json.dumps({"file": str(f), "error": str(e)}), flush=True)
             elif writer:
                 writer.writerow([str(f), "", "", "", str(e)])
@@ -73,7 +94,9 @@ def _run(args) -> int:
                 print(f"{f}\tERROR\t{e}", flush=True)
             log.warning("mats zero-shot: %s", e)
             continue
-        if args.format == "jsonl":
+        if out is not None:
+            out.write({**row, "file": str(f)})
+        elif args.format == "jsonl":
             print(json.dumps(row), flush=True)
         elif writer:
             writer.writerow([row["file"], row["label"], f"{row['score']:.6f}",

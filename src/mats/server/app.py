@@ -25,10 +25,9 @@ import logging
 import math
 import os
 import shutil
-import tempfile
 import threading
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -44,11 +43,13 @@ from ..bridge.config import BridgeError
 from ..decoding import Decoding
 from ..pipeline import MATS, Cancelled
 from ..tasks import command_tasks
-from . import inference, schemas
+from . import inference, openai_api, schemas
 from .batching import Busy, MicroBatcher, WorkerFailed
 from .guard import AudioRefused, PathRefused, check_audio, resolve_allowed
-from .middleware import RequestGuard
+from .inference import ClientGone
+from .middleware import RequestGuard, is_openai_path, openai_error, route_path
 from .settings import Settings
+from .uploads import Upload, write_temp as _write_temp
 from .validation import field_errors as _field_errors, validate as _validate
 
 __all__ = ["create_app", "Settings"]
@@ -59,7 +60,10 @@ STATIC = Path(__file__).resolve().parent / "static"
 
 # -- errors -------------------------------------------------------------------------------------
 
-def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+def _error(status: int, message: str, headers: dict | None = None, request: Request | None = None) -> JSONResponse:
+    """The documented error; on the OpenAI-compatible paths OpenAI's error object instead."""
+    if request is not None and is_openai_path(route_path(request.scope)):
+        return JSONResponse(openai_error(status, message), status_code=status, headers=headers)
     return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
 
 
@@ -67,43 +71,11 @@ def _invalid(field_name: str, message: str) -> RequestValidationError:
     return RequestValidationError([{"loc": ("body", field_name), "msg": message, "type": "value_error"}])
 
 
-class ClientGone(Exception):
-    """The client closed the connection while its request waited: its work is withdrawn."""
-
-
 # How often a waiting request checks that its client is still there.
 _DISCONNECT_POLL_S = 0.1
 
 
 # -- reading a request ----------------------------------------------------------------------------
-
-@dataclass
-class Upload:
-    options: BaseModel
-    path: Path  # the audio to read: a temporary copy of the upload, or an allowed file
-    name: str  # what the answer calls it
-    temporary: bool
-
-    def close(self):
-        if self.temporary:
-            self.path.unlink(missing_ok=True)
-
-
-def _suffix(name: str | None) -> str:
-    suffix = Path(name or "").suffix.lower()
-    return suffix if suffix.isascii() and 1 < len(suffix) <= 6 and suffix[1:].isalnum() else ""
-
-
-async def _write_temp(write, name: str | None) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix="mats-upload-", suffix=_suffix(name))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            await write(f)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return Path(tmp)
-
 
 def _parse_json(body: bytes, json_cls: type[BaseModel], form_cls: type[BaseModel]):
     try:
@@ -223,25 +195,26 @@ def create_app(model: MATS, settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _on_invalid(request, exc: RequestValidationError):
-        return _error(422, _field_errors(exc.errors()))
+        return _error(422, _field_errors(exc.errors()), request=request)
 
     @app.exception_handler(AudioRefused)
     @app.exception_handler(PathRefused)
     async def _on_refused(request, exc):
-        return _error(exc.status, str(exc))
+        return _error(exc.status, str(exc), request=request)
 
     @app.exception_handler(HTTPException)
     async def _on_http(request, exc: HTTPException):
-        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None), request)
 
     @app.exception_handler(ClientGone)
     async def _on_gone(request, exc: ClientGone):
-        return _error(499, "the client went away before the answer was ready")
+        return _error(499, "the client went away before the answer was ready", request=request)
 
     @app.exception_handler(Exception)
     async def _on_fault(request, exc: Exception):
         # Whatever escaped an endpoint: still the documented JSON error (the traceback goes to the log).
-        return _error(500, f"internal error ({type(exc).__name__}); the server log has the details")
+        return _error(500, f"internal error ({type(exc).__name__}); the server log has the details",
+                      request=request)
 
     def bridges() -> list[str]:
         return list(model.bridges)
@@ -375,6 +348,8 @@ def create_app(model: MATS, settings: Settings | None = None) -> FastAPI:
         finally:
             upload.close()
 
+    openai_api.register(app, model, settings, batcher, header=header, run_job=run_job,
+                        model_id=f"mats-{_model_name(model)}")
     return app
 
 

@@ -26,11 +26,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mats.server")
 
-__all__ = ["GenerateKey", "GenerateItem", "ZeroShotItem", "EmbedItem", "ServerFault", "process"]
+__all__ = ["GenerateKey", "GenerateItem", "ZeroShotItem", "EmbedItem", "ServerFault", "ClientGone", "process"]
 
 
 class ServerFault(RuntimeError):
     """The model failed on a request (not the client's fault): answered 500."""
+
+
+class ClientGone(Exception):
+    """The client closed the connection while its request waited: its work is withdrawn."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,9 @@ class GenerateKey:
     decoding: Decoding
     per_window: bool = False
     explain: int = 0  # how many retrieved training texts to return; 0 = none
+    usage: bool = False  # also count the prompt's and the answer's tokens (OpenAI's "usage")
+    # A streamed request decodes alone: its key holds an object of its own (equal to no other key's).
+    stream: object = None
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,7 @@ class GenerateItem:
     name: str
     question: str | None
     gone: Callable[[], bool] | None = None  # the client went away: skip the work
+    on_text: Callable[[str], None] | None = None  # streamed: each new piece of the answer (worker thread)
 
 
 @dataclass(frozen=True)
@@ -82,18 +90,43 @@ def _generate(model: MATS, key: GenerateKey, items: Sequence[GenerateItem], max_
 
     work = [Item(it.path, question=it.question, name=it.name, cancelled=it.gone) for it in items]
     out: list = []
-    results = model.run(work, key.decoding, per_window=key.per_window, explain=key.explain, batch_size=max_batch,
-                        max_decoded_samples=budget)
+    streamer = None
+    if key.stream is not None:
+        from ..streaming import TextDeltas
+        (item,) = items
+        streamer = TextDeltas(model.model.tokenizer, item.on_text or (lambda piece: None), item.gone)
+    # Counting a retrieval-augmented prompt needs the texts that were in it: the run returns them.
+    retrieval_k = int(model.model.config.retrieval.k) if key.usage else 0
+    explain = key.explain or retrieval_k
+    results = model.run(work, key.decoding, per_window=key.per_window, explain=explain, batch_size=max_batch,
+                        max_decoded_samples=budget, streamer=streamer)
     for item, r in zip(items, results, strict=True):
         if r.error is not None:
+            from ..pipeline import Cancelled
+            if streamer is not None and isinstance(r.exception, Cancelled):
+                log.info("stream of %s stopped after %d tokens: the client went away", item.name, streamer.tokens)
             out.append(_failure(item, r.exception))
             continue
-        answer = {"text": r.text, "tags": r.tags, "retrieved": r.retrieved}
+        answer = {"text": r.text, "tags": r.tags, "retrieved": r.retrieved if key.explain else None}
+        if key.usage:
+            answer["usage"] = _usage(model, key.decoding, item.question, r, streamer)
         if r.windows is not None:
             answer["windows"] = [{"start": w.start, "end": w.end, "text": w.text,
                                   **({"tags": w.tags} if w.tags is not None else {})} for w in r.windows]
         out.append(answer)
     return out
+
+
+def _usage(model: MATS, decoding: Decoding, question: str | None, r, streamer) -> dict:
+    """OpenAI's token counts: the prompt's positions (text, audio prefix, retrieved texts) and the
+    answer's tokens (as decoded when streamed, else the answer's text tokenized again)."""
+    prompt = model.prompt_tokens(decoding, question, r.retrieved)
+    if streamer is not None:
+        completion = streamer.tokens
+    else:
+        completion = len(model.model.tokenizer(r.text or "", add_special_tokens=False)["input_ids"])
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+            "finish_reason": "length" if completion >= decoding.max_new_tokens else "stop"}
 
 
 def _zero_shot(model: MATS, item: ZeroShotItem, budget: int):

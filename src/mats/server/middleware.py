@@ -11,7 +11,9 @@ in total), the request timeout, and the one log line per request.
   ``Settings.inflight_budget()``; past it a request is answered 503 with ``Retry-After``.
 - A client that goes away during its upload is one log line, not a traceback.
 
-Every answer of its own is the documented JSON ``{"error": message, "status": N}``.
+Every answer of its own is the documented JSON ``{"error": message, "status": N}``; on the
+OpenAI-compatible paths (:func:`is_openai_path`) OpenAI's ``{"error": {"message", "type", "param",
+"code"}}`` instead, so that OpenAI's clients read it.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from starlette.requests import ClientDisconnect
 from .settings import Settings
 
 __all__ = ["RequestGuard", "BodyTooLarge", "Overloaded", "route_path", "is_public", "PUBLIC_PATHS",
-           "PUBLIC_PREFIXES", "error_body"]
+           "PUBLIC_PREFIXES", "error_body", "is_openai_path", "openai_error"]
 
 log = logging.getLogger("mats.server")
 
@@ -54,7 +56,30 @@ class Overloaded(HTTPException):
                          headers={"retry-after": str(RETRY_AFTER_S), "connection": "close"})
 
 
-def error_body(status: int, message: str) -> bytes:
+# The routes that speak OpenAI's protocol, errors included (mats.server.openai_api).
+OPENAI_PATHS = ("/v1/chat/completions", "/v1/models")
+
+_OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                 404: "not_found_error", 408: "timeout_error", 413: "invalid_request_error",
+                 415: "invalid_request_error", 422: "invalid_request_error", 429: "rate_limit_error",
+                 499: "client_closed_request", 503: "server_overloaded", 504: "timeout_error"}
+
+
+def is_openai_path(path: str) -> bool:
+    """Whether ``path`` (a route path) is one of the OpenAI-compatible routes."""
+    p = _normalised(path)
+    return any(p == o or p.startswith(o + "/") for o in OPENAI_PATHS)
+
+
+def openai_error(status: int, message: str, param: str | None = None, code: str | None = None) -> dict:
+    """OpenAI's error object: ``{"error": {"message", "type", "param", "code"}}``."""
+    kind = _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def error_body(status: int, message: str, openai: bool = False) -> bytes:
+    if openai:
+        return json.dumps(openai_error(status, message)).encode()
     return json.dumps({"error": message, "status": status}).encode()
 
 
@@ -120,9 +145,10 @@ class RequestGuard:
         t0 = time.perf_counter()
         state = {"status": None, "body_done": False, "received": 0, "held": 0, "gone": False}
         headers = {k.lower(): v for k, v in scope.get("headers", [])}
+        openai = is_openai_path(route_path(scope))
 
         async def reply(status: int, message: str, extra: dict | None = None):
-            body = error_body(status, message)
+            body = error_body(status, message, openai)
             hdrs = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
             hdrs += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
             state["status"] = status
