@@ -13,7 +13,7 @@ python -m pip install --quiet --upgrade pip
 # The CPU wheel of torch (a plain `pip install torch` would pull a multi-GB CUDA build). GPU users
 # install their CUDA build of torch first; this line then keeps it.
 python -c "import torch" 2>/dev/null || python -m pip install --quiet "torch==2.13.0"
-python -m pip install --quiet -e ".[dev,eval]"
+python -m pip install --quiet -e ".[dev,eval,ray]"
 mats models fetch
 # The browser test (tests/test_serve_browser.py) drives Debian's headless Chromium through Selenium.
 # Installed where apt-get works (root, or sudo without a password); elsewhere the test skips outside

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from conftest import require
 from mats.commands.batch import ResultsFile, parse_shard, shard
 from serving import real_clips
 
@@ -106,3 +107,34 @@ def test_killed_run_resumes_answering_each_input_once(tmp_path):
     again = subprocess.run(mats("caption", folder, "--out", out, "--resume", *GREEDY), capture_output=True,
                            text=True, timeout=600)  # nothing left: no model load, nothing appended
     assert again.returncode == 0 and rows(out) == after
+
+
+def test_ray_data_gives_the_clis_answers(tmp_path, capsys):
+    """MATSPredictor in Ray Data's map_batches on a local instance (one actor, the model loaded once)
+    answers each clip as `mats tag --format jsonl` does; a file that cannot be read fails alone."""
+    try:
+        import ray
+    except ImportError:
+        require(False, "the [ray] extra is not installed (pip install -e '.[ray]'; scripts/setup.sh does)")
+    from mats.cli import main
+    from mats.ray_data import MATSPredictor
+
+    clips = real_clips(tmp_path / "clips", 3)
+    broken = tmp_path / "clips" / "broken.wav"
+    broken.write_bytes(b"RIFF\x10\x00\x00\x00WAVEnot really audio")
+    files = [*clips, broken]
+    assert main(["tag", *map(str, files), "--format", "jsonl", "--quiet"]) == 1  # the broken file
+    cli = {r["file"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        ds = ray.data.from_items([{"path": str(f)} for f in files])
+        out = ds.map_batches(MATSPredictor, fn_constructor_kwargs={"task": "tags"}, concurrency=1, batch_size=2)
+        got = {r["path"]: r for r in out.iter_rows()}
+    finally:
+        ray.shutdown()
+    assert set(got) == set(cli)
+    for f in clips:
+        assert got[str(f)]["text"] == cli[str(f)]["text"] and not got[str(f)]["error"]
+        assert got[str(f)]["tags"] == ", ".join(cli[str(f)]["tags"])
+    assert got[str(broken)]["error"] == cli[str(broken)]["error"] and not got[str(broken)]["text"]
