@@ -1,0 +1,120 @@
+"""Adapting to a new domain from its sound names alone: gain on the domain, forgetting elsewhere.
+
+The **test** packages of the real-sound split stand in for a user's new domain. The domain texts are
+written from the split's label vocabulary only (the sorted class names, expanded by
+``mats adapt --labels``), never from the clips, their file names or their synonyms. Then:
+
+* ``memory``: ``--steps 0`` (the base memory plus the domain's texts, re-clustered);
+* ``mixed``: a short fine-tune on a mix of the domain corpus and the base model's own corpus;
+* ``domain-only``: the same fine-tune on the domain corpus alone (``--mix 1``), the recipe that forgets.
+
+Each is scored on test (the gain) and on dev (the forgetting: the packages the project was tuned on)
+with tag keyword accuracy through the evaluation runner, against the base model on the same clips,
+and timed (the adaptation itself; evaluation apart). Results: JSON on stdout and in
+``--out`` (default ``benchmarks/results/adapt.json``), the benchmark's config beside them; a rerun
+with the same config skips the variants already measured.
+
+    python benchmarks/adapt.py [--steps 40] [--dtype fast] [--limit N] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _output import emit  # noqa: E402
+
+
+@dataclass
+class BenchConfig:
+    steps: int = 40          # the short fine-tune (both fine-tune rows)
+    mix: float = 0.5         # the mixed row's domain share
+    batch_size: int = 16
+    dtype: str = "fast"      # inference weights for every evaluation (the quality table's setting)
+    limit: int | None = None  # first N clips of each split (smoke runs)
+    seed: int = 0
+    variants: tuple[str, ...] = ("memory", "mixed", "domain-only")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=BenchConfig.steps)
+    ap.add_argument("--mix", type=float, default=BenchConfig.mix)
+    ap.add_argument("--dtype", default=BenchConfig.dtype)
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--variants", default=",".join(BenchConfig.variants))
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "adapt.json"))
+    args = ap.parse_args()
+    cfg = BenchConfig(steps=args.steps, mix=args.mix, dtype=args.dtype, limit=args.limit,
+                      variants=tuple(v for v in args.variants.split(",") if v))
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+
+    from mats.adapt import AdaptConfig, adapt, evaluate
+    from mats.data.sounds import fetch_sound_split, read_metadata
+    from mats.pipeline import MATS
+
+    out = Path(args.out)
+    previous = json.loads(out.read_text()) if out.is_file() else {}
+    if previous.get("config") != asdict(cfg) | {"variants": list(cfg.variants)}:
+        previous = {}
+    dev, test = fetch_sound_split("dev"), fetch_sound_split("test")
+    # The domain's words: the test split's class names, nothing per clip.
+    labels = sorted({lab for row in read_metadata(test) for lab in row["labels"]})
+    t0 = time.perf_counter()
+    base = MATS.from_pretrained(dtype=cfg.dtype)
+    load_s = time.perf_counter() - t0
+    splits = {"dev": str(dev), "test": str(test)}
+    before = previous.get("_before") or {name: evaluate(base, folder, limit=cfg.limit, progress=True)
+                                         for name, folder in splits.items()}
+    result = {"format": "mats-bench-adapt/1", "config": asdict(cfg) | {"variants": list(cfg.variants)},
+              "machine": {"python": platform.python_version(), "cpu": platform.processor() or platform.machine()},
+              "domain_labels": labels, "base_load_seconds": round(load_s, 2),
+              "base": {k: {f: v[f] for f in ("n", "correct", "accuracy", "seconds")} for k, v in before.items()},
+              "rows": dict(previous.get("rows", {})), "_before": before}
+    spec = {"memory": (0, 1.0), "mixed": (cfg.steps, cfg.mix), "domain-only": (cfg.steps, 1.0)}
+    with tempfile.TemporaryDirectory(prefix="mats-adapt-bench-") as tmp:
+        for name in cfg.variants:
+            if name in result["rows"]:
+                logging.info("%s: measured already, kept", name)
+                continue
+            steps, mix = spec[name]
+            logging.info("== %s: %d steps, domain share %g", name, steps, mix)
+            report = adapt(AdaptConfig(out=str(Path(tmp) / name), labels=",".join(labels), steps=steps,
+                                       mix=mix if steps else 0.5, batch_size=cfg.batch_size, seed=cfg.seed,
+                                       dtype=cfg.dtype),
+                           base=base, evals=splits, before=before, progress=True, eval_limit=cfg.limit)
+            ev = report["evaluation"]
+            result["rows"][name] = {
+                "steps": steps, "mix": mix if steps else None, "adapt_seconds": report["seconds"]["adapt"],
+                "memory_added": report["memory"]["added"], "domain_rows": report["domain"]["rows"],
+                "test_before": ev["test"]["before"], "test_after": ev["test"]["after"],
+                "test_gain_points": ev["test"]["points"], "test_won": ev["test"]["won"], "test_lost": ev["test"]["lost"],
+                "dev_before": ev["dev"]["before"], "dev_after": ev["dev"]["after"],
+                "dev_change_points": ev["dev"]["points"],
+                "dev_clips_change": ev["dev"]["correct_after"] - ev["dev"]["correct_before"],
+                "dev_won": ev["dev"]["won"], "dev_lost": ev["dev"]["lost"],
+                "eval_seconds": round(report["_after"]["dev"]["seconds"] + report["_after"]["test"]["seconds"], 1),
+                "test_predictions": report["_after"]["test"]["predictions"],
+            }
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(result, indent=1) + "\n")  # a killed run keeps what it measured
+    result.pop("_before")
+    result["targets"] = {
+        "memory_test_gain_points_min": 3, "fine_tune_test_gain_points_min": 5, "dev_clips_lost_max": 1,
+        "met": {n: (r["test_gain_points"] >= (3 if n == "memory" else 5) and r["dev_clips_change"] >= -1)
+                for n, r in result["rows"].items() if n != "domain-only"}}
+    Path(str(out.with_suffix("")) + ".config.json").write_text(json.dumps(result["config"], indent=1) + "\n")
+    emit(result, str(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
