@@ -1,0 +1,159 @@
+"""`mats adapt`: memory-only adaptation leaves the base untouched and keeps its texts, the mixed
+fine-tune draws both corpora in the configured ratio, the adapted folder loads, and bad input is one
+line naming the file (or option) with nothing written."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mats.adapt import AdaptConfig, AdaptError, Domain, adapt, mixed_sources, read_domain
+from mats.commands import main
+from mats.data.corpus import Corpus, CorpusSource, Sample, write_jsonl
+from mats.pipeline import MATS
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+def _siblings(parent: Path) -> list[str]:
+    return sorted(p.name for p in Path(parent).iterdir())
+
+
+@pytest.fixture(scope="module")
+def base_copy(tiny_model, tmp_path_factory):
+    """A private copy of the tiny model (tests must not depend on each other through it)."""
+    import shutil
+    dst = tmp_path_factory.mktemp("adapt-base") / "base"
+    shutil.copytree(tiny_model, dst)
+    return dst
+
+
+def test_memory_only_keeps_the_base_and_its_texts(base_copy, tmp_path):
+    before = _hashes(base_copy)
+    report = adapt(AdaptConfig(out=str(tmp_path / "kitchen"), model=str(base_copy),
+                               labels="kettle, typewriter, cuckoo clock, bicycle bell"), progress=False)
+    assert _hashes(base_copy) == before  # byte-identical
+    assert _siblings(tmp_path) == ["kitchen"]  # no temporary folder left behind
+    out = tmp_path / "kitchen"
+    assert report["how"] == "memory only" and report["memory"]["added"] > 0
+    assert report["seconds"]["adapt"] < 60
+
+    base, adapted = MATS.from_pretrained(base_copy), MATS.from_pretrained(out)  # round-trips
+    m0, m1 = base.santa, adapted.santa
+    assert m1.num_entries == m0.num_entries + report["memory"]["added"]
+    assert m1.texts[:m0.num_entries] == m0.texts  # every base text kept, in order
+    assert any("kettle" in t for t in m1.texts[m0.num_entries:])
+    # every base text is still the one retrieved for its own embedding
+    idx, _ = m1.retrieve_indices(m0.bank, top_l=1, search="exact")
+    assert (np.asarray(idx).reshape(-1) == np.arange(m0.num_entries)).all()
+    # the weights are the base model's
+    for name in ("mapper.safetensors", "lora/adapter_model.safetensors"):
+        assert _hashes(out)[name] == before[name]
+    card = (out / "README.md").read_text()
+    assert "## Adaptation" in card and "memory only" in card and str(tmp_path) not in card
+    saved = json.loads((out / "adapt.json").read_text())
+    assert saved["config"]["labels"].startswith("kettle") and saved["domain"]["labels"][0] == "kettle"
+
+
+def test_mixed_fine_tune_draws_both_corpora_in_the_ratio(tmp_path):
+    from mats.train.trainer import batch_rows, sampling_cdf, step_generators
+
+    base_file = tmp_path / "base.jsonl"
+    write_jsonl([Sample(f"The sound of thing {i}.", "caption", f"Thing {i}.") for i in range(500)], base_file)
+    domain = Domain([Sample(f"A kettle {i}.", "caption", f"Kettle {i}.") for i in range(40)], [], "texts:x")
+    for mix in (0.25, 0.5):
+        cfg = AdaptConfig(out=str(tmp_path / "o"), texts="x", steps=10, mix=mix, base_corpus=[str(base_file)],
+                          replay_rows=300)
+        specs = mixed_sources(cfg, domain, {"model": {}}, tmp_path / f"work-{mix}")
+        assert [round(s.weight, 6) for s in specs] == [mix, round(1 - mix, 6)]
+        corpus = Corpus.load([CorpusSource(s.path, s.weight) for s in specs])
+        assert np.bincount(corpus.source_of).tolist() == [40, 300]  # the base corpus subsampled
+        train_rows, _ = corpus.split(16, 0)
+        cdf = sampling_cdf(corpus, train_rows)
+        drawn = np.concatenate([batch_rows(cdf, train_rows, step_generators(0, s, None)[0], 16)
+                                for s in range(300)])
+        share = float((corpus.source_of[drawn] == 0).mean())
+        assert abs(share - mix) < 0.03, (mix, share)
+
+
+def test_mixed_fine_tune_end_to_end(base_copy, tmp_path):
+    before = _hashes(base_copy)
+    base_file = tmp_path / "base.jsonl"
+    write_jsonl([Sample(f"The sound of thing {i}.", "tags", f"thing {i}") for i in range(64)], base_file)
+    texts = tmp_path / "domain.txt"
+    texts.write_text("A kettle whistles.\n\nA typewriter clacks.\nA cuckoo clock calls.\n", encoding="utf-8")
+    out = tmp_path / "out" / "ft"
+    report = adapt(AdaptConfig(out=str(out), model=str(base_copy), texts=str(texts), steps=2, batch_size=4,
+                               base_corpus=[str(base_file)], held_out=4), progress=False)
+    assert _hashes(base_copy) == before
+    assert _siblings(out.parent) == ["ft"]  # the work folder is gone once the folder is complete
+    assert report["how"] == "mixed fine-tune"
+    adapted = MATS.from_pretrained(out)
+    assert "A kettle whistles." in adapted.santa.texts
+    train = json.loads((out / "config.json").read_text())["train"]
+    assert train["steps"] == 2 and [c["path"] for c in train["corpus"]] == ["adapt/domain.jsonl",
+                                                                            "adapt/base-0-base.jsonl"]
+    assert str(tmp_path) not in (out / "README.md").read_text()
+    assert _hashes(out)["mapper.safetensors"] != before["mapper.safetensors"]  # it trained
+
+
+def _bad(tmp_path, name: str, data: bytes) -> Path:
+    p = tmp_path / name
+    p.write_bytes(data)
+    return p
+
+
+@pytest.mark.parametrize("case", ["empty", "repeated", "long", "not-utf8", "negative-steps", "empty-labels",
+                                  "not-a-model", "no-source"])
+def test_bad_input_is_one_line_and_writes_nothing(case, tiny_model, tmp_path, capsys):
+    work = tmp_path / "in"
+    work.mkdir()
+    args = ["adapt", "--model", str(tiny_model), "--no-check", "--out", str(tmp_path / "out" / "x")]
+    expect = None
+    if case == "empty":
+        f = _bad(work, "empty.txt", b"\n  \n")
+        args += ["--texts", str(f)]
+        expect = f"{f}: no descriptions"
+    elif case == "repeated":
+        f = _bad(work, "rep.txt", b"A kettle.\n" * 50)
+        args += ["--texts", str(f)]
+        expect = f"{f}: every line is the same description"
+    elif case == "long":
+        f = _bad(work, "long.txt", b"A kettle.\n" + b"x" * 100_000 + b"\n")
+        args += ["--texts", str(f)]
+        expect = f"{f}:2: a line of 100000 characters"
+    elif case == "not-utf8":
+        f = _bad(work, "latin.txt", b"A kettle.\nA caf\xe9 machine.\n")
+        args += ["--texts", str(f)]
+        expect = f"{f}:2: not UTF-8"
+    elif case == "negative-steps":
+        args += ["--labels", "kettle", "--steps", "-3"]
+        expect = "--steps must be a whole number >= 0"
+    elif case == "empty-labels":
+        args += ["--labels", " , ,  "]
+        expect = "--labels: no sound names"
+    elif case == "not-a-model":
+        args[2] = str(work)
+        args += ["--labels", "kettle"]
+        expect = f"{work} is not a MATS model folder"
+    elif case == "no-source":
+        args += ["--corpus", str(work / "missing.jsonl")]
+        expect = f"{work / 'missing.jsonl'}: no such file"
+    rc = main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert len(err) == 1 and err[0].startswith("mats: error: ") and expect in err[0], err
+    assert not (tmp_path / "out").exists()  # nothing written, not even the parent
+
+
+def test_bad_corpus_rows_name_the_line(tmp_path):
+    f = tmp_path / "c.jsonl"
+    f.write_text('{"text": "A kettle.", "task": "caption", "answer": "A kettle."}\n'
+                 '{"text": "A bell.", "task": "nope", "answer": "A bell."}\n', encoding="utf-8")
+    with pytest.raises(AdaptError, match=rf"{f}:2: unknown task"):
+        read_domain(AdaptConfig(out=str(tmp_path / "o"), corpus=str(f)))
