@@ -22,7 +22,7 @@ Adapt a model to a domain described in words, no recordings needed. The domain i
   --labels "a,b,c"      sound names, expanded into captions, tags and QA like the default corpus
 
 --steps 0 (the default) adds the domain's texts to the base model's Santa memory (and so to
-the texts a retrieval-augmented model reads in its prompt), re-clustered with the old ones;
+the texts a retrieval-augmented model reads in its prompt; one text per name for --labels);
 the weights stay the base model's. Seconds.
 
 --steps N fine-tunes mapper + LoRA from the base model for N steps on a mix: --mix of every
@@ -47,8 +47,9 @@ Nothing is written unless the whole adaptation succeeds; the last line on stdout
     p.add_argument("--base-corpus", nargs="+", metavar="FILE",
                    help="the base model's training corpus for the mix (default: the files its config names, "
                         "or the default corpus rebuilt for a model trained on it)")
-    p.add_argument("--no-recluster", action="store_true",
-                   help="append the domain's texts to the memory's old clusters instead of re-clustering")
+    p.add_argument("--recluster", action="store_true",
+                   help="re-run k-means over the old and new memory texts (default: each new text joins its "
+                        "nearest old cluster)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval", metavar="DIR", help="labelled folder to score before and after")
     p.add_argument("--no-check", action="store_true",
@@ -64,7 +65,7 @@ def _run(args) -> int:
 
     config = AdaptConfig(out=args.out, model=args.model, texts=args.texts, corpus=args.corpus, labels=args.labels,
                          steps=args.steps, mix=args.mix, batch_size=args.batch_size, lr=args.lr,
-                         base_corpus=args.base_corpus, recluster=not args.no_recluster, seed=args.seed,
+                         base_corpus=args.base_corpus, recluster=args.recluster, seed=args.seed,
                          device=args.device, dtype=args.dtype)
     if args.eval_limit is not None and args.eval_limit < 1:
         raise ValueError(f"--eval-limit must be >= 1, got {args.eval_limit}")
