@@ -103,6 +103,11 @@ def main() -> int:
                 "dev_won": ev["dev"]["won"], "dev_lost": ev["dev"]["lost"],
                 "eval_seconds": round(report["_after"]["dev"]["seconds"] + report["_after"]["test"]["seconds"], 1),
                 "test_predictions": report["_after"]["test"]["predictions"],
+                # which clips changed, by file name (read after the run; never used to write the domain)
+                **{f"{split}_{kind}_files": [f for f, b, a in zip(report["_after"][split]["files"],
+                                                                 before[split]["hits"], report["_after"][split]["hits"])
+                                             if (a and not b if kind == "won" else b and not a)]
+                   for split in ("dev", "test") for kind in ("won", "lost")},
             }
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(result, indent=1) + "\n")  # a killed run keeps what it measured

@@ -157,3 +157,21 @@ def test_bad_corpus_rows_name_the_line(tmp_path):
                  '{"text": "A bell.", "task": "nope", "answer": "A bell."}\n', encoding="utf-8")
     with pytest.raises(AdaptError, match=rf"{f}:2: unknown task"):
         read_domain(AdaptConfig(out=str(tmp_path / "o"), corpus=str(f)))
+
+
+@pytest.mark.parametrize("recluster", [False, True])
+def test_with_texts_keeps_every_base_row(recluster):
+    from mats.bridge.santa import SantaConfig, SantaMemory
+
+    rng = np.random.default_rng(0)
+    bank = rng.standard_normal((200, 16)).astype(np.float32)
+    base = SantaMemory.build(bank, SantaConfig(clusters=8, top_l=4), texts=[f"t{i}" for i in range(200)])
+    new = rng.standard_normal((5, 16)).astype(np.float32)
+    mem = base.with_texts(new, ["n0", "n1", "t3", "n0", "n4"], recluster=recluster)  # t3 / n0 again: skipped
+    assert mem.texts == base.texts + ["n0", "n1", "n4"] and base.num_entries == 200
+    assert mem.num_entries == 203 and np.array_equal(mem.bank[:200], base.bank)
+    if not recluster:  # the old rows keep their clusters
+        assert np.array_equal(mem.assignments[:200], base.assignments)
+        assert np.array_equal(mem.centroids, base.centroids)
+    idx, _ = mem.retrieve_indices(base.bank, top_l=1, search="cluster")
+    assert (np.asarray(idx).reshape(-1) == np.arange(200)).all()
