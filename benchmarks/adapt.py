@@ -44,6 +44,48 @@ class BenchConfig:
     variants: tuple[str, ...] = ("memory", "mixed", "domain-only")
 
 
+def why(base, labels: list[str], splits: dict[str, str]) -> dict:
+    """What bounds a gain from the domain's words with this CLAP, without the decoder: how often the
+    clip's label is among the k domain names nearest to its audio embedding (k = 1 is the CLAP's
+    zero-shot among the domain's names), how many of the names the base model's vocabulary (the
+    tagger's class names) already holds, and how often the 4 texts a retrieval-augmented model reads in
+    its prompt name the clip's label (a synonym counts) with the base and the adapted memory."""
+    import numpy as np
+
+    from mats.adapt import adapt_memory
+    from mats.bridge.bridges import apply_bridge
+    from mats.bridge.retrieval import retrieve_texts
+    from mats.data.default_corpus import load_labels
+    from mats.data.sounds import read_metadata
+
+    known = {n.lower() for lab in load_labels().values() for n in lab.names}
+    memory = adapt_memory(base.santa, base.clap, [f"The sound of {n}." for n in labels])
+    names = np.asarray(base.clap.encode_text([f"the sound of {n}" for n in labels]), np.float32)
+    out = {"domain_names": len(labels), "names_in_base_vocabulary": sum(n.lower() in known for n in labels)}
+    for split, folder in splits.items():
+        rows = read_metadata(folder)
+        emb = base.embed_audio([str(Path(folder) / r["file"]) for r in rows])
+        order = np.argsort(-(emb @ names.T), axis=1)
+        syn = [[s.lower() for s in r["synonyms"]] for r in rows]
+        d = {"clips": len(rows),
+             "clips_whose_label_is_a_base_class": sum(r["labels"][0].lower() in known for r in rows)}
+        for k in (1, 2, 4):
+            d[f"label_among_{k}_nearest_domain_names"] = round(float(np.mean(
+                [any(labels[j] in r["labels"] for j in o[:k]) for r, o in zip(rows, order)])), 4)
+        dec = base.decoding("tags")
+        for tag, mem in (("base", base.santa), ("adapted", memory)):
+            # the bridged embedding the prompt's texts are retrieved with, as MATS.bridge makes it
+            z = np.concatenate([apply_bridge(emb[i:i + 1], dec.bridge, memory=mem, shift=base.shift, seed=dec.seed)
+                                for i in range(len(emb))])
+            found = retrieve_texts(mem, z, 4)
+            d[f"prompt_texts_name_label_{tag}"] = round(float(np.mean(
+                [any(any(x in t.text.lower() for x in sy) for t in row) for sy, row in zip(syn, found)])), 4)
+            d[f"prompt_texts_from_domain_{tag}"] = round(float(np.mean(
+                [sum(t.row >= base.santa.num_entries for t in row) / 4 for row in found])), 4)
+        out[split] = d
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=BenchConfig.steps)
@@ -111,6 +153,7 @@ def main() -> int:
             }
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(result, indent=1) + "\n")  # a killed run keeps what it measured
+    result["why"] = why(base, labels, splits)
     result.pop("_before")
     result["targets"] = {
         "memory_test_gain_points_min": 3, "fine_tune_test_gain_points_min": 5, "dev_clips_lost_max": 1,
