@@ -175,3 +175,41 @@ def test_with_texts_keeps_every_base_row(recluster):
         assert np.array_equal(mem.centroids, base.centroids)
     idx, _ = mem.retrieve_indices(base.bank, top_l=1, search="cluster")
     assert (np.asarray(idx).reshape(-1) == np.arange(200)).all()
+
+
+def test_existing_output_and_foreign_work_folder_are_refused(tiny_model, tmp_path):
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(AdaptError, match="already exists"):
+        adapt(AdaptConfig(out=str(out), model=str(tiny_model), labels="kettle"), progress=False)
+    assert _siblings(out) == ["keep.txt"]
+    with pytest.raises(AdaptError, match="the base model's"):
+        adapt(AdaptConfig(out=str(tiny_model), model=str(tiny_model), labels="kettle"), progress=False)
+    # a fine-tune started with other options is not resumed into a different one
+    work = tmp_path / ".ft.adapt-work"
+    work.mkdir()
+    (work / "adapt.json").write_text(json.dumps({"format": "mats-adapt", "config": {"steps": 99}}))
+    with pytest.raises(AdaptError, match="other options"):
+        adapt(AdaptConfig(out=str(tmp_path / "ft"), model=str(tiny_model), labels="kettle", steps=1,
+                          base_corpus=[str(work / "adapt.json")]), progress=False)
+    assert not (tmp_path / "ft").exists()
+
+
+def test_corpus_with_a_huge_field_names_the_line(tmp_path):
+    f = tmp_path / "c.jsonl"
+    f.write_text(json.dumps({"text": "A kettle.", "task": "caption", "answer": "A kettle."}) + "\n"
+                 + json.dumps({"text": "x" * 100_000, "task": "caption", "answer": "A bell."}) + "\n",
+                 encoding="utf-8")
+    with pytest.raises(AdaptError, match=rf"{f}:2: field 'text' has 100000 characters"):
+        read_domain(AdaptConfig(out=str(tmp_path / "o"), corpus=str(f)))
+
+
+def test_labels_expand_into_captions_tags_and_qa_with_one_memory_text_per_name(tmp_path):
+    d = read_domain(AdaptConfig(out=str(tmp_path / "o"), labels=" kettle ,typewriter,, kettle "))
+    assert d.labels == ["kettle", "typewriter"]
+    assert d.texts == ["The sound of kettle.", "The sound of typewriter."]
+    assert {s.task for s in d.samples} == {"caption", "tags", "qa"}
+    assert {s.answer for s in d.samples if s.task == "tags"} >= {"kettle", "typewriter"}
+    again = read_domain(AdaptConfig(out=str(tmp_path / "o"), labels="kettle,typewriter"))
+    assert [(s.text, s.answer) for s in again.samples] == [(s.text, s.answer) for s in d.samples]  # seeded
