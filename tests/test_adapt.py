@@ -213,3 +213,27 @@ def test_labels_expand_into_captions_tags_and_qa_with_one_memory_text_per_name(t
     assert {s.answer for s in d.samples if s.task == "tags"} >= {"kettle", "typewriter"}
     again = read_domain(AdaptConfig(out=str(tmp_path / "o"), labels="kettle,typewriter"))
     assert [(s.text, s.answer) for s in again.samples] == [(s.text, s.answer) for s in d.samples]  # seeded
+
+
+def test_before_and_after_on_a_labelled_folder_reach_the_report_and_the_card(base_copy, tmp_path):
+    """Real clips of the dev split, scored through the evaluation runner with the base and the
+    adapted model; the comparison is in the report, adapt.json and the model card."""
+    import shutil
+
+    from mats.data.sounds import fetch_sound_split, read_metadata
+
+    src = fetch_sound_split("dev")
+    rows = read_metadata(src)[:3]
+    data = tmp_path / "mine"
+    (data / "clips").mkdir(parents=True)
+    for r in rows:
+        shutil.copy(src / r["file"], data / "clips" / Path(r["file"]).name)
+    (data / "metadata.jsonl").write_text("".join(json.dumps({"file": f"clips/{Path(r['file']).name}",
+                                                             "labels": r["labels"], "synonyms": r["synonyms"]}) + "\n"
+                                                 for r in rows))
+    report = adapt(AdaptConfig(out=str(tmp_path / "o"), model=str(base_copy), labels="kettle,typewriter"),
+                   evals={"mine": data}, progress=False)
+    c = report["evaluation"]["mine"]
+    assert c["n"] == 3 and 0 <= c["correct_before"] <= 3 and c["won"] - c["lost"] == c["correct_after"] - c["correct_before"]
+    assert json.loads((tmp_path / "o" / "adapt.json").read_text())["evaluation"]["mine"] == c
+    assert "mine: tag keyword acc. before -> after" in (tmp_path / "o" / "README.md").read_text()

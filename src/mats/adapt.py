@@ -276,11 +276,11 @@ def _fine_tune(config: AdaptConfig, domain: Domain, raw: dict, memory, work: Pat
 def evaluate(mats, data: str | os.PathLike, limit: int | None = None, progress: bool = False) -> dict:
     """Tag keyword accuracy of ``mats`` on a labelled folder (generic evaluation format), through the
     evaluation runner. The one place this module calls it."""
-    from .evaluation.runner import EvalConfig, run_eval
+    from .evaluation import runner
 
     t0 = time.perf_counter()
-    res = run_eval(EvalConfig(data=str(data), task="tag", limit=limit, zero_shot=False, plots=False,
-                              progress=progress), mats=mats)
+    res = runner.evaluate(runner.EvalConfig(data=str(data), task="tag", limit=limit, zero_shot=False, plots=False,
+                                            progress=progress), mats=mats)
     hits = [bool(p.get("keyword_hit")) for p in res["predictions"]]
     return {"data": Path(data).name, "n": len(hits), "correct": int(sum(hits)),
             "accuracy": res["metrics"].get("keyword_accuracy"), "hits": hits,
