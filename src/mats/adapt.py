@@ -414,6 +414,9 @@ def _card_quality(report: dict) -> dict:
     named = next((Path(v).name for v in source.values() if v), None)
     how = report["how"] + (f", {cfg['steps']} steps x batch {cfg['batch_size']}, domain share {cfg['mix']:g}"
                            if cfg["steps"] else "")
+    labels = report["domain"]["labels"]
+    if not named and labels:
+        named = "sound names: " + ", ".join(labels[:12]) + (f" and {len(labels) - 12} more" if len(labels) > 12 else "")
     return {"source": "mats adapt (evaluation runner, tags prompt, keyword accuracy)", "rows": rows,
             "adaptation": {"base": report["base"], "how": how,
                            "domain": named or report["domain"]["source"],
