@@ -88,6 +88,12 @@ def render_model_card(name: str, config: dict, santa=None, has_shift: bool = Fal
         step, loss = held_out[-1]
         L += ["", f"Held-out loss (answer tokens, text embeddings with training noise): {loss:.4f} at step "
               f"{step} (first measured: {held_out[0][1]:.4f} at step {held_out[0][0]})."]
+    adaptation = (quality or {}).get("adaptation")
+    if adaptation:
+        L += ["", "## Adaptation", "",
+              f"Adapted from {adaptation.get('base')} with `mats adapt` ({adaptation.get('how')}) to the "
+              f"domain `{adaptation.get('domain')}`; Santa memory: {adaptation.get('memory')}. "
+              "`adapt.json` in this folder has every option."]
     L += ["", "## Quality", ""]
     if quality and quality.get("rows"):
         rows = quality["rows"]

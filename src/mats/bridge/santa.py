@@ -343,6 +343,38 @@ class SantaMemory:
                                         config.kmeans_max_points, config.kmeans_init)
         return cls(bank, centroids, assignments, config, texts)
 
+    def with_texts(self, embeddings: np.ndarray, texts: list[str], recluster: bool = True) -> "SantaMemory":
+        """A new memory: this bank plus ``embeddings`` (rows for ``texts``, L2-normalised here), same
+        config. Rows whose text the bank already holds are skipped. ``recluster`` re-runs the seeded
+        k-means over the union (with the config's ``clusters``), so the new rows get clusters of their
+        own where they are far from the old ones, instead of being appended to the nearest old
+        cluster (``recluster=False``). ``self`` is left unchanged."""
+        emb = np.ascontiguousarray(np.atleast_2d(np.asarray(embeddings, np.float32)))
+        if len(texts) != len(emb):
+            raise ValueError(f"{len(texts)} texts for {len(emb)} embeddings")
+        if len(emb) and emb.shape[1] != self.dim:
+            raise ValueError(f"embeddings must be [N, {self.dim}], got shape {emb.shape}")
+        if not np.isfinite(emb).all():
+            raise ValueError("embeddings contain NaN or infinite values")
+        old = self.texts if self.texts is not None else [f"bank row {i}" for i in range(self.num_entries)]
+        seen, keep = set(old), []
+        for i, t in enumerate(texts):
+            if t not in seen:
+                seen.add(t)
+                keep.append(i)
+        bank = np.concatenate([self.bank, l2_normalize(emb[keep]).astype(np.float32)]) if keep else self.bank
+        all_texts = list(old) + [texts[i] for i in keep]
+        if recluster:
+            centroids, assignments = kmeans(bank, int(self.config.clusters), int(self.config.kmeans_iters),
+                                            int(self.config.seed), self.config.kmeans_max_points,
+                                            self.config.kmeans_init)
+        else:
+            new = torch.from_numpy(np.ascontiguousarray(bank[self.num_entries:]))
+            extra = _nearest_centroid_t(new, self._cent_t).numpy() if len(new) else np.zeros(0, np.int64)
+            centroids, assignments = self.centroids, np.concatenate([self.assignments, extra.astype(np.int64)])
+        return SantaMemory(bank, centroids, assignments, dataclasses.replace(self.config),
+                           all_texts if self.texts is not None else None)
+
     # -- introspection -----------------------------------------------------------------------
     @property
     def num_entries(self) -> int:

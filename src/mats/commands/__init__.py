@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "mats.commands.corpus",      # corpus build / check
     "mats.commands.gap",         # gap
     "mats.commands.train",       # train
+    "mats.commands.adapt",       # adapt (memory only, or a mixed fine-tune)
     "mats.commands.tasks",       # caption / tag / music / ask / chat (from the task registry)
     "mats.commands.eval",        # eval
     "mats.commands.serve",       # serve

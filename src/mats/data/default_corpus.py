@@ -169,3 +169,38 @@ def build_default_corpus(out_dir: str | Path, seed: int = 0, max_labels: int = 4
     return {"out_dir": str(out_dir), "rows": counts, "total": sum(counts.values()),
             "label_sets": len(label_sets), "classes": len(labels), "weights": DEFAULT_WEIGHTS,
             "seed": seed}
+
+
+def label_corpus(names: list[str], seed: int = 0, singles_per_label: int = 6, pairs_per_label: int = 2,
+                 source: str = "domain") -> list[Sample]:
+    """Captions, tags and QA for a list of sound names, written the way :func:`build_default_corpus`
+    writes AudioSet's: each name alone ``singles_per_label`` times and with another of the names
+    ``pairs_per_label`` times; per set a caption row, a tag row and a QA row (the main source, or
+    whether one of the names is present). Deterministic for a seed; ``names`` as given (duplicates
+    dropped), so a user's own words reach the answers unchanged."""
+    rng = random.Random(seed)
+    names = [n for n in dict.fromkeys(" ".join(n.split()) for n in names) if n]
+    if not names:
+        raise ValueError("no sound names to write a corpus from")
+    sets = [[n] for n in names for _ in range(singles_per_label)]
+    if len(names) > 1:
+        for n in names:
+            for _ in range(pairs_per_label):
+                sets.append([n, rng.choice([m for m in names if m != n])])
+    rng.shuffle(sets)
+    rows = []
+    for s in sets:
+        text = caption_for(s, rng)
+        rows.append(Sample(text, "caption", caption_for(s, rng), source=f"{source}-captions"))
+        rows.append(Sample(text, "tags", ", ".join(s), source=f"{source}-tags"))
+        others = [m for m in names if m not in s]
+        if rng.random() < 0.4 or not others:
+            rows.append(Sample(text, "qa", _cap(_article(s[0])) + ".", instruction=rng.choice(_SOURCE_QUESTIONS),
+                               source=f"{source}-qa"))
+        else:
+            present = rng.random() < 0.5
+            x = rng.choice(s) if present else rng.choice(others)
+            rows.append(Sample(text, "qa", "Yes." if present else "No.",
+                               instruction=rng.choice(_PRESENCE_QUESTIONS).format(x=_article(x)),
+                               source=f"{source}-qa"))
+    return rows

@@ -105,7 +105,27 @@ def prepare_frozen_llm(model, device: torch.device) -> None:
         base.set_attn_implementation("eager")
 
 
-def train(cfg: RunConfig, resume: bool = True, progress: bool = True) -> Path:
+def batch_rows(cdf: np.ndarray, train_rows: np.ndarray, np_rng: np.random.Generator, batch_size: int) -> np.ndarray:
+    """The corpus rows of one "weighted" step: ``batch_size`` draws by the rows' sampling
+    probabilities (``cdf``, their running sum), from the step's generator."""
+    return train_rows[cdf.searchsorted(np_rng.random(batch_size), side="right")]
+
+
+def sampling_cdf(corpus: Corpus, train_rows: np.ndarray) -> np.ndarray:
+    """The running sum of the training rows' sampling probabilities (per-source weights)."""
+    probs = corpus.sampling_probabilities()[train_rows]
+    # Generator.choice(p=probs) re-checks and re-sums p on every call (O(rows) per step, which shows
+    # on corpora of millions of rows: docs/speed.md, "Training step"); its own recipe (CDF, uniform
+    # draws, searchsorted) with the CDF computed once gives the very same rows.
+    cdf = (probs / probs.sum()).cumsum()
+    cdf /= cdf[-1]
+    return cdf
+
+
+def train(cfg: RunConfig, resume: bool = True, progress: bool = True, santa=None) -> Path:
+    """Train and write ``train.out_dir/model``. ``santa``: the Santa memory to store with the model
+    (and to read a retrieval-augmented model's training hints from) instead of one built from the
+    training texts (``mats adapt`` passes the base model's memory plus the domain's texts)."""
     from ..clap import load_clap
     from ..data.cache import EmbeddingCache
 
@@ -125,13 +145,7 @@ def train(cfg: RunConfig, resume: bool = True, progress: bool = True) -> Path:
     # 1. Data: corpus rows and their CLAP text embeddings (cached on disk across runs).
     corpus = Corpus.load([CorpusSource(c.path, c.weight) for c in tc.corpus])
     train_rows, held_rows = corpus.split(tc.held_out, tc.seed)
-    probs = corpus.sampling_probabilities()[train_rows]
-    probs = probs / probs.sum()
-    # Generator.choice(p=probs) re-checks and re-sums p on every call (O(rows) per step, which shows
-    # on corpora of millions of rows: docs/speed.md, "Training step"); its own recipe (CDF, uniform
-    # draws, searchsorted) with the CDF computed once gives the very same rows.
-    cdf = probs.cumsum()
-    cdf /= cdf[-1]
+    cdf = sampling_cdf(corpus, train_rows)
     clap = load_clap(cfg.model.clap)
     if clap.dim != cfg.model.mapper.clap_dim:
         raise ValueError(f"mapper.clap_dim={cfg.model.mapper.clap_dim} but CLAP {clap.name} has dim {clap.dim}")
@@ -170,7 +184,8 @@ def train(cfg: RunConfig, resume: bool = True, progress: bool = True) -> Path:
 
     # The Santa memory stored with the model; a retrieval-augmented model also reads its prompt
     # hints from it during training, so that training and inference retrieve from the same bank.
-    santa = build_santa_memory(text_emb, train_rows, corpus, cfg) if dinfo.main or retrieval.enabled else None
+    if santa is None and (dinfo.main or retrieval.enabled):
+        santa = build_santa_memory(text_emb, train_rows, corpus, cfg)
 
     def make_batch(rows: np.ndarray, rng: random.Random, gen: torch.Generator):
         """Noisy CLAP text embeddings and prompts for ``rows`` (the whole global batch)."""
@@ -240,7 +255,7 @@ def train(cfg: RunConfig, resume: bool = True, progress: bool = True) -> Path:
         if tc.batching == "bucketed":
             rows = train_rows[bucketed(step)]
         else:
-            rows = train_rows[cdf.searchsorted(np_rng.random(tc.batch_size), side="right")]
+            rows = batch_rows(cdf, train_rows, np_rng, tc.batch_size)
         # Noise and prompts are drawn for the whole global batch, then each process takes its slice:
         # 1 process or N, the same step sees the same data.
         z_all, reqs_all = make_batch(rows, py_rng, gen)
