@@ -3,9 +3,9 @@
 Two ways, both starting from a base model folder (default: the shipped default):
 
 * **memory only** (``steps = 0``, seconds): the base model's Santa memory plus the domain's texts
-  (:meth:`SantaMemory.with_texts`; each joins its nearest cluster, or all are re-clustered), so a clip from the domain finds its words
-  among the memory's neighbours and, for a retrieval-augmented model, in its prompt. The weights are
-  the base model's, unchanged.
+  (:meth:`SantaMemory.with_texts`; each joins its nearest cluster, or all are re-clustered), so a
+  clip from the domain finds its words among the memory's neighbours and, for a retrieval-augmented
+  model, in its prompt. The weights are the base model's, unchanged.
 * **mixed fine-tune** (``steps > 0``, minutes): mapper + LoRA trained on from the base model on a mix
   of the domain's corpus (share ``mix`` of every batch) and rows of the base model's own training
   corpus (the rest), so that it learns the new words without forgetting the old ones; the memory as
@@ -293,8 +293,8 @@ def compare(before: dict, after: dict) -> dict:
     """Accuracy before and after on the same clips: points gained and clips won and lost."""
     if before["files"] != after["files"]:
         raise ValueError("before and after were evaluated on different clips")
-    won = sum(1 for b, a in zip(before["hits"], after["hits"]) if a and not b)
-    lost = sum(1 for b, a in zip(before["hits"], after["hits"]) if b and not a)
+    won = sum(1 for b, a in zip(before["hits"], after["hits"], strict=True) if a and not b)
+    lost = sum(1 for b, a in zip(before["hits"], after["hits"], strict=True) if b and not a)
     return {"data": after["data"], "n": after["n"], "before": before["accuracy"], "after": after["accuracy"],
             "points": round(100.0 * (after["accuracy"] - before["accuracy"]), 2),
             "correct_before": before["correct"], "correct_after": after["correct"], "won": won, "lost": lost}
