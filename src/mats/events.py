@@ -1,0 +1,248 @@
+"""Events of a long recording: what happens when (issue 21, first slice).
+
+A recording is cut into events, each with a start, an end, a kind ("sound" or "silence"), a confidence
+and, for sounds, an embedding that the model answers like any clip:
+
+1. **Silence** comes from the waveform: frames of ``SILENCE_FRAME`` seconds whose RMS is below
+   ``silence_db`` (dBFS) are silent; a silent stretch at least ``min_event`` long is an event of its own
+   (kind "silence", never captioned); shorter pauses belong to the sound around them. A recording that is
+   all silence is one silence event.
+2. **Change points** inside each sounding stretch: at every ``hop`` seconds ``t`` the CLAP embeds the
+   window that ends at ``t`` and the one that starts at ``t`` (the CLAP's window length, shortened to
+   what the stretch holds on either side but never below ``min_event``); where their cosine distance is
+   a local maximum above ``threshold``, a new event starts.
+3. **Events**: each stretch between change points is embedded as windows of the CLAP's length every
+   ``hop`` seconds (cut from that stretch only); the event's embedding is the L2-normalised mean of its
+   windows, its confidence the mean cosine of those windows to that mean. Adjacent sound events whose
+   embeddings are closer than ``threshold`` merge (they hear the same thing).
+
+:func:`answer_events` decodes every sound event's embedding through :meth:`mats.pipeline.MATS.run`, so
+an event's caption or tags are made exactly as the answer to a clip with that embedding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from .clap.base import l2_normalize
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .clap.base import CLAP
+    from .decoding import Decoding
+    from .pipeline import MATS
+
+__all__ = ["Event", "detect_events", "answer_events", "summarize", "check_hop", "DEFAULT_HOP",
+           "DEFAULT_MIN_EVENT", "THRESHOLD", "SILENCE_DB", "SILENCE_FRAME"]
+
+DEFAULT_HOP = 1.0  # seconds between window starts (and between candidate change points)
+DEFAULT_MIN_EVENT = 1.0  # seconds: shorter events (and pauses) are not events of their own
+# Cosine distance between the windows either side of a time above which a new event starts; chosen on
+# recordings built from the dev packages of the real sound split (benchmarks/events_threshold.py).
+THRESHOLD = 0.25
+SILENCE_DB = -50.0  # RMS in dBFS below which a frame is silent
+SILENCE_FRAME = 0.1  # seconds per RMS frame
+
+
+@dataclass
+class Event:
+    """One event of a recording: times in seconds, ``kind`` "sound" or "silence"; sounds carry their
+    embedding (L2-normalised mean of their windows) and, once answered, ``text`` and ``tags``."""
+
+    start: float
+    end: float
+    kind: str = "sound"
+    confidence: float = 1.0
+    embedding: np.ndarray | None = field(default=None, repr=False, compare=False)
+    text: str | None = None
+    tags: list[str] | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        out = {"start": round(self.start, 3), "end": round(self.end, 3), "kind": self.kind, "text": self.text,
+               "tags": self.tags, "confidence": round(float(self.confidence), 4)}
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+
+def check_hop(hop: float, window: float) -> float:
+    """``hop`` as a float when it is usable with windows of ``window`` seconds; ValueError otherwise."""
+    try:
+        hop = float(hop)
+    except (TypeError, ValueError):
+        raise ValueError(f"--hop must be a number of seconds, got {hop!r}") from None
+    if not np.isfinite(hop) or hop <= 0:
+        raise ValueError(f"--hop must be positive, got {hop:g}")
+    if hop > window:
+        raise ValueError(f"--hop {hop:g} s is larger than the CLAP's window of {window:g} s: windows would skip audio")
+    return hop
+
+
+def _check_min_event(min_event: float) -> float:
+    min_event = float(min_event)
+    if not np.isfinite(min_event) or min_event <= 0:
+        raise ValueError(f"--min-event must be positive, got {min_event:g}")
+    return min_event
+
+
+def silent_frames(wave: np.ndarray, sample_rate: int, silence_db: float = SILENCE_DB,
+                  frame: float = SILENCE_FRAME) -> tuple[np.ndarray, int]:
+    """(silent flag per frame, frame length in samples): RMS of each ``frame``-second slice < ``silence_db``."""
+    n = max(1, int(round(frame * sample_rate)))
+    count = -(-wave.size // n)
+    padded = np.zeros(count * n, np.float32)
+    padded[:wave.size] = wave
+    sq = padded.reshape(count, n).astype(np.float64) ** 2
+    lengths = np.full(count, n, np.float64)
+    lengths[-1] = wave.size - (count - 1) * n
+    rms = np.sqrt(sq.sum(1) / lengths)
+    limit = 10.0 ** (silence_db / 20.0)
+    return rms < limit, n
+
+
+def _runs(flags: np.ndarray) -> list[tuple[bool, int, int]]:
+    """(value, first, end) of each run of equal flags."""
+    out, i = [], 0
+    while i < len(flags):
+        j = i
+        while j < len(flags) and flags[j] == flags[i]:
+            j += 1
+        out.append((bool(flags[i]), i, j))
+        i = j
+    return out
+
+
+def _stretches(wave: np.ndarray, sr: int, min_event: float, silence_db: float) -> list[tuple[bool, int, int]]:
+    """(silent, start sample, end sample) covering the wave: silences shorter than ``min_event`` join
+    the sound around them (a recording that is all silence stays one silence)."""
+    flags, n = silent_frames(wave, sr, silence_db)
+    min_frames = max(1, int(round(min_event * sr / n)))
+    runs = _runs(flags)
+    if len(runs) > 1:
+        flags = flags.copy()
+        for silent, a, b in runs:
+            if silent and b - a < min_frames:
+                flags[a:b] = False
+        runs = _runs(flags)
+    return [(s, a * n, min(b * n, wave.size)) for s, a, b in runs]
+
+
+class _Embedder:
+    """The CLAP's embeddings of slices of one waveform, each slice embedded once."""
+
+    def __init__(self, clap: CLAP, wave: np.ndarray):
+        self.clap, self.wave, self.cache = clap, wave, {}
+
+    def __call__(self, spans: Sequence[tuple[int, int]], batch_size: int = 16) -> np.ndarray:
+        todo = [s for s in dict.fromkeys(spans) if s not in self.cache]
+        for i in range(0, len(todo), batch_size):
+            part = todo[i:i + batch_size]
+            wins = np.stack([self.clap.fit_windows(self.wave[a:b])[0] for a, b in part])
+            emb = l2_normalize(np.asarray(self.clap.embed_windows(wins), np.float32))
+            self.cache.update(zip(part, emb, strict=True))
+        return np.stack([self.cache[s] for s in spans]) if spans else np.zeros((0, self.clap.dim), np.float32)
+
+
+def _windows(a: int, b: int, clip: int, hop: int) -> list[tuple[int, int]]:
+    """Windows of ``clip`` samples every ``hop`` inside [a, b), the last aligned to b (as split_windows)."""
+    if b - a <= clip:
+        return [(a, b)]
+    starts = list(range(a, b - clip + 1, hop))
+    if starts[-1] + clip < b:
+        starts.append(b - clip)
+    return [(s, s + clip) for s in starts]
+
+
+def _change_points(embed: _Embedder, a: int, b: int, clip: int, hop: int, min_len: int,
+                   threshold: float) -> list[int]:
+    """Sample positions inside [a, b) where the window before and the window after differ most."""
+    times, scores = [], []
+    for t in range(a + hop, b, hop):
+        span = min(clip, t - a, b - t)
+        if span < min_len:
+            continue
+        left, right = embed([(t - span, t), (t, t + span)])
+        times.append(t)
+        scores.append(1.0 - float(left @ right))
+    cuts: list[int] = []
+    for i, (t, d) in enumerate(zip(times, scores, strict=True)):
+        if d <= threshold:
+            continue
+        if (i > 0 and scores[i - 1] > d) or (i + 1 < len(scores) and scores[i + 1] >= d):
+            continue  # not a local maximum (ties go to the first of them)
+        if cuts and t - cuts[-1] < min_len:
+            continue
+        if b - t < min_len:
+            continue
+        cuts.append(t)
+    return cuts
+
+
+def _event(embed: _Embedder, a: int, b: int, clip: int, hop: int, sr: int) -> Event:
+    emb = embed(_windows(a, b, clip, hop))
+    centre = l2_normalize(emb.mean(0))
+    return Event(a / sr, b / sr, "sound", float(np.mean(emb @ centre)), centre.astype(np.float32))
+
+
+def detect_events(clap: CLAP, audio, hop: float = DEFAULT_HOP, min_event: float = DEFAULT_MIN_EVENT,
+                  threshold: float = THRESHOLD, silence_db: float = SILENCE_DB,
+                  max_decoded_samples: int | None = None) -> list[Event]:
+    """The events of one recording (a path, a waveform at the CLAP's rate, or ``(waveform, sr)``), in
+    order, covering it from 0 to its end. Raises on unreadable audio or a bad ``hop``/``min_event``."""
+    hop = check_hop(hop, clap.clip_seconds)
+    min_event = _check_min_event(min_event)
+    wave = clap.load(audio, max_decoded_samples)
+    sr = clap.sample_rate
+    clip, hop_n = clap.clip_samples, max(1, int(round(hop * sr)))
+    min_len = max(1, int(round(min_event * sr)))
+    embed = _Embedder(clap, wave)
+    events: list[Event] = []
+    for silent, a, b in _stretches(wave, sr, min_event, silence_db):
+        if silent:
+            events.append(Event(a / sr, b / sr, "silence"))
+            continue
+        bounds = [a, *_change_points(embed, a, b, clip, hop_n, min_len, threshold), b]
+        parts = [_event(embed, s, e, clip, hop_n, sr) for s, e in zip(bounds[:-1], bounds[1:], strict=True)]
+        merged = [parts[0]]
+        for ev in parts[1:]:  # neighbours that hear the same thing are one event
+            prev = merged[-1]
+            if 1.0 - float(prev.embedding @ ev.embedding) <= threshold:
+                merged[-1] = _event(embed, int(round(prev.start * sr)), int(round(ev.end * sr)), clip, hop_n, sr)
+            else:
+                merged.append(ev)
+        events.extend(merged)
+    return events
+
+
+def answer_events(mats: MATS, events: Sequence[Event], decoding: str | Decoding, batch_size: int = 8,
+                  name: str | None = None, **options) -> list[Event]:
+    """Fill ``text``/``tags`` (or ``error``) of every sound event by :meth:`MATS.run` on its embedding,
+    one ``decoding`` for all; silence stays unanswered. Returns ``events``."""
+    from .pipeline import Item
+
+    sounds = [e for e in events if e.kind == "sound"]
+    label = name or "<events>"
+    items = [Item(e.embedding, name=f"{label} [{e.start:.1f}-{e.end:.1f}s]") for e in sounds]
+    for ev, r in zip(sounds, mats.run(items, decoding, batch_size=batch_size, **options), strict=True):
+        ev.text, ev.tags, ev.error = r.text, r.tags, r.error
+    return list(events)
+
+
+def summarize(events: Sequence[Event]) -> str:
+    """The sound events' answers in order as one sentence: "A dog barks, then water runs." (repeats of
+    the same answer back to back are said once); "" when nothing was heard."""
+    parts: list[str] = []
+    for e in events:
+        if e.kind != "sound" or not e.text:
+            continue
+        text = " ".join(e.text.split()).rstrip(" .")
+        if parts and parts[-1].lower() == text.lower():
+            continue
+        parts.append(text)
+    if not parts:
+        return ""
+    out = [parts[0]] + [p[:1].lower() + p[1:] if p[1:2].islower() or len(p) < 2 else p for p in parts[1:]]
+    return ", then ".join(out) + "."
