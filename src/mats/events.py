@@ -4,9 +4,9 @@ A recording is cut into events, each with a start, an end, a kind ("sound" or "s
 and, for sounds, an embedding that the model answers like any clip:
 
 1. **Silence** comes from the waveform: frames of ``SILENCE_FRAME`` seconds whose RMS is below
-   ``silence_db`` (dBFS) are silent; a silent stretch at least ``min_event`` long is an event of its own
-   (kind "silence", never captioned); shorter pauses belong to the sound around them. A recording that is
-   all silence is one silence event.
+   ``silence_db`` (dBFS) are silent; a silent stretch at least ``min_event`` and ``MIN_SILENCE`` long is
+   an event of its own (kind "silence", never captioned); shorter pauses belong to the sound around
+   them. A recording that is all silence is one silence event.
 2. **Change points** inside each sounding stretch: at every ``hop`` seconds ``t`` the CLAP embeds the
    window that ends at ``t`` and the one that starts at ``t`` (the CLAP's window length, shortened to
    what the stretch holds on either side but never below ``min_event``); where their cosine distance is
@@ -34,16 +34,22 @@ if TYPE_CHECKING:  # pragma: no cover
     from .decoding import Decoding
     from .pipeline import MATS
 
-__all__ = ["Event", "detect_events", "answer_events", "summarize", "check_hop", "DEFAULT_HOP",
+__all__ = ["Event", "detect_events", "answer_events", "summarize", "check_hop", "to_srt", "to_vtt", "DEFAULT_HOP",
            "DEFAULT_MIN_EVENT", "THRESHOLD", "SILENCE_DB", "SILENCE_FRAME"]
 
 DEFAULT_HOP = 1.0  # seconds between window starts (and between candidate change points)
 DEFAULT_MIN_EVENT = 1.0  # seconds: shorter events (and pauses) are not events of their own
-# Cosine distance between the windows either side of a time above which a new event starts; chosen on
-# recordings built from the dev packages of the real sound split (benchmarks/events_threshold.py).
-THRESHOLD = 0.25
+# Cosine distance between the windows either side of a time above which a new event starts (and below
+# which neighbours merge): the best boundary F1 of benchmarks/events_threshold.py, on recordings built
+# from the dev packages of the real sound split only (benchmarks/results/events_threshold.json).
+THRESHOLD = 0.3
+# The window of a CLAP known without loading it (DefaultCLAP.clip_seconds), so that the CLI refuses a bad
+# --hop before the model loads; other CLAPs are checked once loaded.
+CLAP_WINDOWS = {"yamnet-minilm": 10.0, "default": 10.0}
 SILENCE_DB = -50.0  # RMS in dBFS below which a frame is silent
 SILENCE_FRAME = 0.1  # seconds per RMS frame
+MIN_SILENCE = 2.0  # seconds: shorter pauses (between a drum's hits, say) belong to the sound around them
+REFINE_SPAN = 2.0  # seconds either side of a cut when it is placed more finely
 
 
 @dataclass
@@ -116,10 +122,10 @@ def _runs(flags: np.ndarray) -> list[tuple[bool, int, int]]:
 
 
 def _stretches(wave: np.ndarray, sr: int, min_event: float, silence_db: float) -> list[tuple[bool, int, int]]:
-    """(silent, start sample, end sample) covering the wave: silences shorter than ``min_event`` join
-    the sound around them (a recording that is all silence stays one silence)."""
+    """(silent, start sample, end sample) covering the wave: silences shorter than ``min_event`` (and
+    than ``MIN_SILENCE``) join the sound around them (a recording that is all silence stays one silence)."""
     flags, n = silent_frames(wave, sr, silence_db)
-    min_frames = max(1, int(round(min_event * sr / n)))
+    min_frames = max(1, int(round(max(min_event, MIN_SILENCE) * sr / n)))
     runs = _runs(flags)
     if len(runs) > 1:
         flags = flags.copy()
@@ -178,7 +184,27 @@ def _change_points(embed: _Embedder, a: int, b: int, clip: int, hop: int, min_le
         if b - t < min_len:
             continue
         cuts.append(t)
-    return cuts
+    out: list[int] = []
+    for t in sorted(_refine(embed, t, a, b, hop, min_len) for t in cuts):
+        if t - (out[-1] if out else a) >= min_len and b - t >= min_len:
+            out.append(t)
+    return out
+
+
+def _refine(embed: _Embedder, t: int, a: int, b: int, hop: int, min_len: int) -> int:
+    """The cut near ``t`` (within one hop either side, in quarter hops) where short windows either
+    side (``REFINE_SPAN`` seconds, at least ``min_len``) differ most: long windows place a change late
+    or early when one of the two sounds dominates the CLAP's window."""
+    sr = embed.clap.sample_rate
+    span = max(min_len, int(round(REFINE_SPAN * sr)))
+    step = max(1, hop // 4)
+    cands = [c for c in range(t - hop, t + hop + 1, step) if c - a >= min_len and b - c >= min_len]
+    if not cands:
+        return t
+    spans = [(max(a, c - span), c) for c in cands] + [(c, min(b, c + span)) for c in cands]
+    emb = embed(spans)
+    d = 1.0 - np.sum(emb[:len(cands)] * emb[len(cands):], axis=1)
+    return cands[int(np.argmax(d))]
 
 
 def _event(embed: _Embedder, a: int, b: int, clip: int, hop: int, sr: int) -> Event:
@@ -246,3 +272,39 @@ def summarize(events: Sequence[Event]) -> str:
         return ""
     out = [parts[0]] + [p[:1].lower() + p[1:] if p[1:2].islower() or len(p) < 2 else p for p in parts[1:]]
     return ", then ".join(out) + "."
+
+
+def event_text(e: Event) -> str:
+    """What a subtitle says for an event: its caption, or its tags joined by commas."""
+    if e.tags:
+        return ", ".join(e.tags)
+    return " ".join((e.text or "").split())
+
+
+def _clock(seconds: float, sep: str) -> str:
+    ms = max(0, int(round(seconds * 1000)))
+    h, ms = divmod(ms, 3_600_000)
+    m, ms = divmod(ms, 60_000)
+    s, ms = divmod(ms, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+
+
+def _cues(events: Sequence[Event]) -> list[tuple[float, float, str]]:
+    # Subtitles carry what is heard: silence gets no cue, nor a sound event without an answer.
+    return [(e.start, e.end, event_text(e)) for e in events if e.kind == "sound" and event_text(e)]
+
+
+def to_srt(events: Sequence[Event]) -> str:
+    """SubRip: numbered cues ``HH:MM:SS,mmm --> HH:MM:SS,mmm``, a blank line after each."""
+    return "".join(f"{i}\n{_clock(a, ',')} --> {_clock(b, ',')}\n{text}\n\n"
+                   for i, (a, b, text) in enumerate(_cues(events), 1))
+
+
+def to_vtt(events: Sequence[Event]) -> str:
+    """WebVTT: the ``WEBVTT`` header, then cues ``HH:MM:SS.mmm --> HH:MM:SS.mmm`` ("-->" cannot occur in a
+    cue's text, so it is written "->"; "&" and "<" are escaped as the specification requires)."""
+    out = ["WEBVTT\n\n"]
+    for a, b, text in _cues(events):
+        text = text.replace("&", "&amp;").replace("<", "&lt;").replace("-->", "->")
+        out.append(f"{_clock(a, '.')} --> {_clock(b, '.')}\n{text}\n\n")
+    return "".join(out)

@@ -316,6 +316,21 @@ class MATS:
             bar.update(len(chunk))
         bar.close()
 
+    def events(self, audio, decoding: str | Decoding, hop: float | None = None, min_event: float | None = None,
+               question: str | None = None, batch_size: int = 8, max_decoded_samples: int | None = None,
+               **options) -> list:
+        """The events of one recording (:mod:`mats.events`), each sound event answered by :meth:`run` on its
+        embedding with one ``decoding``; silence events carry no answer. ``hop``/``min_event``: seconds
+        (defaults ``mats.events.DEFAULT_HOP``/``DEFAULT_MIN_EVENT``); ``mats.events.summarize`` of the
+        result names the events in order."""
+        from .events import DEFAULT_HOP, DEFAULT_MIN_EVENT, answer_events, detect_events
+        decoding = self.decoding(decoding, **options)
+        found = detect_events(self.clap, audio, hop=DEFAULT_HOP if hop is None else hop,
+                              min_event=DEFAULT_MIN_EVENT if min_event is None else min_event,
+                              max_decoded_samples=max_decoded_samples)
+        name = str(audio) if isinstance(audio, (str, os.PathLike)) else None
+        return answer_events(self, found, decoding, batch_size=batch_size, name=name, question=question)
+
     def _run_chunk(self, chunk: Sequence[Item], decoding: Decoding, per_window: bool, pooled: bool, top_k: int,
                    batch_size: int, max_decoded_samples: int | None, streamer=None) -> list[Result]:
         work = [self._embedded(item, decoding, per_window, max_decoded_samples) for item in chunk]

@@ -23,12 +23,22 @@ EPILOG = """\
 Inputs: audio files (WAV, FLAC, OGG, MP3 where libsndfile reads them) or folders, which expand to
 the audio files inside (recursively, sorted). Long recordings are cut into the CLAP's windows and
 pooled; --per-window gives one answer per window with start/end seconds instead.
+--events finds what happens when: events with start, end, kind ("sound" or "silence"), an answer
+and a confidence, where the CLAP's windows (one every --hop seconds) change; silence is an event of
+its own and is never captioned.
 
 Output formats:
   text   FILE<TAB>answer   (default)
   jsonl  one JSON object per input: {"file", "task", "text"[, "tags", "start", "end", "error",
          "retrieved": [{"text", "score", "row", "weight"}, ...] with --show-retrieved]}
   csv    file,task,start,end,text,error[,retrieved]
+  with --events:
+  text   FILE [START-ENDs]<TAB>answer (or "(silence)"), one line per event, then FILE<TAB>summary
+  jsonl  {"file", "task", "events": [{"start", "end", "kind", "text", "tags", "confidence"}, ...],
+         "summary"}: the summary names the sound events in order
+  csv    file,task,start,end,kind,text,tags,confidence,error (one row per event)
+  srt    SubRip subtitles, one cue per sound event (one input file)
+  vtt    WebVTT subtitles, likewise
   (text with --show-retrieved: a third column, "text (score) | text (score) | ...")
 
 A file that cannot be read is reported on its own line (with "error") and the batch goes on; the
@@ -40,9 +50,17 @@ same text.
 
 def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="model folder (default: the offline default model)")
-    add_format(p)
+    add_format(p, ("text", "jsonl", "csv", "srt", "vtt"))
     add_bridge(p)
     p.add_argument("--per-window", action="store_true", help="one answer per CLAP window of long audio")
+    p.add_argument("--events", action="store_true",
+                   help="what happens when: events (start, end, kind, answer, confidence) where the CLAP's windows "
+                        "change; silence is its own event, never captioned; --format srt|vtt writes subtitles")
+    p.add_argument("--hop", type=float, metavar="S",
+                   help="with --events: seconds between window starts, more than 0 and at most the CLAP's window "
+                        "(default 1)")
+    p.add_argument("--min-event", type=float, metavar="S",
+                   help="with --events: the shortest event in seconds (default 1; a silence also needs 2)")
     p.add_argument("--show-retrieved", action="store_true",
                    help="also print the model's memory texts nearest to each clip, with their cosine: the "
                         "neighbours Santa mixes in (a retrieval-augmented model: the texts in its prompt)")
@@ -179,7 +197,11 @@ def _run(args) -> int:
     decoding = _decoding(args, args.task)
     if args.resume and args.out is None:
         raise ValueError("--resume continues an --out FILE: give --out too")
+    _check_events(args)
     files = shard(expand_audio_args(args.paths), args.shard)
+    if args.format in ("srt", "vtt") and len(files) > 1:
+        raise ValueError(f"--format {args.format} writes the subtitles of one recording; give one audio file "
+                         f"(got {len(files)})")
     if not files:  # more shards than inputs: this one has none
         log.info("shard %d/%d of these inputs is empty", *args.shard)
         return 0
@@ -198,7 +220,36 @@ def _run(args) -> int:
             out.close()
 
 
+def _check_events(args) -> None:
+    """--events and its options, checked before anything loads (a bad --hop costs no model load)."""
+    from ..events import CLAP_WINDOWS, check_hop
+
+    if not args.events:
+        for flag, value in (("--hop", args.hop), ("--min-event", args.min_event)):
+            if value is not None:
+                raise ValueError(f"{flag} goes with --events")
+        if args.format in ("srt", "vtt"):
+            raise ValueError(f"--format {args.format} writes events as subtitles: add --events")
+        return
+    if args.per_window:
+        raise ValueError("--events and --per-window are two answers over time: choose one")
+    if args.show_retrieved:
+        raise ValueError("--show-retrieved answers a whole clip; it does not go with --events")
+    if args.format in ("srt", "vtt") and args.out is not None:
+        raise ValueError(f"--out writes JSON lines; print --format {args.format} to stdout instead")
+    if args.hop is not None:
+        from pathlib import Path
+
+        from ..config import DEFAULT_MODEL, read_model_config
+        clap = read_model_config(Path(args.model) if args.model else DEFAULT_MODEL).get("model", {}).get("clap")
+        check_hop(args.hop, CLAP_WINDOWS.get(clap, float("inf")))  # other CLAPs: checked once loaded
+    if args.min_event is not None and not args.min_event > 0:
+        raise ValueError(f"--min-event must be positive, got {args.min_event:g}")
+
+
 def _answer_files(args, decoding, files, out: ResultsFile | None) -> int:
+    if args.events:
+        return _answer_events(args, decoding, files, out)
     unreadable = _unreadable(files, args.task, args.question)
     if unreadable is not None:
         _check_model_folder(args)  # a wrong --model is still the error to report
@@ -221,6 +272,71 @@ def _answer_files(args, decoding, files, out: ResultsFile | None) -> int:
         for row in r.windows if r.windows is not None else [r]:
             _print(row, args, writer)
     return 1 if failed else 0
+
+
+EVENT_COLUMNS = ["file", "task", "start", "end", "kind", "text", "tags", "confidence", "error"]
+
+
+def _answer_events(args, decoding, files, out: ResultsFile | None) -> int:
+    """--events: one recording at a time (its events answered in one run), printed as it finishes."""
+    unreadable = _unreadable(files, args.task, args.question)
+    if unreadable is not None:
+        _check_model_folder(args)
+    writer = csv.writer(sys.stdout) if args.format == "csv" and out is None else None
+    if writer:
+        writer.writerow(EVENT_COLUMNS)
+    if unreadable is not None:
+        for r in unreadable:
+            _print_events(str(r.file), args, writer, out, None, r.error)
+        return 1
+    from ..events import check_hop
+    m = _load(args)
+    if args.hop is not None:
+        check_hop(args.hop, m.clap.clip_seconds)
+    failed = 0
+    for f in files:
+        try:
+            events, error = m.events(f, decoding, hop=args.hop, min_event=args.min_event, question=args.question,
+                                     batch_size=args.batch_size), None
+        except Exception as e:  # noqa: BLE001 - one bad file must not stop the batch
+            events, error = None, f"{type(e).__name__}: {e}"
+        failed += error is not None or any(e.error for e in events or ())
+        _print_events(str(f), args, writer, out, events, error)
+    return 1 if failed else 0
+
+
+def _print_events(file: str, args, writer, out: ResultsFile | None, events, error: str | None) -> None:
+    from ..events import summarize, to_srt, to_vtt
+
+    if error is not None:
+        row = {"file": file, "task": args.task, "error": error}
+    else:
+        row = {"file": file, "task": args.task, "events": [e.to_dict() for e in events],
+               "summary": summarize(events)}
+    if out is not None:
+        out.write(row)
+    elif args.format == "jsonl":
+        print(json.dumps(row, ensure_ascii=False), flush=True)
+    elif args.format in ("srt", "vtt"):
+        if error is not None:  # nothing to subtitle: the error goes where errors go
+            raise RuntimeError(f"{file}: {error}")
+        print((to_srt if args.format == "srt" else to_vtt)(events), end="", flush=True)
+    elif writer:
+        if error is not None:
+            writer.writerow([file, args.task, "", "", "", "", "", "", error])
+        for e in events or ():
+            writer.writerow([file, args.task, f"{e.start:.3f}", f"{e.end:.3f}", e.kind, e.text or "",
+                             ", ".join(e.tags or ()), f"{e.confidence:.4f}", e.error or ""])
+        sys.stdout.flush()
+    elif error is not None:
+        print(f"{file}\tERROR: {_one_line(error)}", flush=True)
+    else:
+        for e in events:
+            what = "(silence)" if e.kind == "silence" else ("ERROR: " + _one_line(e.error) if e.error
+                                                            else _one_line(e.text or ""))
+            print(f"{file} [{e.start:.1f}-{e.end:.1f}s]\t{what}", flush=True)
+        if sum(e.kind == "sound" for e in events) > 1:
+            print(f"{file}\t{summarize(events)}", flush=True)
 
 
 def _chat(args) -> int:

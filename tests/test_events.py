@@ -1,0 +1,176 @@
+"""Events of long recordings (mats.events, `mats caption|tag --events`) on real recorded clips with the
+real default model: boundaries, silence, answers through MATS.run, SRT/WebVTT parsed back, bad --hop."""
+
+from __future__ import annotations
+
+import io
+import json
+from contextlib import redirect_stderr, redirect_stdout
+
+import numpy as np
+import pytest
+
+from serving import default_model, real_clips
+
+GAP = 3.0  # seconds of silence between the clips
+SECONDS = (8.0, 9.0, 7.0)  # each clip repeated to this length
+
+
+@pytest.fixture(scope="module")
+def model():
+    return default_model()
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory, model):
+    """Three real clips (repeated to SECONDS) with GAP s of silence between: (path, sound spans)."""
+    import soundfile as sf
+
+    from mats.audio import load_audio
+    folder = tmp_path_factory.mktemp("events")
+    sr = model.clap.sample_rate
+    parts, spans, t = [], [], 0.0
+    for i, (clip, secs) in enumerate(zip(real_clips(folder / "clips", 3), SECONDS, strict=True)):
+        if i:
+            parts.append(np.zeros(int(GAP * sr), np.float32))
+            t += GAP
+        x = load_audio(clip, sr)
+        n = int(secs * sr)
+        x = np.tile(x, -(-n // x.size))[:n]
+        parts.append(0.5 * x / max(1e-6, float(np.abs(x).max())))
+        spans.append((t, t + secs))
+        t += secs
+    path = folder / "three-events.wav"
+    sf.write(str(path), np.concatenate(parts), sr)
+    return path, spans
+
+
+@pytest.fixture(scope="module")
+def found(model, recording):
+    return model.events(recording[0], "caption")
+
+
+def test_boundaries_within_a_second_and_silence_is_its_own_event(found, recording):
+    _, spans = recording
+    assert found[0].start == 0.0 and found[-1].end == pytest.approx(spans[-1][1], abs=0.01)
+    for a, b in zip(found, found[1:], strict=False):
+        assert a.end == pytest.approx(b.start)  # events tile the recording
+    starts = [e.start for e in found[1:]]
+    for bound in [b for s in spans for b in s][1:-1]:
+        assert min(abs(s - bound) for s in starts) <= 1.0, (bound, [(e.start, e.kind) for e in found])
+    silences = [e for e in found if e.kind == "silence"]
+    assert len(silences) == 2
+    for e, (gap_start, gap_end) in zip(silences, [(spans[0][1], spans[1][0]), (spans[1][1], spans[2][0])],
+                                       strict=True):
+        assert abs(e.start - gap_start) <= 1.0 and abs(e.end - gap_end) <= 1.0
+        assert e.text is None and e.tags is None and e.embedding is None  # never captioned
+    for e in found:
+        if e.kind == "sound":
+            assert e.text and 0.0 < e.confidence <= 1.0 + 1e-6
+            assert np.linalg.norm(e.embedding) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_event_answer_is_the_run_loops_answer_on_its_embedding(model, found):
+    from mats.pipeline import Item
+    sounds = [e for e in found if e.kind == "sound"]
+    runs = list(model.run([Item(e.embedding) for e in sounds], "caption"))
+    assert [r.text for r in runs] == [e.text for e in sounds]
+
+
+def test_all_silence_is_one_silence_event(model, tmp_path):
+    import soundfile as sf
+    path = tmp_path / "quiet.wav"
+    sf.write(str(path), np.zeros(int(12.5 * model.clap.sample_rate), np.float32), model.clap.sample_rate)
+    events = model.events(path, "tag")
+    assert [(e.kind, e.start, round(e.end, 2)) for e in events] == [("silence", 0.0, 12.5)]
+
+
+def _cli(monkeypatch, model, argv):
+    """`mats ARGV` in this process with the module's model (rc, stdout, stderr)."""
+    from mats.commands import main, tasks
+    monkeypatch.setattr(tasks, "_load", lambda args: model)
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        rc = main(argv)
+    return rc, out.getvalue(), err.getvalue()
+
+
+def test_cli_jsonl_srt_and_vtt_parse_back(monkeypatch, model, recording, found):
+    import srt
+    import webvtt
+
+    path = str(recording[0])
+    rc, out, _ = _cli(monkeypatch, model, ["caption", path, "--events", "--format", "jsonl"])
+    assert rc == 0
+    row = json.loads(out)
+    assert [(e["start"], e["kind"], e["text"]) for e in row["events"]] == \
+        [(round(e.start, 3), e.kind, e.text) for e in found]
+    assert set(row["events"][0]) >= {"start", "end", "kind", "text", "tags", "confidence"}
+    sounds = [e for e in row["events"] if e["kind"] == "sound"]
+    assert row["summary"].count(", then ") >= len(sounds) - 1 - sum(
+        a["text"] == b["text"] for a, b in zip(sounds, sounds[1:], strict=False))
+
+    rc, out, _ = _cli(monkeypatch, model, ["caption", path, "--events", "--format", "srt"])
+    assert rc == 0
+    subs = list(srt.parse(out))
+    assert [(s.start.total_seconds(), s.end.total_seconds(), s.content) for s in subs] == \
+        [(pytest.approx(e["start"], abs=1e-3), pytest.approx(e["end"], abs=1e-3), e["text"]) for e in sounds]
+
+    rc, out, _ = _cli(monkeypatch, model, ["caption", path, "--events", "--format", "vtt"])
+    assert rc == 0 and out.startswith("WEBVTT\n")
+    cues = webvtt.from_buffer(io.StringIO(out)).captions
+    assert [(c.start, c.end, c.text) for c in cues] == \
+        [(_vtt_clock(e["start"]), _vtt_clock(e["end"]), e["text"]) for e in sounds]
+
+    rc, out, _ = _cli(monkeypatch, model, ["tag", path, "--events", "--format", "csv"])
+    assert rc == 0
+    lines = out.splitlines()
+    assert lines[0] == "file,task,start,end,kind,text,tags,confidence,error" and len(lines) == 1 + len(found)
+
+
+def _vtt_clock(seconds: float) -> str:
+    ms = int(round(seconds * 1000))
+    return f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d}.{ms % 1000:03d}"
+
+
+@pytest.mark.parametrize("argv, why", [
+    (["--events", "--hop", "0"], "--hop must be positive"),
+    (["--events", "--hop", "-2"], "--hop must be positive"),
+    (["--events", "--hop", "10.5"], "larger than the CLAP's window"),
+    (["--hop", "2"], "--hop goes with --events"),
+    (["--format", "srt"], "add --events"),
+    (["--events", "--per-window"], "choose one"),
+])
+def test_bad_event_options_are_refused_before_the_model_loads(monkeypatch, tmp_path, argv, why):
+    from mats.commands import main, tasks
+
+    def no_load(args):
+        raise AssertionError("the model must not load")
+    monkeypatch.setattr(tasks, "_load", no_load)
+    clip = real_clips(tmp_path, 1)[0]
+    err = io.StringIO()
+    with redirect_stdout(io.StringIO()), redirect_stderr(err):
+        rc = main(["caption", str(clip), *argv])
+    assert rc == 2
+    lines = err.getvalue().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mats: error:") and why in lines[0], lines
+
+
+def test_subtitle_writers_follow_their_specifications():
+    import srt
+    import webvtt
+
+    from mats.clap.default import DefaultCLAP
+    from mats.events import CLAP_WINDOWS, Event, summarize, to_srt, to_vtt
+    assert CLAP_WINDOWS["yamnet-minilm"] == DefaultCLAP.clip_seconds
+    events = [Event(0.0, 2.0, "silence"), Event(2.0, 3661.5, text="A dog <barks> & --> runs."),
+              Event(3661.5, 3670.0, tags=["Water", "Stream"])]
+    assert to_srt(events).startswith("1\n00:00:02,000 --> 01:01:01,500\n")
+    assert [s.content for s in srt.parse(to_srt(events))] == ["A dog <barks> & --> runs.", "Water, Stream"]
+    cues = webvtt.from_buffer(io.StringIO(to_vtt(events))).captions
+    assert [(c.start, c.end) for c in cues] == [("00:00:02.000", "01:01:01.500"), ("01:01:01.500", "01:01:10.000")]
+    assert "-->" not in to_vtt(events).split("\n", 4)[-1].split("\n")[0]
+    assert summarize(events) == "A dog <barks> & --> runs."
+    assert summarize([Event(0, 1, text="A dog barks."), Event(1, 2, text="Water runs."),
+                      Event(2, 3, "silence"), Event(3, 4, text="water runs.")]) == "A dog barks, then water runs."
+    assert to_srt([Event(0.0, 5.0, "silence")]) == "" and to_vtt([]) == "WEBVTT\n\n"
