@@ -32,7 +32,6 @@ from .clap.base import l2_normalize
 if TYPE_CHECKING:  # pragma: no cover
     from .clap.base import CLAP
     from .decoding import Decoding
-    from .pipeline import MATS
 
 __all__ = ["Event", "detect_events", "answer_events", "summarize", "check_hop", "to_srt", "to_vtt", "DEFAULT_HOP",
            "DEFAULT_MIN_EVENT", "THRESHOLD", "SILENCE_DB", "SILENCE_FRAME"]
@@ -243,16 +242,14 @@ def detect_events(clap: CLAP, audio, hop: float = DEFAULT_HOP, min_event: float 
     return events
 
 
-def answer_events(mats: MATS, events: Sequence[Event], decoding: str | Decoding, batch_size: int = 8,
-                  name: str | None = None, **options) -> list[Event]:
-    """Fill ``text``/``tags`` (or ``error``) of every sound event by :meth:`MATS.run` on its embedding,
-    one ``decoding`` for all; silence stays unanswered. Returns ``events``."""
-    from .pipeline import Item
-
+def answer_events(mats, events: Sequence[Event], decoding: str | Decoding, batch_size: int = 8,
+                  **options) -> list[Event]:
+    """Fill ``text``/``tags`` (or ``error``) of every sound event by ``mats.run`` (a
+    :class:`mats.pipeline.MATS`, which this module does not import: the pipeline imports it) on the
+    event's embedding, one ``decoding`` for all; silence stays unanswered. Returns ``events``."""
     sounds = [e for e in events if e.kind == "sound"]
-    label = name or "<events>"
-    items = [Item(e.embedding, name=f"{label} [{e.start:.1f}-{e.end:.1f}s]") for e in sounds]
-    for ev, r in zip(sounds, mats.run(items, decoding, batch_size=batch_size, **options), strict=True):
+    runs = mats.run([e.embedding for e in sounds], decoding, batch_size=batch_size, **options)
+    for ev, r in zip(sounds, runs, strict=True):
         ev.text, ev.tags, ev.error = r.text, r.tags, r.error
     return list(events)
 

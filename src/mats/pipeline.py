@@ -328,8 +328,7 @@ class MATS:
         found = detect_events(self.clap, audio, hop=DEFAULT_HOP if hop is None else hop,
                               min_event=DEFAULT_MIN_EVENT if min_event is None else min_event,
                               max_decoded_samples=max_decoded_samples)
-        name = str(audio) if isinstance(audio, (str, os.PathLike)) else None
-        return answer_events(self, found, decoding, batch_size=batch_size, name=name, question=question)
+        return answer_events(self, found, decoding, batch_size=batch_size, question=question)
 
     def _run_chunk(self, chunk: Sequence[Item], decoding: Decoding, per_window: bool, pooled: bool, top_k: int,
                    batch_size: int, max_decoded_samples: int | None, streamer=None) -> list[Result]:
