@@ -86,9 +86,14 @@ def test_all_silence_is_one_silence_event(model, tmp_path):
 
 
 def _cli(monkeypatch, model, argv):
-    """`mats ARGV` in this process with the module's model (rc, stdout, stderr)."""
+    """`mats ARGV` in this process with the module's model, or with none (``model`` None: loading one
+    fails the test); (rc, stdout, stderr)."""
     from mats.commands import main, tasks
-    monkeypatch.setattr(tasks, "_load", lambda args: model)
+
+    def load(args):
+        assert model is not None, "the model must not load"
+        return model
+    monkeypatch.setattr(tasks, "_load", load)
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
         rc = main(argv)
@@ -174,3 +179,43 @@ def test_subtitle_writers_follow_their_specifications():
     assert summarize([Event(0, 1, text="A dog barks."), Event(1, 2, text="Water runs."),
                       Event(2, 3, "silence"), Event(3, 4, text="water runs.")]) == "A dog barks, then water runs."
     assert to_srt([Event(0.0, 5.0, "silence")]) == "" and to_vtt([]) == "WEBVTT\n\n"
+
+
+def test_a_change_without_silence_between_is_found(model, tmp_path):
+    """Two real clips back to back (a telephone, then applause): the change point is the boundary."""
+    from mats.audio import load_audio
+    from mats.events import detect_events
+    sr = model.clap.sample_rate
+    clips = real_clips(tmp_path, 4)[2:]
+    parts = []
+    for clip, secs in zip(clips, (8, 9), strict=True):
+        x = load_audio(clip, sr)
+        x = np.tile(x, -(-secs * sr // x.size))[:secs * sr]
+        parts.append(0.5 * x / float(np.abs(x).max()))
+    events = detect_events(model.clap, np.concatenate(parts))
+    assert [e.kind for e in events] == ["sound", "sound"]
+    assert abs(events[1].start - 8.0) <= 1.0
+    assert np.dot(events[0].embedding, events[1].embedding) < 1 - 0.3  # they hear different things
+
+
+def test_cli_text_out_file_and_unreadable(monkeypatch, model, recording, tmp_path):
+    path = str(recording[0])
+    rc, out, _ = _cli(monkeypatch, model, ["caption", path, "--events", "--min-event", "1.5"])
+    lines = out.splitlines()
+    assert rc == 0 and lines[0] == f"{path} [0.0-8.0s]\t" + lines[0].split("\t")[1]
+    assert sum("\t(silence)" in line for line in lines) == 2 and lines[-1].startswith(f"{path}\t")
+    assert ", then " in lines[-1]
+
+    out_file = tmp_path / "events.jsonl"
+    rc, out, _ = _cli(monkeypatch, model, ["tag", path, "--events", "--out", str(out_file)])
+    row = json.loads(out_file.read_text())
+    assert rc == 0 and out == "" and row["file"] == path and all(e["kind"] in ("sound", "silence")
+                                                                 for e in row["events"])
+
+    bad = tmp_path / "not-audio.wav"
+    bad.write_bytes(b"nothing audible here")
+    rc, out, _ = _cli(monkeypatch, None, ["caption", str(bad), "--events", "--format", "jsonl"])
+    assert rc == 1 and "error" in json.loads(out)  # said without loading the model
+
+    rc, _, err = _cli(monkeypatch, None, ["caption", path, str(bad), "--events", "--format", "srt"])
+    assert rc == 2 and "one audio file" in err
