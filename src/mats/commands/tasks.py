@@ -33,7 +33,8 @@ Output formats:
          "retrieved": [{"text", "score", "row", "weight"}, ...] with --show-retrieved]}
   csv    file,task,start,end,text,error[,retrieved]
   with --events:
-  text   FILE [START-ENDs]<TAB>answer (or "(silence)"), one line per event, then FILE<TAB>summary
+  text   FILE [START-ENDs]<TAB>answer (or "(silence)"), one line per event; then, with more than
+         one sound event, FILE<TAB>summary (the events in order)
   jsonl  {"file", "task", "events": [{"start", "end", "kind", "text", "tags", "confidence"}, ...],
          "summary"}: the summary names the sound events in order
   csv    file,task,start,end,kind,text,tags,confidence,error (one row per event)
