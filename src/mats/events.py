@@ -37,7 +37,8 @@ __all__ = ["Event", "detect_events", "answer_events", "summarize", "check_hop", 
            "DEFAULT_MIN_EVENT", "THRESHOLD", "SILENCE_DB", "SILENCE_FRAME"]
 
 DEFAULT_HOP = 1.0  # seconds between window starts (and between candidate change points)
-DEFAULT_MIN_EVENT = 1.0  # seconds: shorter events (and pauses) are not events of their own
+DEFAULT_MIN_EVENT = 1.0  # seconds: no change point or silence cuts a shorter event (a short sound
+# between two silences is still an event of its own)
 # Cosine distance between the windows either side of a time above which a new event starts (and below
 # which neighbours merge): the best boundary F1 of benchmarks/events_threshold.py, on recordings built
 # from the dev packages of the real sound split only (benchmarks/results/events_threshold.json).

@@ -61,7 +61,8 @@ def _options(p: argparse.ArgumentParser) -> None:
                    help="with --events: seconds between window starts, more than 0 and at most the CLAP's window "
                         "(default 1)")
     p.add_argument("--min-event", type=float, metavar="S",
-                   help="with --events: the shortest event in seconds (default 1; a silence also needs 2)")
+                   help="with --events: no change point or silence cuts an event shorter than this, in seconds "
+                        "(default 1; a silence also needs 2); a short sound between silences stays an event")
     p.add_argument("--show-retrieved", action="store_true",
                    help="also print the model's memory texts nearest to each clip, with their cosine: the "
                         "neighbours Santa mixes in (a retrieval-augmented model: the texts in its prompt)")
