@@ -77,14 +77,20 @@ def todays_recipe(cfg: BenchConfig, labels: list[str], tmp: Path, base, splits: 
     ev = {k: compare(before[k], after[k]) for k in splits}
     return {"steps": cfg.steps, "mix": 1.0, "adapt_seconds": round(seconds, 2),
             "memory_entries": model.santa.num_entries, "domain_rows": len(domain.samples),
-            "test_before": ev["test"]["before"], "test_after": ev["test"]["after"],
-            "test_gain_points": ev["test"]["points"], "test_won": ev["test"]["won"], "test_lost": ev["test"]["lost"],
-            "dev_before": ev["dev"]["before"], "dev_after": ev["dev"]["after"],
-            "dev_change_points": ev["dev"]["points"],
-            "dev_clips_change": ev["dev"]["correct_after"] - ev["dev"]["correct_before"],
-            "dev_won": ev["dev"]["won"], "dev_lost": ev["dev"]["lost"],
+            **gain_and_forgetting(ev),
             "test_predictions": after["test"]["predictions"], "dev_predictions": after["dev"]["predictions"]}
 
+
+
+def gain_and_forgetting(ev: dict) -> dict:
+    """The row's numbers from the before/after comparison of each split: the gain on test, the
+    change (forgetting) on dev."""
+    test, dev = ev["test"], ev["dev"]
+    return {"test_before": test["before"], "test_after": test["after"], "test_gain_points": test["points"],
+            "test_won": test["won"], "test_lost": test["lost"],
+            "dev_before": dev["before"], "dev_after": dev["after"], "dev_change_points": dev["points"],
+            "dev_clips_change": dev["correct_after"] - dev["correct_before"],
+            "dev_won": dev["won"], "dev_lost": dev["lost"]}
 
 def why(base, labels: list[str], splits: dict[str, str]) -> dict:
     """What bounds a gain from the domain's words with this CLAP, without the decoder: how often the
@@ -184,12 +190,7 @@ def main() -> int:
             result["rows"][name] = {
                 "steps": steps, "mix": mix if steps else None, "adapt_seconds": report["seconds"]["adapt"],
                 "memory_added": report["memory"]["added"], "domain_rows": report["domain"]["rows"],
-                "test_before": ev["test"]["before"], "test_after": ev["test"]["after"],
-                "test_gain_points": ev["test"]["points"], "test_won": ev["test"]["won"], "test_lost": ev["test"]["lost"],
-                "dev_before": ev["dev"]["before"], "dev_after": ev["dev"]["after"],
-                "dev_change_points": ev["dev"]["points"],
-                "dev_clips_change": ev["dev"]["correct_after"] - ev["dev"]["correct_before"],
-                "dev_won": ev["dev"]["won"], "dev_lost": ev["dev"]["lost"],
+                **gain_and_forgetting(ev),
                 "eval_seconds": round(report["_after"]["dev"]["seconds"] + report["_after"]["test"]["seconds"], 1),
                 "test_predictions": report["_after"]["test"]["predictions"],
                 # which clips changed, by file name (read after the run; never used to write the domain)

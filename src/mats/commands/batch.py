@@ -6,12 +6,14 @@ inputs a killed run already answered in that file)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 from pathlib import Path
 from typing import IO, Sequence
 
-__all__ = ["add_batch_options", "parse_shard", "shard", "ResultsFile", "BATCH_EPILOG"]
+__all__ = ["add_batch_options", "parse_shard", "shard", "ResultsFile", "check_resume", "open_results",
+           "BATCH_EPILOG"]
 
 BATCH_EPILOG = """\
 Big collections:
@@ -111,3 +113,15 @@ class ResultsFile:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def check_resume(args) -> None:
+    """``--resume`` continues an ``--out FILE``; refused alone, before anything loads."""
+    if args.resume and args.out is None:
+        raise ValueError("--resume continues an --out FILE: give --out too")
+
+
+def open_results(args) -> contextlib.AbstractContextManager[ResultsFile | None]:
+    """``with open_results(args) as out:`` the ``--out`` file (None without one), closed at the end."""
+    check_resume(args)
+    return ResultsFile(args.out, args.resume) if args.out is not None else contextlib.nullcontext(None)

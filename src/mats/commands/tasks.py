@@ -15,7 +15,7 @@ import sys
 from ..bridge.config import BRIDGES, DEFAULT_BRIDGE
 from ..tasks import command_tasks, get_task
 from . import add_decoding, add_device, add_format
-from .batch import BATCH_EPILOG, ResultsFile, add_batch_options, shard
+from .batch import BATCH_EPILOG, ResultsFile, add_batch_options, check_resume, open_results, shard
 
 log = logging.getLogger(__name__)
 
@@ -197,8 +197,7 @@ def _run(args) -> int:
     if get_task(args.task).needs_question:
         _take_question(args)
     decoding = _decoding(args, args.task)
-    if args.resume and args.out is None:
-        raise ValueError("--resume continues an --out FILE: give --out too")
+    check_resume(args)
     _check_events(args)
     files = shard(expand_audio_args(args.paths), args.shard)
     if args.format in ("srt", "vtt") and len(files) > 1:
@@ -207,19 +206,13 @@ def _run(args) -> int:
     if not files:  # more shards than inputs: this one has none
         log.info("shard %d/%d of these inputs is empty", *args.shard)
         return 0
-    out = ResultsFile(args.out, args.resume) if args.out is not None else None
-    try:
+    with open_results(args) as out:
         if out is not None:
             total, files = len(files), out.pending(files)
             if args.resume:
                 log.info("--resume: %d of %d inputs already answered in %s; %d to go", total - len(files), total,
                          args.out, len(files))
-            if not files:
-                return 0
-        return _answer_files(args, decoding, files, out)
-    finally:
-        if out is not None:
-            out.close()
+        return _answer_files(args, decoding, files, out) if files else 0
 
 
 def _check_events(args) -> None:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from . import add_format
-from .batch import BATCH_EPILOG, ResultsFile, add_batch_options, shard
+from .batch import BATCH_EPILOG, ResultsFile, add_batch_options, check_resume, open_results, shard
 
 log = logging.getLogger(__name__)
 
@@ -56,18 +56,11 @@ def _run(args) -> int:
             raise FileNotFoundError(f"labels file {args.labels_file} not found")
         labels += args.labels_file.read_text(encoding="utf-8").splitlines()
     labels = clean_labels(labels)
-    if args.resume and args.out is None:
-        raise ValueError("--resume continues an --out FILE: give --out too")
+    check_resume(args)
     files = shard(expand_audio_args(args.files), args.shard)
-    out = ResultsFile(args.out, args.resume) if args.out is not None else None
-    try:
+    with open_results(args) as out:
         files = out.pending(files) if out is not None else files
-        if not files:
-            return 0
-        return _classify(args, files, labels, out)
-    finally:
-        if out is not None:
-            out.close()
+        return _classify(args, files, labels, out) if files else 0
 
 
 def _classify(args, files, labels, out: ResultsFile | None) -> int:
