@@ -213,13 +213,14 @@ def _event(embed: _Embedder, a: int, b: int, clip: int, hop: int, sr: int) -> Ev
     return Event(a / sr, b / sr, "sound", float(np.mean(emb @ centre)), centre.astype(np.float32))
 
 
-def detect_events(clap: CLAP, audio, hop: float = DEFAULT_HOP, min_event: float = DEFAULT_MIN_EVENT,
+def detect_events(clap: CLAP, audio, hop: float | None = None, min_event: float | None = None,
                   threshold: float = THRESHOLD, silence_db: float = SILENCE_DB,
                   max_decoded_samples: int | None = None) -> list[Event]:
     """The events of one recording (a path, a waveform at the CLAP's rate, or ``(waveform, sr)``), in
-    order, covering it from 0 to its end. Raises on unreadable audio or a bad ``hop``/``min_event``."""
-    hop = check_hop(hop, clap.clip_seconds)
-    min_event = _check_min_event(min_event)
+    order, covering it from 0 to its end. Raises on unreadable audio or a bad ``hop``/``min_event``
+    (None: :data:`DEFAULT_HOP` / :data:`DEFAULT_MIN_EVENT`)."""
+    hop = check_hop(DEFAULT_HOP if hop is None else hop, clap.clip_seconds)
+    min_event = _check_min_event(DEFAULT_MIN_EVENT if min_event is None else min_event)
     wave = clap.load(audio, max_decoded_samples)
     sr = clap.sample_rate
     clip, hop_n = clap.clip_samples, max(1, int(round(hop * sr)))

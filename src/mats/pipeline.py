@@ -198,9 +198,13 @@ class MATS:
 
         ``streamer``: given the tokens as they are decoded (see :mod:`mats.streaming`); one
         embedding and greedy decoding only."""
-        decoding = self.decoding(decoding, **options)
-        embeddings = np.asarray(embeddings, dtype=np.float32)
-        groups = self.candidates(embeddings, decoding, questions, batch_size=batch_size, streamer=streamer)
+        return self._generate(np.asarray(embeddings, dtype=np.float32), self.decoding(decoding, **options),
+                              questions, batch_size, streamer)
+
+    def _generate(self, embeddings: np.ndarray, decoding: Decoding, questions: Sequence[str] | None,
+                  batch_size: int, streamer=None) -> list[str]:
+        """:meth:`generate` with a Decoding this model has already resolved (the run loop's path)."""
+        groups = self._candidates(embeddings, decoding, questions, batch_size, streamer)
         if decoding.candidates <= 1:
             return [g[0] for g in groups]
         out = []
@@ -217,6 +221,10 @@ class MATS:
             if int(k) < 1:
                 raise ValueError(f"k must be >= 1, got {k}")
             decoding = decoding.with_candidates(int(k))
+        return self._candidates(np.asarray(embeddings, dtype=np.float32), decoding, questions, batch_size, streamer)
+
+    def _candidates(self, embeddings: np.ndarray, decoding: Decoding, questions: Sequence[str] | None,
+                    batch_size: int, streamer=None) -> list[list[str]]:
         task, k = decoding.spec, decoding.candidates
         n = len(embeddings)
         if streamer is not None and (n != 1 or k != 1 or decoding.num_beams != 1):
@@ -224,7 +232,6 @@ class MATS:
                              f"got {n} embeddings, num_beams={decoding.num_beams}, {k} candidates")
         if questions is not None and len(questions) != n:
             raise ValueError(f"{len(questions)} questions for {n} audio embeddings")
-        embeddings = np.asarray(embeddings, dtype=np.float32)
         z = self.bridge(embeddings, decoding.bridge, decoding.seed) if n else embeddings
         retrieval = self.model.config.retrieval
         hints = [None] * n
@@ -323,11 +330,9 @@ class MATS:
         embedding with one ``decoding``; silence events carry no answer. ``hop``/``min_event``: seconds
         (defaults ``mats.events.DEFAULT_HOP``/``DEFAULT_MIN_EVENT``); ``mats.events.summarize`` of the
         result names the events in order."""
-        from .events import DEFAULT_HOP, DEFAULT_MIN_EVENT, answer_events, detect_events
+        from .events import answer_events, detect_events
         decoding = self.decoding(decoding, **options)
-        found = detect_events(self.clap, audio, hop=DEFAULT_HOP if hop is None else hop,
-                              min_event=DEFAULT_MIN_EVENT if min_event is None else min_event,
-                              max_decoded_samples=max_decoded_samples)
+        found = detect_events(self.clap, audio, hop=hop, min_event=min_event, max_decoded_samples=max_decoded_samples)
         return answer_events(self, found, decoding, batch_size=batch_size, question=question)
 
     def _run_chunk(self, chunk: Sequence[Item], decoding: Decoding, per_window: bool, pooled: bool, top_k: int,
@@ -386,7 +391,7 @@ class MATS:
         if not rows:
             return
         questions = [w.item.question for w, _, _ in rows] if decoding.spec.needs_question else None
-        texts = self.generate(np.stack([e for _, _, e in rows]), decoding, questions, batch_size=batch_size,
+        texts = self._generate(np.stack([e for _, _, e in rows]), decoding, questions, batch_size=batch_size,
                               streamer=streamer)
         why = [None] * len(work)
         if top_k:

@@ -48,8 +48,7 @@ def zero_shot(clap, inputs, labels: Sequence[str], prompt: str = "the sound of {
         inputs = [inputs]
     results = []
     for item in inputs:
-        audio = (clap.encode_audio([item], max_decoded_samples=max_decoded_samples)[0]
-                 if max_decoded_samples is not None else clap.encode_audio([item])[0])
+        audio = clap.encode_audio([item], max_decoded_samples=max_decoded_samples)[0]
         probs = _softmax(LOGIT_SCALE * (text @ audio))
         order = np.argsort(-probs, kind="stable")[:max(1, top_k)]
         name = str(item) if isinstance(item, (str, Path)) else None
