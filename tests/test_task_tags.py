@@ -164,8 +164,8 @@ class _StubMATS(MATS):
     def embed_audio(self, files, max_decoded_samples=None):
         return np.ones((len(files), 4), np.float32)
 
-    def generate(self, embeddings, decoding, questions=None, **kw):
-        self.asked.append(decoding.task)
+    def _generate(self, embeddings, decoding, questions, batch_size, streamer=None):
+        self.asked.append(decoding.task)  # the run loop's decoding step, with the Decoding resolved
         return ["dog"] * len(embeddings)
 
 
