@@ -115,3 +115,28 @@ def post_together(port, jobs):
     for t in threads:
         t.join(300)
     return out
+
+
+GAP = 3.0  # seconds of silence between the clips of a multi-event recording
+SECONDS = (8.0, 9.0, 7.0)  # each clip repeated to this length
+
+
+def three_events(clips, out: Path, sample_rate: int = 16000) -> tuple[Path, list[tuple[float, float]]]:
+    """Three real clips (each repeated to SECONDS, peak 0.5) with GAP s of silence between, as
+    tests/test_events.py builds them: (the WAV written to ``out``, the sound spans in seconds)."""
+    import soundfile as sf
+
+    from mats.audio import load_audio
+    parts, spans, t = [], [], 0.0
+    for i, (clip, secs) in enumerate(zip(clips, SECONDS, strict=True)):
+        if i:
+            parts.append(np.zeros(int(GAP * sample_rate), np.float32))
+            t += GAP
+        x = load_audio(clip, sample_rate)
+        n = int(secs * sample_rate)
+        x = np.tile(x, -(-n // x.size))[:n]
+        parts.append(0.5 * x / max(1e-6, float(np.abs(x).max())))
+        spans.append((t, t + secs))
+        t += secs
+    sf.write(str(out), np.concatenate(parts), sample_rate)
+    return out, spans

@@ -41,6 +41,7 @@ from starlette.exceptions import HTTPException
 
 from ..bridge.config import BridgeError
 from ..decoding import Decoding
+from ..events import DEFAULT_HOP, DEFAULT_MIN_EVENT, check_hop
 from ..pipeline import MATS, Cancelled
 from ..tasks import command_tasks
 from . import inference, openai_api, schemas
@@ -154,6 +155,35 @@ def _body_doc(json_cls, form_cls) -> dict:
     return {"requestBody": {"required": True, "content": {
         "application/json": {"schema": json_cls.model_json_schema()},
         "multipart/form-data": {"schema": form_schema}}}}
+
+
+def _event_options(o, window: float) -> tuple[float | None, float | None] | None:
+    """``(hop, min_event)`` of an events=true request (None: the library's default), None without
+    events. A hop or min_event the events cannot use is a 400 with one line, as the CLI refuses it."""
+    if not o.events:
+        for name in ("hop", "min_event"):
+            if getattr(o, name) is not None:
+                raise _invalid(name, "goes with events=true")
+        return None
+    if o.per_window:
+        raise _invalid("per_window", "events and per_window are two answers over time: choose one")
+    if o.explain:
+        raise _invalid("explain", "explain answers a whole clip; it does not go with events")
+    hop, min_event = o.hop, o.min_event
+    if hop is not None:
+        try:
+            hop = check_hop(hop, window)
+        except ValueError as e:  # the library speaks of the CLI's --hop
+            raise HTTPException(400, str(e).replace("--hop", "hop")) from None
+    if min_event is not None and not (math.isfinite(min_event) and min_event > 0):
+        raise HTTPException(400, f"min_event must be positive, got {min_event:g}")
+    return hop, min_event
+
+
+def _max_duration(model: MATS, settings: Settings) -> float:
+    """The longest recording this server answers: the decoded-size budget as mono at the CLAP's rate
+    (a file stored at a higher rate or with more channels gets less), and at most the CLAP's limit."""
+    return round(min(float(model.clap.max_seconds), settings.budget() / model.clap.sample_rate), 1)
 
 
 # -- the app --------------------------------------------------------------------------------------
@@ -280,8 +310,10 @@ def create_app(model: MATS, settings: Settings | None = None) -> FastAPI:
             "limits": {"max_upload_bytes": settings.max_upload_bytes, "max_decoded_samples": settings.budget(),
                        "max_windows": settings.max_windows, "request_timeout_s": settings.request_timeout_s,
                        "path_field": settings.allow_dir is not None, "api_key": bool(settings.api_key),
-                       "clip_seconds": model.clap.clip_seconds},
+                       "clip_seconds": model.clap.clip_seconds, "max_duration_s": _max_duration(model, settings)},
             "batching": {"window_ms": settings.batch_window_ms, "max_batch": settings.max_batch},
+            "events": {"default_hop": DEFAULT_HOP, "default_min_event": DEFAULT_MIN_EVENT,
+                       "window": model.clap.clip_seconds},
         }
 
     # -- tasks ------------------------------------------------------------------------------
@@ -301,13 +333,14 @@ def create_app(model: MATS, settings: Settings | None = None) -> FastAPI:
                 except BridgeError:
                     raise _invalid("bridge", f"unknown or unavailable bridge {o.bridge!r}; this model has "
                                              f"{', '.join(bridges())}") from None
+                events = _event_options(o, model.clap.clip_seconds)
                 head = header(upload)
                 if o.per_window:
                     windows = math.ceil(head.duration / model.clap.clip_seconds)
                     if windows > settings.max_windows:
                         raise _invalid("per_window", f"{head.duration:.0f} s is {windows} windows, more than "
                                                      f"this server's {settings.max_windows}")
-                key = inference.GenerateKey(decoding, o.per_window, o.top_k if o.explain else 0)
+                key = inference.GenerateKey(decoding, o.per_window, o.top_k if o.explain else 0, events=events)
                 r = await run_job(request, key, lambda gone: inference.GenerateItem(
                     upload.path, upload.name, question, gone))
             finally:

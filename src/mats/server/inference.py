@@ -45,6 +45,9 @@ class GenerateKey:
     usage: bool = False  # also count the prompt's and the answer's tokens (OpenAI's "usage")
     # A streamed request decodes alone: its key holds an object of its own (equal to no other key's).
     stream: object = None
+    # events=true: (hop, min_event) in seconds, None for the library's default; each recording is cut
+    # into events and answered by MATS.events (one recording at a time, on this worker like any job).
+    events: tuple[float | None, float | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,9 @@ def _failure(item, e: BaseException) -> BaseException:
 def _generate(model: MATS, key: GenerateKey, items: Sequence[GenerateItem], max_batch: int, budget: int) -> list:
     from ..pipeline import Item
 
+    if key.events is not None:
+        return [_events(model, key, item, max_batch, budget) for item in items]
+
     work = [Item(it.path, question=it.question, name=it.name, cancelled=it.gone) for it in items]
     out: list = []
     streamer = None
@@ -115,6 +121,27 @@ def _generate(model: MATS, key: GenerateKey, items: Sequence[GenerateItem], max_
                                   **({"tags": w.tags} if w.tags is not None else {})} for w in r.windows]
         out.append(answer)
     return out
+
+
+def _events(model: MATS, key: GenerateKey, item: GenerateItem, max_batch: int, budget: int):
+    """One recording's events through :meth:`MATS.events` under the server's decoded-size budget; the
+    answer's text is the summary that names the sound events in order."""
+    from ..events import summarize
+    from ..pipeline import Cancelled
+
+    if item.gone is not None and item.gone():  # withdrawn while it waited: nothing is read
+        return Cancelled("the request was cancelled")
+    hop, min_event = key.events
+    try:
+        found = model.events(item.path, key.decoding, hop=hop, min_event=min_event, question=item.question,
+                             batch_size=max_batch, max_decoded_samples=budget)
+    except Exception as e:  # noqa: BLE001 - by kind: bad audio 400, else 500
+        return _failure(item, e)
+    for e in found:
+        if e.error is not None:  # the other events keep their answers; this one says why it has none
+            log.error("model fault on an event of %s (%.1f-%.1f s): %s", item.name, e.start, e.end, e.error)
+    summary = summarize(found)
+    return {"text": summary, "summary": summary, "events": [e.to_dict() for e in found]}
 
 
 def _usage(model: MATS, decoding: Decoding, question: str | None, r, streamer) -> dict:

@@ -17,6 +17,13 @@ class TaskOptions(BaseModel):
     bridge: str | None = Field(None, max_length=32,
                                description="gap bridge (default: GET /v1/info's default_bridge; it lists this model's)")
     per_window: bool = Field(False, description="also answer for each CLAP window (a timeline for long audio)")
+    events: bool = Field(False, description="what happens when: the recording cut into events (start, end, kind, "
+                                            "answer, confidence), answered with the summary that names them in order")
+    # Not bounded here: a hop that is zero, negative or longer than the CLAP's window is a 400 with one line.
+    hop: float | None = Field(None, description="with events: seconds between window starts, more than 0 and at "
+                                                "most the CLAP's window (default: GET /v1/info's events.default_hop)")
+    min_event: float | None = Field(None, description="with events: no change point or silence cuts an event "
+                                                      "shorter than this, seconds (default: events.default_min_event)")
     explain: bool = Field(False, description="add the Santa memory's nearest training texts with their weights")
     top_k: int = Field(8, ge=1, le=32, description="how many training texts `explain` returns")
     seed: int = Field(0, ge=0, le=2 ** 31 - 1, description="seed of the bridge's noise")
@@ -99,6 +106,16 @@ class WindowAnswer(BaseModel):
     tags: list[str] | None = None
 
 
+class EventAnswer(BaseModel):
+    start: float = Field(description="seconds from the start of the recording")
+    end: float
+    kind: str = Field(description='"sound", or "silence" (never answered: no text, no tags)')
+    confidence: float = Field(description="mean cosine of the event's CLAP windows to their mean (1: all alike)")
+    text: str | None = Field(None, description="the answer for this event (absent for silence)")
+    tags: list[str] | None = Field(None, description="the tags, for a task that answers with tags")
+    error: str | None = Field(None, description="why this event has no answer (the model failed on it)")
+
+
 class Retrieved(BaseModel):
     text: str = Field(description="a training text of the Santa memory")
     score: float = Field(description="its cosine similarity with the clip's CLAP embedding")
@@ -114,6 +131,8 @@ class Answer(BaseModel):
     question: str | None = None
     duration: float | None = None
     windows: list[WindowAnswer] | None = None
+    events: list[EventAnswer] | None = None
+    summary: str | None = Field(None, description="with events: the sound events' answers in order (also the text)")
     retrieved: list[Retrieved] | None = None
 
 
@@ -154,6 +173,8 @@ class Info(BaseModel):
     retrieval_k: int = 0  # > 0: the model writes this many retrieved training texts into its prompt
     limits: dict
     batching: dict
+    events: dict = Field(description="the defaults of events=true: default_hop and default_min_event (seconds), "
+                                     "and window, the CLAP's window the hop may not exceed")
 
 
 class Error(BaseModel):
