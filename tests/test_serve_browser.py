@@ -14,11 +14,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serving import LoopbackServer, default_model, real_clips
+from serving import LoopbackServer, default_model, real_clips, three_events
 
 CHROMIUM = os.environ.get("MATS_CHROMIUM", "/usr/bin/chromium")
 DRIVER = os.environ.get("MATS_CHROMEDRIVER", "/usr/bin/chromedriver")
 SCREENSHOT = os.environ.get("MATS_SCREENSHOT")  # where to keep the screenshot (docs/serve-page.png)
+
+
+# The upload's pace while the events recording goes up (2.6 MB: 30 s of 44.1 kHz 16-bit mono, sent
+# for the answer and for the zero-shot labels), so that the page's progress has something to show.
+UPLOAD_BYTES_PER_S = 1_000_000
+# Records every status text the page shows with the upload bar's value at that moment.
+WATCH_UPLOAD = """
+window.uploadSeen = [];
+const status = document.getElementById('status'), bar = document.getElementById('upload');
+new MutationObserver(() => window.uploadSeen.push([status.textContent, bar.value]))
+  .observe(status, {childList: true, characterData: true, subtree: true});
+"""
 
 
 def _missing() -> str | None:
@@ -148,12 +160,58 @@ def test_page_captions_a_real_clip(browser, site, clips, tmp_path):
     assert browser.find_elements(By.CSS_SELECTOR, "#tags li")
     assert not browser.find_element(By.ID, "error").is_displayed()
 
+    # events: three real sounds with silence between, uploaded slowly enough to show its progress
     Select(browser.find_element(By.ID, "task")).select_by_value("/v1/caption")
-    browser.find_element(By.ID, "file").send_keys(str(longer))  # the three sounds again, for the picture
-    wait.until(EC.element_to_be_clickable((By.ID, "run"))).click()
-    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#timeline li")) == 3
-               and d.find_element(By.ID, "answer").text == caption)
-    wait.until(EC.element_to_be_clickable((By.ID, "run")))
+    recording, spans = three_events([clips[0], clips[2], clips[3]], tmp_path / "three-events.wav", 44100)
+    browser.find_element(By.ID, "file").send_keys(str(recording))
+    events_toggle = browser.find_element(By.ID, "events")
+    assert not events_toggle.is_selected()
+    events_toggle.click()
+    browser.execute_script(WATCH_UPLOAD)
+    browser.set_network_conditions(offline=False, latency=0, download_throughput=-1,
+                                   upload_throughput=UPLOAD_BYTES_PER_S)
+    try:
+        wait.until(EC.element_to_be_clickable((By.ID, "run"))).click()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#event-bars button")
+                   and d.find_element(By.ID, "run").is_enabled())
+    finally:
+        browser.delete_network_conditions()
+    seen = browser.execute_script("return window.uploadSeen")
+    shown = [v for text, v in seen if text.startswith("uploading ") and " % of " in text and 0 < v < 1]
+    assert shown, seen  # the page said how much of the upload had gone, while it went
+    assert browser.execute_script("return document.getElementById('upload').value") == 1
+    assert not browser.find_element(By.ID, "upload").is_displayed()
+    assert not browser.find_element(By.ID, "error").is_displayed()
+
+    bars = browser.find_elements(By.CSS_SELECTOR, "#event-bars button")
+    sounds = [b for b in bars if b.get_attribute("class") == "sound"]
+    assert len(sounds) == 3 and len(bars) == 5  # three sounds, the two silences between them
+    box = browser.execute_script("return document.getElementById('event-bars').getBoundingClientRect().toJSON()")
+    duration = spans[-1][1]
+    for bar, (start, end) in zip(sounds, spans, strict=True):
+        rect = bar.rect
+        left = (rect["x"] - box["x"]) / box["width"] * duration  # where the bar is drawn, in seconds
+        right = (rect["x"] + rect["width"] - box["x"]) / box["width"] * duration
+        assert abs(left - start) <= 1.0 and abs(right - end) <= 1.0, (left, right, start, end)
+        assert abs(left - float(bar.get_attribute("data-start"))) <= duration / box["width"] * 1.5
+        assert bar.text.strip() and rect["y"] >= box["y"] - 1
+    answer = browser.find_element(By.ID, "answer").text
+    assert answer.count(", then ") == 2  # the summary names the three events in order
+    listed = browser.find_elements(By.CSS_SELECTOR, "#timeline li")
+    assert len(listed) == 5 and [li.get_attribute("class") for li in listed].count("sound") == 3
+
+    # clicking the second sound's bar plays its span, and only its span
+    second = sounds[1]
+    start, end = float(second.get_attribute("data-start")), float(second.get_attribute("data-end"))
+    second.click()
+    wait.until(lambda d: d.execute_script("const p = document.getElementById('player'); "
+                                          "return !p.paused && p.currentTime > arguments[0]", start))
+    assert "playing" in second.get_attribute("class")
+    assert browser.execute_script("return document.getElementById('player').currentTime") < start + 2.0
+    wait.until(lambda d: d.execute_script("return document.getElementById('player').paused"))
+    stopped = browser.execute_script("return document.getElementById('player').currentTime")
+    assert end <= stopped <= end + 0.5, (stopped, end)
+    assert "playing" not in second.get_attribute("class")
 
     shot = Path(SCREENSHOT) if SCREENSHOT else tmp_path / "serve-page.png"
     height = browser.execute_script("return document.body.scrollHeight")

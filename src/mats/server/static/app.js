@@ -1,9 +1,11 @@
 // The MATS page: pick, drop or record a clip; ask the API; show the answer, tags, zero-shot labels,
-// the Santa memory's retrieved texts and a per-window timeline. Plain browser JavaScript, no build.
+// the Santa memory's retrieved texts, a per-window timeline or the recording's events (bars on the
+// waveform that play their span). Plain browser JavaScript, no build.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { info: null, blob: null, name: null, duration: null, previewing: false, recorder: null };
+const state = { info: null, blob: null, name: null, duration: null, previewing: false, recorder: null,
+                spanEnd: null };
 
 // ---------------------------------------------------------------------------------------------
 // talking to the API
@@ -13,16 +15,28 @@ function authHeaders() {
   return key ? { Authorization: "Bearer " + key } : {};
 }
 
-async function api(path, form) {
-  let response;
-  try {
-    response = await fetch(path, { method: form ? "POST" : "GET", body: form, headers: authHeaders() });
-  } catch (e) {
-    throw new Error("The server cannot be reached. Is `mats serve` still running?");
-  }
+// A GET, or a POST of ``form``; ``onUpload(sent, total)`` follows the upload of the form (an
+// XMLHttpRequest: fetch cannot report how much of a request body has gone out).
+function request(method, path, form, onUpload) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open(method, path);
+    for (const [k, v] of Object.entries(authHeaders())) xhr.setRequestHeader(k, v);
+    if (onUpload) {
+      xhr.upload.addEventListener("progress", (e) => onUpload(e.loaded, e.lengthComputable ? e.total : 0));
+      xhr.upload.addEventListener("load", () => onUpload(1, 1));
+    }
+    xhr.addEventListener("load", () => resolve({ status: xhr.status, text: xhr.responseText }));
+    xhr.addEventListener("error", () => reject(new Error("The server cannot be reached. Is `mats serve` still running?")));
+    xhr.send(form || null);
+  });
+}
+
+async function api(path, form, onUpload) {
+  const response = await request(form ? "POST" : "GET", path, form, onUpload);
   let body = null;
-  try { body = await response.json(); } catch (e) { /* not JSON: described below */ }
-  if (!response.ok) {
+  try { body = JSON.parse(response.text); } catch (e) { /* not JSON: described below */ }
+  if (response.status < 200 || response.status > 299) {
     const why = body && body.error ? body.error : `the server answered ${response.status}`;
     const err = new Error(explain(response.status, why));
     err.status = response.status;
@@ -104,11 +118,13 @@ async function useClip(blob, name) {
   state.blob = blob;
   state.name = name;
   state.duration = null;
+  state.audio = null;  // until this clip is decoded, no older waveform is drawn again
   state.previewing = true;
   $("clip-name").textContent = name;
   $("rec-time").textContent = "";  // the last recording's timer says nothing about this clip
   $("player").src = URL.createObjectURL(blob);
   $("player").hidden = false;
+  showEventBars([], 0);  // the last clip's events say nothing about this one
   showError("");
   updateRun();
   try {
@@ -137,10 +153,19 @@ function clearWave(message) {
   }
 }
 
-function drawWave(audio, windows) {
+function drawWave(audio, windows, events) {
   const c = $("wave"), g = c.getContext("2d");
   const w = c.width, h = c.height, mid = h / 2;
   g.clearRect(0, 0, w, h);
+  for (const e of events || []) {  // the events' spans behind the waveform, above their bars
+    if (e.kind !== "sound") continue;
+    const x0 = Math.round((e.start / audio.duration) * w), x1 = Math.round((e.end / audio.duration) * w);
+    g.fillStyle = "rgba(47,111,223,.10)";
+    g.fillRect(x0, 0, x1 - x0, h);
+    g.fillStyle = "rgba(47,111,223,.6)";
+    g.fillRect(x0, 0, 1, h);
+    g.fillRect(x1 - 1, 0, 1, h);
+  }
   const data = audio.getChannelData(0);
   const step = Math.max(1, Math.floor(data.length / w));
   let peak = 1e-9;
@@ -234,6 +259,30 @@ function labelList() {
   return $("labels").value.split(",").map((s) => s.trim()).filter((s) => s);
 }
 
+function megabytes(n) {
+  return (n / 1e6).toFixed(n < 1e7 ? 1 : 0) + " MB";
+}
+
+// Upload progress: the bar and the status follow the request body; once it is all sent the server
+// is working on it.
+function showUpload(sent, total) {
+  const bar = $("upload");
+  if (total > 0 && sent >= total) {
+    bar.value = 1;
+    bar.hidden = true;
+    $("status").textContent = "listening…";
+    return;
+  }
+  bar.hidden = false;
+  if (total > 0) {
+    bar.value = sent / total;
+    $("status").textContent = `uploading ${Math.floor(100 * sent / total)} % of ${megabytes(total)}…`;
+  } else {
+    bar.removeAttribute("value");  // no length known: an indeterminate bar
+    $("status").textContent = `uploading ${megabytes(sent)}…`;
+  }
+}
+
 async function run() {
   if (!state.blob) return;
   const opt = $("task").selectedOptions[0];
@@ -242,14 +291,18 @@ async function run() {
   if ($("key").value.trim()) localStorage.setItem("mats-key", $("key").value.trim());
   showError("");
   $("run").disabled = true;
-  $("status").textContent = "listening…";
+  $("status").textContent = "uploading…";
+  $("upload").value = 0;
   const long = state.duration !== null && state.info && state.duration > state.info.limits.clip_seconds;
+  const events = $("events").checked;
 
   const form = new FormData();
   form.append("file", state.blob, state.name);
   form.append("bridge", $("bridge").value);
-  form.append("explain", "true");
-  form.append("per_window", long ? "true" : "false");
+  // Events answer each event, not the whole clip: no retrieved texts, no per-window timeline.
+  form.append("explain", events ? "false" : "true");
+  form.append("per_window", long && !events ? "true" : "false");
+  if (events) form.append("events", "true");
   if (opt.dataset.question) form.append("question", question);
   const labels = labelList();
   let zeroShot = Promise.resolve(null);
@@ -262,7 +315,7 @@ async function run() {
   }
   const t0 = performance.now();
   try {
-    const answer = await api(opt.value, form);
+    const answer = await api(opt.value, form, showUpload);
     showAnswer(answer);
     const zs = await zeroShot;
     showZeroShot(zs);
@@ -271,6 +324,7 @@ async function run() {
     $("status").textContent = "";
     showError(e.message);
   } finally {
+    $("upload").hidden = true;
     updateRun();
   }
 }
@@ -303,11 +357,18 @@ function showAnswer(a) {
     li.textContent = t;
     tags.appendChild(li);
   }
+  $("why-box").hidden = !a.retrieved;
   bars($("why"), a.retrieved || [], (r) => r.weight, (r) => r.text);
-  const windows = a.windows || [];
-  $("timeline-box").hidden = windows.length < 2;
   const tl = $("timeline");
   tl.innerHTML = "";
+  if (a.events) {
+    showEvents(a.events, a.duration || state.duration || 0);
+    return;
+  }
+  const windows = a.windows || [];
+  $("timeline-title").textContent = "Timeline";
+  $("timeline-note").textContent = "One answer per 10-second window of the clip.";
+  $("timeline-box").hidden = windows.length < 2;
   for (const w of windows) {
     const li = document.createElement("li");
     const when = document.createElement("span");
@@ -317,6 +378,97 @@ function showAnswer(a) {
     tl.appendChild(li);
   }
   if (state.audio && windows.length > 1) drawWave(state.audio, windows);
+}
+
+// ---------------------------------------------------------------------------------------------
+// events: bars on the waveform and a list, each playing its own span of the recording
+
+function eventLabel(e) {
+  if (e.kind === "silence") return "silence";
+  if (e.error) return "no answer: " + e.error;
+  return e.tags && e.tags.length ? e.tags.join(", ") : e.text;
+}
+
+function span(e) {
+  return `${e.start.toFixed(1)}–${e.end.toFixed(1)} s`;
+}
+
+function showEvents(events, duration) {
+  const sounds = events.filter((e) => e.kind === "sound").length;
+  $("timeline-title").textContent = "Events";
+  $("timeline-note").textContent = `${sounds} sound event${sounds === 1 ? "" : "s"} in order; ` +
+    "choose one (here or on the waveform) to play it.";
+  $("timeline-box").hidden = events.length === 0;
+  const tl = $("timeline");
+  for (const e of events) {
+    const li = document.createElement("li");
+    li.className = e.kind;
+    const play = document.createElement("button");
+    play.type = "button";
+    play.className = "when";
+    play.textContent = "▶ " + span(e);
+    play.setAttribute("aria-label", `Play ${span(e)}`);
+    play.addEventListener("click", () => playSpan(e.start, e.end));
+    li.append(play, document.createTextNode(eventLabel(e)));
+    tl.appendChild(li);
+  }
+  showEventBars(events, duration);
+  if (state.audio) drawWave(state.audio, null, events);
+}
+
+function showEventBars(events, duration) {
+  const box = $("event-bars");
+  box.innerHTML = "";
+  box.hidden = !(events.length && duration > 0);
+  if (box.hidden) return;
+  events.forEach((e, i) => {
+    const bar = document.createElement("button");
+    bar.type = "button";
+    bar.className = e.kind;
+    bar.dataset.start = e.start;
+    bar.dataset.end = e.end;
+    bar.style.left = (100 * e.start / duration).toFixed(3) + "%";
+    bar.style.width = (100 * Math.max(0, e.end - e.start) / duration).toFixed(3) + "%";
+    bar.textContent = eventLabel(e);
+    bar.title = `${span(e)}: ${eventLabel(e)}`;
+    bar.setAttribute("aria-label", `Event ${i + 1}, ${span(e)}: ${eventLabel(e)}. Play it.`);
+    bar.addEventListener("click", () => playSpan(e.start, e.end, bar));
+    box.appendChild(bar);
+  });
+}
+
+// Play [start, end) of the clip: the player stops itself at the end of the span.
+function playSpan(start, end, bar) {
+  const player = $("player");
+  for (const b of $("event-bars").children) b.classList.toggle("playing", b === bar);
+  state.spanEnd = end;
+  player.currentTime = start;
+  player.play().then(() => requestAnimationFrame(followSpan)).catch((e) => {
+    state.spanEnd = null;
+    showError("This browser cannot play this clip: " + (e.message || e.name));
+  });
+}
+
+// Checked every frame while a span plays (timeupdate alone comes only about 4 times a second, and
+// keeps it going where frames stop, as in a hidden tab).
+function stopAtSpanEnd() {
+  const player = $("player");
+  if (state.spanEnd === null || player.paused) return false;
+  if (player.currentTime >= state.spanEnd) {
+    player.pause();
+    return false;
+  }
+  return true;  // still inside the span
+}
+
+function followSpan() {
+  if (stopAtSpanEnd()) requestAnimationFrame(followSpan);
+}
+
+function spanOver() {
+  if (state.spanEnd === null) return;
+  state.spanEnd = null;
+  for (const b of $("event-bars").children) b.classList.remove("playing");
 }
 
 function showZeroShot(z) {
@@ -345,6 +497,8 @@ function wire() {
   $("record").addEventListener("click", toggleRecording);
   if (!window.MediaRecorder || !navigator.mediaDevices) $("record").disabled = true;
   $("task").addEventListener("change", onTaskChange);
+  $("player").addEventListener("timeupdate", stopAtSpanEnd);
+  $("player").addEventListener("pause", spanOver);
   $("run").addEventListener("click", run);
   $("key").addEventListener("change", loadInfo);
   const saved = localStorage.getItem("mats-key");
