@@ -1,5 +1,7 @@
 """The page in a real browser: headless Chromium (Debian's chromium + chromium-driver) through
-Selenium uploads a real recorded clip and waits for the caption and the tags.
+Selenium uploads real recorded clips and waits for the caption and the tags, the per-window timeline,
+and the events of a three-event recording (bars on the waveform that play their span; the upload's
+progress while it goes).
 
 Skips only outside CI (printing why) when the browser or Selenium is missing; in CI (env CI set) a
 missing browser fails the test. scripts/setup.sh installs both where apt is available."""

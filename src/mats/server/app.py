@@ -10,7 +10,8 @@ besides them ``/v1/zero-shot`` (labels in the request), ``/v1/embed`` (the CLAP 
 ``GET /health``, ``GET /v1/info``, the page at ``/`` and the API reference at ``/docs``.
 
 A POST takes JSON (``{"audio": "<base64>", ...}``, or ``{"path": ...}`` where the server shares a
-folder) or ``multipart/form-data`` (a ``file`` part plus the same fields). Errors are JSON:
+folder) or ``multipart/form-data`` (a ``file`` part plus the same fields); ``events=true`` on a task
+endpoint answers the recording's events (:meth:`mats.pipeline.MATS.events`). Errors are JSON:
 ``{"error": "...", "status": N}``; a field that fails validation is a 422 whose message starts
 with the field's name.
 """
