@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 
+from ..adapt import GATE_MARGIN
 from . import add_device
 
 log = logging.getLogger("mats")
@@ -50,6 +51,13 @@ Nothing is written unless the whole adaptation succeeds; the last line on stdout
     p.add_argument("--recluster", action="store_true",
                    help="re-run k-means over the old and new memory texts (default: each new text joins its "
                         "nearest old cluster)")
+    gate = p.add_mutually_exclusive_group()
+    gate.add_argument("--gate", type=float, metavar="MARGIN", default=None,
+                      help="a clip sees the domain's texts only when one of them is nearer to its embedding than "
+                           f"the base memory's best by this cosine margin (default: {GATE_MARGIN:g}, chosen on "
+                           "the dev split; see docs/adapt.md)")
+    gate.add_argument("--no-gate", action="store_true",
+                      help="every clip sees the domain's texts alike (the general clips then change too)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval", metavar="DIR", help="labelled folder to score before and after")
     p.add_argument("--no-check", action="store_true",
@@ -65,7 +73,8 @@ def _run(args) -> int:
 
     config = AdaptConfig(out=args.out, model=args.model, texts=args.texts, corpus=args.corpus, labels=args.labels,
                          steps=args.steps, mix=args.mix, batch_size=args.batch_size, lr=args.lr,
-                         base_corpus=args.base_corpus, recluster=args.recluster, seed=args.seed,
+                         base_corpus=args.base_corpus, recluster=args.recluster,
+                         gate=None if args.no_gate else (GATE_MARGIN if args.gate is None else args.gate), seed=args.seed,
                          device=args.device, dtype=args.dtype)
     if args.eval_limit is not None and args.eval_limit < 1:
         raise ValueError(f"--eval-limit must be >= 1, got {args.eval_limit}")
