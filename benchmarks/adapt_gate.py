@@ -141,6 +141,7 @@ def main() -> int:
                 memory, clips = changed[m]
                 adapted = MATS(base.model, base.clap, santa=memory, shift=base.shift,
                                train_config=base.train_config, trained_tasks=base.trained_tasks)
+                adapted.folder = base.folder  # the runner names the model by its folder
                 after = decode_hits(adapted, dev, rows, clips, Path(tmp))
                 row["decoded"] = {"clips": len(clips),
                                   "won": sorted(f for f, h in after.items() if h and not before[f]),

@@ -74,7 +74,8 @@ def _run(args) -> int:
     config = AdaptConfig(out=args.out, model=args.model, texts=args.texts, corpus=args.corpus, labels=args.labels,
                          steps=args.steps, mix=args.mix, batch_size=args.batch_size, lr=args.lr,
                          base_corpus=args.base_corpus, recluster=args.recluster,
-                         gate=None if args.no_gate else (GATE_MARGIN if args.gate is None else args.gate), seed=args.seed,
+                         gate=None if args.no_gate else (GATE_MARGIN if args.gate is None else args.gate),
+                         seed=args.seed,
                          device=args.device, dtype=args.dtype)
     if args.eval_limit is not None and args.eval_limit < 1:
         raise ValueError(f"--eval-limit must be >= 1, got {args.eval_limit}")
