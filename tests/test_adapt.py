@@ -110,7 +110,7 @@ def _bad(tmp_path, name: str, data: bytes) -> Path:
 
 
 @pytest.mark.parametrize("case", ["empty", "repeated", "long", "not-utf8", "negative-steps", "empty-labels",
-                                  "not-a-model", "no-source"])
+                                  "not-a-model", "no-source", "gate-out-of-range"])
 def test_bad_input_is_one_line_and_writes_nothing(case, tiny_model, tmp_path, capsys):
     work = tmp_path / "in"
     work.mkdir()
@@ -142,6 +142,9 @@ def test_bad_input_is_one_line_and_writes_nothing(case, tiny_model, tmp_path, ca
         args[2] = str(work)
         args += ["--labels", "kettle"]
         expect = f"{work} is not a MATS model folder"
+    elif case == "gate-out-of-range":
+        args += ["--labels", "kettle", "--gate", "2"]
+        expect = "--gate must lie in [-1, 1]"
     elif case == "no-source":
         args += ["--corpus", str(work / "missing.jsonl")]
         expect = f"{work / 'missing.jsonl'}: no such file"
@@ -316,3 +319,13 @@ def test_the_base_models_scores_are_remembered_by_content(base_copy, tmp_path, m
     adapted = adapt(AdaptConfig(out=str(tmp_path / "o"), model=str(base_copy), labels="kettle"), base=model,
                     progress=False)["_model"]
     assert evaluation_key(adapted, data) not in (key, evaluation_key(model, data))  # another folder
+
+
+def test_the_gate_is_on_by_default_and_off_with_no_gate(tiny_model, tmp_path, capsys):
+    for flag, gate in (([], AdaptConfig.gate), (["--gate", "0.02"], 0.02), (["--no-gate"], None)):
+        out = tmp_path / f"o{len(flag)}{gate}"
+        assert main(["adapt", "--model", str(tiny_model), "--no-check", "--labels", "kettle,typewriter",
+                     "--out", str(out), *flag]) == 0
+        cfg = json.loads((out / "santa" / "santa.json").read_text())["config"]
+        assert cfg["gate_margin" if gate is not None else "gate_from"] == (gate if gate is not None else None)
+        assert json.loads((out / "adapt.json").read_text())["memory"]["gate_margin"] == gate
