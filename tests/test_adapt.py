@@ -57,6 +57,7 @@ def test_memory_only_keeps_the_base_and_its_texts(base_copy, tmp_path):
         assert _hashes(out)[name] == before[name]
     card = (out / "README.md").read_text()
     assert "## Adaptation" in card and "memory only" in card and str(tmp_path) not in card
+    assert "Added texts behind a gate" in card
     saved = json.loads((out / "adapt.json").read_text())
     assert saved["config"]["labels"].startswith("kettle") and saved["domain"]["labels"][0] == "kettle"
 
