@@ -37,13 +37,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _output import emit  # noqa: E402
 
-from mats.adapt import GATE_MARGIN  # noqa: E402
+from mats.adapt import GATE_MARGIN, AdaptConfig  # noqa: E402
 
 
 @dataclass
 class BenchConfig:
     steps: int = 40          # the short fine-tune (both fine-tune rows)
-    mix: float = 0.5         # the mixed row's domain share
+    mix: float = AdaptConfig.mix  # the mixed row's domain share (mats adapt's default)
     batch_size: int = 16
     dtype: str = "fast"      # inference weights for every evaluation (the quality table's setting)
     limit: int | None = None  # first N clips of each split (smoke runs)
@@ -69,7 +69,7 @@ def todays_recipe(cfg: BenchConfig, labels: list[str], tmp: Path, base, splits: 
     alone, the trainer building the Santa memory from the training texts (the domain's only)."""
     import time
 
-    from mats.adapt import AdaptConfig, compare, evaluate, read_domain
+    from mats.adapt import compare, evaluate, read_domain
     from mats.config import DEFAULT_MODEL, from_dict, read_model_config
     from mats.data.corpus import write_jsonl
     from mats.model import ModelConfig
@@ -173,7 +173,7 @@ def main() -> int:
                       gate=None if args.gate.lower() == "none" else float(args.gate))
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
 
-    from mats.adapt import AdaptConfig, adapt, evaluate_cached
+    from mats.adapt import adapt, evaluate_cached
     from mats.data.sounds import fetch_sound_split, read_metadata
     from mats.pipeline import MATS
 
@@ -218,8 +218,8 @@ def main() -> int:
             steps, mix = spec[name]
             logging.info("== %s: %d steps, domain share %g", name, steps, mix)
             report = adapt(AdaptConfig(out=str(Path(tmp) / name), labels=",".join(labels), steps=steps,
-                                       mix=mix if steps else 0.5, batch_size=cfg.batch_size, seed=cfg.seed,
-                                       dtype=cfg.dtype, gate=cfg.gate),
+                                       mix=mix if steps else AdaptConfig.mix, batch_size=cfg.batch_size,
+                                       seed=cfg.seed, dtype=cfg.dtype, gate=cfg.gate),
                            base=base, evals=splits, before=before, progress=True, eval_limit=cfg.limit)
             ev = report["evaluation"]
             result["rows"][name] = {

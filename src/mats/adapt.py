@@ -66,7 +66,8 @@ class AdaptConfig:
     corpus: str | None = None         # JSONL corpus in the training format
     labels: str | None = None         # sound names, comma-separated
     steps: int = 0                    # 0: memory only; N: a fine-tune of N steps
-    mix: float = 0.5                  # the domain's share of every fine-tune batch (1: domain only)
+    mix: float = 0.2                  # the domain's share of every fine-tune batch (1: domain only); chosen on
+                                      # dev: 0.5 lost 4 dev clips net in 40 steps, 0.2 none (docs/adapt.md)
     batch_size: int = 16
     lr: float = 3e-4
     warmup_steps: int = 5

@@ -6,7 +6,7 @@ import argparse
 import json
 import logging
 
-from ..adapt import GATE_MARGIN
+from ..adapt import GATE_MARGIN, AdaptConfig
 from . import add_device
 
 log = logging.getLogger("mats")
@@ -41,8 +41,9 @@ Nothing is written unless the whole adaptation succeeds; the last line on stdout
     src.add_argument("--labels", metavar="A,B,C", help="sound names, comma-separated")
     p.add_argument("--model", help="base model folder (default: the shipped default model)")
     p.add_argument("--steps", type=int, default=0, help="fine-tune steps (default 0: memory only)")
-    p.add_argument("--mix", type=float, default=0.5,
-                   help="the domain's share of every fine-tune batch, in (0, 1] (default 0.5; 1: domain only)")
+    p.add_argument("--mix", type=float, default=AdaptConfig.mix,
+                   help=f"the domain's share of every fine-tune batch, in (0, 1] (default {AdaptConfig.mix:g}; "
+                        "1: domain only)")
     p.add_argument("--batch-size", type=int, default=16, help="fine-tune batch (default 16)")
     p.add_argument("--lr", type=float, default=3e-4, help="fine-tune learning rate (default 3e-4)")
     p.add_argument("--base-corpus", nargs="+", metavar="FILE",
@@ -69,7 +70,7 @@ Nothing is written unless the whole adaptation succeeds; the last line on stdout
 
 
 def _run(args) -> int:
-    from ..adapt import AdaptConfig, adapt, describe
+    from ..adapt import adapt, describe
 
     config = AdaptConfig(out=args.out, model=args.model, texts=args.texts, corpus=args.corpus, labels=args.labels,
                          steps=args.steps, mix=args.mix, batch_size=args.batch_size, lr=args.lr,
