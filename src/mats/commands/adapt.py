@@ -23,8 +23,9 @@ Adapt a model to a domain described in words, no recordings needed. The domain i
   --labels "a,b,c"      sound names, expanded into captions, tags and QA like the default corpus
 
 --steps 0 (the default) adds the domain's texts to the base model's Santa memory (and so to
-the texts a retrieval-augmented model reads in its prompt; one text per name for --labels);
-the weights stay the base model's. Seconds.
+the texts a retrieval-augmented model reads in its prompt; one text per name for --labels),
+behind a gate: a clip sees them only when one is nearer to it than the base memory's best by
+--gate, so other clips keep the base model's answers. The weights stay the base model's. Seconds.
 
 --steps N fine-tunes mapper + LoRA from the base model for N steps on a mix: --mix of every
 batch from the domain, the rest from the base model's own training corpus, so that it does not
