@@ -47,6 +47,7 @@ def test_memory_only_keeps_the_base_and_its_texts(base_copy, tmp_path):
     m0, m1 = base.santa, adapted.santa
     assert m1.num_entries == m0.num_entries + report["memory"]["added"]
     assert m1.texts[:m0.num_entries] == m0.texts  # every base text kept, in order
+    assert m1.config.gate_from == m0.num_entries and report["memory"]["gate_margin"] == AdaptConfig.gate
     assert any("kettle" in t for t in m1.texts[m0.num_entries:])
     # every base text is still the one retrieved for its own embedding
     idx, _ = m1.retrieve_indices(m0.bank, top_l=1, search="exact")
@@ -56,6 +57,7 @@ def test_memory_only_keeps_the_base_and_its_texts(base_copy, tmp_path):
         assert _hashes(out)[name] == before[name]
     card = (out / "README.md").read_text()
     assert "## Adaptation" in card and "memory only" in card and str(tmp_path) not in card
+    assert "Added texts behind a gate" in card
     saved = json.loads((out / "adapt.json").read_text())
     assert saved["config"]["labels"].startswith("kettle") and saved["domain"]["labels"][0] == "kettle"
 
@@ -109,7 +111,7 @@ def _bad(tmp_path, name: str, data: bytes) -> Path:
 
 
 @pytest.mark.parametrize("case", ["empty", "repeated", "long", "not-utf8", "negative-steps", "empty-labels",
-                                  "not-a-model", "no-source"])
+                                  "not-a-model", "no-source", "gate-out-of-range"])
 def test_bad_input_is_one_line_and_writes_nothing(case, tiny_model, tmp_path, capsys):
     work = tmp_path / "in"
     work.mkdir()
@@ -141,6 +143,9 @@ def test_bad_input_is_one_line_and_writes_nothing(case, tiny_model, tmp_path, ca
         args[2] = str(work)
         args += ["--labels", "kettle"]
         expect = f"{work} is not a MATS model folder"
+    elif case == "gate-out-of-range":
+        args += ["--labels", "kettle", "--gate", "2"]
+        expect = "--gate must lie in [-1, 1]"
     elif case == "no-source":
         args += ["--corpus", str(work / "missing.jsonl")]
         expect = f"{work / 'missing.jsonl'}: no such file"
@@ -175,6 +180,52 @@ def test_with_texts_keeps_every_base_row(recluster):
         assert np.array_equal(mem.centroids, base.centroids)
     idx, _ = mem.retrieve_indices(base.bank, top_l=1, search="cluster")
     assert (np.asarray(idx).reshape(-1) == np.arange(200)).all()
+
+
+@pytest.mark.parametrize("search", ["cluster", "exact", "ivf"])
+def test_gated_texts_reach_only_the_queries_near_them(search, tmp_path):
+    """Behind the gate, a query whose best base row beats every added row (by the margin) is
+    answered by the base rows alone: the same retrieved rows and the same Santa output as the base
+    memory; a query at an added text gets it. The gate survives save/load."""
+    import torch
+
+    from mats.bridge.santa import SantaConfig, SantaMemory
+    from mats.clap import l2_normalize
+
+    rng = np.random.default_rng(1)
+    bank = l2_normalize(rng.standard_normal((300, 16))).astype(np.float32)
+    base = SantaMemory.build(bank, SantaConfig(clusters=8, top_l=6, search=search, ivf_nprobe=2),
+                             texts=[f"t{i}" for i in range(300)])
+    new = l2_normalize(rng.standard_normal((4, 16))).astype(np.float32)
+    margin = 0.05
+    mem = base.with_texts(new, ["n0", "n1", "n2", "n3"], recluster=False, gate_margin=margin)
+    assert mem.gated and mem.config.gate_from == 300 and mem.config.gate_margin == margin
+    queries = l2_normalize(rng.standard_normal((200, 16)) + np.concatenate([new] * 50)).astype(np.float32)
+    idx0, sims0 = base.retrieve_indices(queries, top_l=6)
+    idx1, _ = mem.retrieve_indices(queries, top_l=6)
+    best_new = (queries @ new.T).max(1)
+    closed = best_new < sims0[:, 0] + margin
+    assert 0 < closed.sum() < len(queries)  # both kinds of query occur
+    assert np.array_equal(idx1[closed], idx0[closed])
+    if search == "exact":  # an opened query's best row is an added one (cluster/ivf may not probe its list)
+        assert (idx1[~closed][:, 0] >= 300).all()
+    assert (idx1[~closed] >= 300).any()
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    z0, z1 = base.apply(queries, generator=gen()), mem.apply(queries, generator=gen())
+    # the noise is drawn per retrieved row in the batch, so compare closed queries one by one
+    for i in np.flatnonzero(closed)[:20]:
+        a = base.apply(queries[i:i + 1], generator=gen())
+        b = mem.apply(queries[i:i + 1], generator=gen())
+        assert np.array_equal(a, b)
+    assert not np.array_equal(z0, z1)
+    # at an added text, that text comes first
+    idx_at, _ = mem.retrieve_indices(new, top_l=1, search="exact")
+    assert np.asarray(idx_at).reshape(-1).tolist() == [300, 301, 302, 303]
+    again = SantaMemory.load(mem.save(tmp_path / "m"))
+    assert again.config.gate_from == 300 and np.array_equal(again.retrieve_indices(queries, top_l=6)[0], idx1)
+    # more texts for a gated memory join the added rows; the base rows stay as they were
+    more = again.with_texts(new[:1] * -1, ["n4"], recluster=False)
+    assert more.config.gate_from == 300 and more.num_entries == 305
 
 
 def test_existing_output_and_foreign_work_folder_are_refused(tiny_model, tmp_path):
@@ -238,3 +289,44 @@ def test_before_and_after_on_a_labelled_folder_reach_the_report_and_the_card(bas
     assert c["won"] - c["lost"] == c["correct_after"] - c["correct_before"]
     assert json.loads((tmp_path / "o" / "adapt.json").read_text())["evaluation"]["mine"] == c
     assert "mine: tag keyword acc. before -> after" in (tmp_path / "o" / "README.md").read_text()
+
+
+def test_the_base_models_scores_are_remembered_by_content(base_copy, tmp_path, monkeypatch):
+    """evaluate_cached: the second evaluation of the same model on the same clips is read back (same
+    hits), and a different model folder or other clips is a different key."""
+    import shutil
+
+    from mats.adapt import evaluate_cached, evaluation_key
+    from mats.data.sounds import fetch_sound_split, read_metadata
+
+    src = fetch_sound_split("dev")
+    rows = read_metadata(src)[:2]
+    data = tmp_path / "two"
+    (data / "clips").mkdir(parents=True)
+    for r in rows:
+        shutil.copy(src / r["file"], data / "clips" / Path(r["file"]).name)
+    (data / "metadata.jsonl").write_text("".join(json.dumps({"file": f"clips/{Path(r['file']).name}",
+                                                             "labels": r["labels"]}) + "\n" for r in rows))
+    monkeypatch.setenv("MATS_HOME", str(tmp_path / "home"))
+    model = MATS.from_pretrained(base_copy)
+    first = evaluate_cached(model, data)
+    assert "cached" not in first and len(list((tmp_path / "home" / "adapt-evaluations").iterdir())) == 1
+    again = evaluate_cached(model, data)
+    assert again["cached"] and again["hits"] == first["hits"] and again["files"] == first["files"]
+    key = evaluation_key(model, data)
+    assert evaluation_key(model, data, limit=1) != key
+    (data / "metadata.jsonl").write_text((data / "metadata.jsonl").read_text().splitlines()[0] + "\n")
+    assert evaluation_key(model, data) != key  # other clips
+    adapted = adapt(AdaptConfig(out=str(tmp_path / "o"), model=str(base_copy), labels="kettle"), base=model,
+                    progress=False)["_model"]
+    assert evaluation_key(adapted, data) not in (key, evaluation_key(model, data))  # another folder
+
+
+def test_the_gate_is_on_by_default_and_off_with_no_gate(tiny_model, tmp_path, capsys):
+    for flag, gate in (([], AdaptConfig.gate), (["--gate", "0.02"], 0.02), (["--no-gate"], None)):
+        out = tmp_path / f"o{len(flag)}{gate}"
+        assert main(["adapt", "--model", str(tiny_model), "--no-check", "--labels", "kettle,typewriter",
+                     "--out", str(out), *flag]) == 0
+        cfg = json.loads((out / "santa" / "santa.json").read_text())["config"]
+        assert cfg["gate_margin" if gate is not None else "gate_from"] == (gate if gate is not None else None)
+        assert json.loads((out / "adapt.json").read_text())["memory"]["gate_margin"] == gate

@@ -5,7 +5,10 @@ Two ways, both starting from a base model folder (default: the shipped default):
 * **memory only** (``steps = 0``, seconds): the base model's Santa memory plus the domain's texts
   (:meth:`SantaMemory.with_texts`; each joins its nearest cluster, or all are re-clustered), so a
   clip from the domain finds its words among the memory's neighbours and, for a retrieval-augmented
-  model, in its prompt. The weights are the base model's, unchanged.
+  model, in its prompt. The texts sit behind a gate (``gate``): a clip sees them only when one of
+  them is nearer to its embedding than the base memory's best by a margin; every other clip gets
+  exactly the base model's memory, Santa pull and prompt (so the rest is not forgotten). The weights
+  are the base model's, unchanged.
 * **mixed fine-tune** (``steps > 0``, minutes): mapper + LoRA trained on from the base model on a mix
   of the domain's corpus (share ``mix`` of every batch) and rows of the base model's own training
   corpus (the rest), so that it learns the new words without forgetting the old ones; the memory as
@@ -18,7 +21,9 @@ then renamed). A fine-tune keeps its checkpoints in ``.<out>.adapt-work`` beside
 same command resumes it after a kill.
 
 Before/after: :func:`evaluate` (tag keyword accuracy through the evaluation runner) on the user's
-labelled folder and on the dev split of the real sounds (the forgetting check).
+labelled folder and on the dev split of the real sounds (the forgetting check); the base model's
+scores are remembered by content (:func:`evaluate_cached`), so only the adapted model is evaluated
+when the same base was measured before.
 """
 
 from __future__ import annotations
@@ -37,12 +42,14 @@ import numpy as np
 from .config import DEFAULT_MODEL, from_dict, read_model_config, save_json, to_dict
 
 __all__ = ["AdaptConfig", "AdaptError", "Domain", "read_domain", "adapt_memory", "mixed_sources",
-           "adapt", "evaluate", "compare", "MAX_TEXT_CHARS"]
+           "adapt", "evaluate", "evaluate_cached", "evaluation_key", "compare", "MAX_TEXT_CHARS", "GATE_MARGIN"]
 
 log = logging.getLogger(__name__)
 
 MAX_TEXT_CHARS = 1000  # a description longer than this is refused (the CLAP text encoder cuts far earlier)
 ADAPT_FILE = "adapt.json"
+# The gate's margin (cosine), chosen on the dev split (benchmarks/adapt_gate.py, docs/adapt.md).
+GATE_MARGIN = 0.1
 
 
 class AdaptError(ValueError):
@@ -59,7 +66,8 @@ class AdaptConfig:
     corpus: str | None = None         # JSONL corpus in the training format
     labels: str | None = None         # sound names, comma-separated
     steps: int = 0                    # 0: memory only; N: a fine-tune of N steps
-    mix: float = 0.5                  # the domain's share of every fine-tune batch (1: domain only)
+    mix: float = 0.2                  # the domain's share of every fine-tune batch (1: domain only); chosen on
+                                      # dev: 0.5 lost 4 dev clips net in 40 steps, 0.2 none (docs/adapt.md)
     batch_size: int = 16
     lr: float = 3e-4
     warmup_steps: int = 5
@@ -67,6 +75,8 @@ class AdaptConfig:
     base_corpus: list[str] | None = None  # the base model's corpus files (default: its config's, or rebuilt)
     recluster: bool = False           # re-run k-means over base + domain texts (default: each new text joins
                                       # its nearest old cluster, so the base's clusters stay as they were)
+    gate: float | None = GATE_MARGIN  # a clip sees the domain's texts only when one is nearer to it than the
+                                      # base memory's best by this margin (None: no gate; docs/adapt.md)
     seed: int = 0
     held_out: int = 32                # fine-tune rows kept out for the held-out loss
     device: str | None = None
@@ -88,6 +98,8 @@ class AdaptConfig:
             raise AdaptError(f"lr must be > 0, got {self.lr}")
         if int(self.warmup_steps) < 0 or int(self.held_out) < 0:
             raise AdaptError("warmup_steps and held_out must be >= 0")
+        if self.gate is not None and not -1.0 <= float(self.gate) <= 1.0:
+            raise AdaptError(f"--gate must lie in [-1, 1] (a cosine margin), got {self.gate}")
 
     @property
     def base(self) -> Path:
@@ -186,16 +198,17 @@ def read_domain(config: AdaptConfig) -> Domain:
 
 
 # ----------------------------------------------------------------------------- the memory
-def adapt_memory(santa, clap, texts: Sequence[str], recluster: bool = False):
+def adapt_memory(santa, clap, texts: Sequence[str], recluster: bool = False, gate_margin: float | None = None):
     """The base memory plus ``texts`` (CLAP-text encoded), each in its nearest old cluster (or all
-    re-clustered); ``santa`` is unchanged."""
+    re-clustered), behind the gate when ``gate_margin`` is given (a clip sees them only when one is
+    nearer to it than the base memory's best by that margin); ``santa`` is unchanged."""
     if santa is None:
         raise AdaptError("the base model has no Santa memory to add the domain's texts to")
     if santa.texts is None:
         raise AdaptError("the base model's Santa memory has no texts (santa/texts.txt); its rows cannot be "
                          "told from the domain's")
     emb = np.asarray(clap.encode_text(list(texts)), np.float32)
-    return santa.with_texts(emb, list(texts), recluster=recluster)
+    return santa.with_texts(emb, list(texts), recluster=recluster, gate_margin=gate_margin)
 
 
 # ----------------------------------------------------------------------------- the mix
@@ -289,6 +302,55 @@ def evaluate(mats, data: str | os.PathLike, limit: int | None = None, progress: 
             "n_failed": res["n_failed"], "seconds": round(time.perf_counter() - t0, 2)}
 
 
+def evaluation_key(mats, data: str | os.PathLike, limit: int | None = None) -> str | None:
+    """What a model's evaluation depends on, hashed: every file of its folder, the labelled folder's
+    metadata and audio, its weights' dtype and device, the limit, and the source of this package
+    (any code change is a new key). None for a model not loaded from a folder."""
+    import hashlib
+
+    from .store import cached_sha256
+
+    if mats.folder is None:
+        return None
+    h = hashlib.sha256()
+    param = next(mats.model.parameters())
+    h.update(f"tag\0{limit}\0{param.dtype}\0{param.device}\0{mats.model.config.llm}\0".encode())
+    for root in (Path(mats.folder), Path(data)):
+        for p in sorted(q for q in root.rglob("*") if q.is_file()):
+            h.update(f"{p.relative_to(root)}\0{cached_sha256(p)}\0".encode())
+    here = Path(__file__).resolve().parent
+    for p in sorted(here.rglob("*.py")):
+        h.update(str(p.relative_to(here)).encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()[:32]
+
+
+def evaluate_cached(mats, data: str | os.PathLike, limit: int | None = None, progress: bool = False) -> dict:
+    """:func:`evaluate`, remembered in ``$MATS_HOME/adapt-evaluations`` by :func:`evaluation_key`: the
+    base model's scores are measured once per model, data, settings and code, so a second
+    adaptation of the same base (``--steps 0`` in particular) evaluates only the adapted model."""
+    from .store import mats_home, unique_partial
+
+    key = evaluation_key(mats, data, limit)
+    path = mats_home() / "adapt-evaluations" / f"{key}.json"
+    if key is not None and path.is_file():
+        try:
+            found = json.loads(path.read_text()) | {"cached": True}
+            log.info("[mats] %s: the base model's scores measured before (%s)", Path(data).name, path.name)
+            return found
+        except (OSError, ValueError):
+            pass  # a damaged entry costs the evaluation
+    res = evaluate(mats, data, limit=limit, progress=progress)
+    if key is not None and res["n_failed"] == 0:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = unique_partial(path)
+            tmp.write_text(json.dumps(res))
+            os.replace(tmp, path)
+        except OSError:
+            pass
+    return res
+
+
 def compare(before: dict, after: dict) -> dict:
     """Accuracy before and after on the same clips: points gained and clips won and lost."""
     if before["files"] != after["files"]:
@@ -346,10 +408,10 @@ def adapt(config: AdaptConfig, base=None, evals: dict[str, str | os.PathLike] | 
     for name, folder in evals.items():
         if name not in before:
             log.info("[mats] evaluating the base model on %s", name)
-            before[name] = evaluate(base, folder, limit=eval_limit, progress=progress)
+            before[name] = evaluate_cached(base, folder, limit=eval_limit, progress=progress)
 
     t_adapt = time.perf_counter()
-    memory = adapt_memory(base.santa, base.clap, domain.texts, recluster=config.recluster)
+    memory = adapt_memory(base.santa, base.clap, domain.texts, recluster=config.recluster, gate_margin=config.gate)
     added = memory.num_entries - base.santa.num_entries
     log.info("[mats] memory: %d base texts + %d domain texts, %d clusters", base.santa.num_entries, added,
              memory.num_clusters)
@@ -394,7 +456,7 @@ def adapt(config: AdaptConfig, base=None, evals: dict[str, str | os.PathLike] | 
         "domain": {"source": domain.source, "rows": len(domain.samples), "texts": len(domain.texts),
                    "labels": domain.labels},
         "memory": {"base_texts": base.santa.num_entries, "added": added, "clusters": memory.num_clusters,
-                   "reclustered": bool(config.recluster)},
+                   "reclustered": bool(config.recluster), "gate_margin": config.gate},
         "seconds": {"load_base": round(load_seconds, 2), "adapt": round(adapt_seconds, 2)},
         "evaluation": comparison,
     }
@@ -421,7 +483,10 @@ def _card_quality(report: dict) -> dict:
             "adaptation": {"base": report["base"], "how": how,
                            "domain": named or report["domain"]["source"],
                            "memory": f"{report['memory']['base_texts']} base texts + {report['memory']['added']} "
-                                     f"domain texts, {report['memory']['clusters']} clusters"}}
+                                     f"domain texts, {report['memory']['clusters']} clusters"
+                                     + ("" if report["memory"].get("gate_margin") is None else
+                                        f"; a clip sees the domain texts only when one is nearer to it than "
+                                        f"the base texts by {report['memory']['gate_margin']:g}")}}
 
 
 def _write(adapted, out: Path, report: dict, logs_from: Sequence[Path]) -> None:

@@ -66,6 +66,9 @@ def render_model_card(name: str, config: dict, santa=None, has_shift: bool = Fal
         c = santa.config
         L.append(f"- Santa memory: {santa.num_entries} training texts, {santa.num_clusters} clusters; "
                  f"lambda {_fmt(c.lam)}, tau {_fmt(c.tau)}, L {c.top_l}, search {c.search}")
+        if santa.gated:
+            L.append(f"- Added texts behind a gate: rows {c.gate_from}-{santa.num_entries - 1} reach a clip only "
+                     f"when one is nearer to it than the other texts by {_fmt(c.gate_margin)} (cosine)")
     L.append(f"- Shift vector (the 'shift' bridge): {'yes' if has_shift else 'no'}")
     retrieval = model.get("retrieval") or {}
     if retrieval.get("k"):

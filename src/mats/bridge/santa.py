@@ -83,6 +83,13 @@ class SantaConfig:
     exact_max_rows: int = 100_000  # "auto": exact search up to this many rows, faiss IVF above
     auto_nprobe: int = 16  # "auto": lists probed per query; recall@32 0.98 at 100 k, 0.9997 at 1 M (santa_scale.py)
     auto_lists: int | None = None  # "auto": IVF lists (None: 2 * sqrt(M))
+    # The gate of added texts (``mats adapt``): the rows from ``gate_from`` on were added to a trained
+    # memory. A query sees them only when its best inner product with them beats the best base row of
+    # the same search by ``gate_margin``; every other query is answered by the base rows alone, exactly
+    # as before they were added (so a domain's words reach the clips near them and no others).
+    # None: no gate, every row is searched alike.
+    gate_from: int | None = None
+    gate_margin: float = 0.0
 
     def __post_init__(self) -> None:
         if self.search not in SEARCH_MODES:
@@ -109,6 +116,10 @@ class SantaConfig:
             raise ValueError(f"noise_variance must be >= 0, got {self.noise_variance}")
         if self.kmeans_max_points is not None and int(self.kmeans_max_points) < 1:
             raise ValueError(f"kmeans_max_points must be >= 1 or None, got {self.kmeans_max_points}")
+        if self.gate_from is not None and int(self.gate_from) < 1:
+            raise ValueError(f"gate_from must be >= 1 or None, got {self.gate_from}")
+        if not math.isfinite(float(self.gate_margin)):
+            raise ValueError(f"gate_margin must be finite, got {self.gate_margin}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -290,6 +301,8 @@ class SantaMemory:
         k = centroids.shape[0]
         if assignments.min() < 0 or assignments.max() >= k:
             raise ValueError(f"assignments must lie in [0, {k})")
+        if self.config.gate_from is not None and int(self.config.gate_from) > bank.shape[0]:
+            raise ValueError(f"gate_from {self.config.gate_from} lies beyond the bank's {bank.shape[0]} rows")
         self._bank, self.centroids, self.assignments = bank, centroids, assignments
         self._shape = bank.shape
         self._bank_t = torch.from_numpy(bank)  # None once the rows live in the "auto" index
@@ -300,6 +313,7 @@ class SantaMemory:
         counts = torch.bincount(a, minlength=k)
         self._offsets = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])
         self._ivf = None
+        self._base = None  # the gate's view of the base rows (built on first use)
 
     @property
     def bank(self) -> np.ndarray:
@@ -343,12 +357,16 @@ class SantaMemory:
                                         config.kmeans_max_points, config.kmeans_init)
         return cls(bank, centroids, assignments, config, texts)
 
-    def with_texts(self, embeddings: np.ndarray, texts: list[str], recluster: bool = True) -> "SantaMemory":
+    def with_texts(self, embeddings: np.ndarray, texts: list[str], recluster: bool = True,
+                   gate_margin: float | None = None) -> "SantaMemory":
         """A new memory: this bank plus ``embeddings`` (rows for ``texts``, L2-normalised here), same
         config. Rows whose text the bank already holds are skipped. ``recluster`` re-runs the seeded
         k-means over the union (with the config's ``clusters``), so the new rows get clusters of their
         own where they are far from the old ones, instead of being appended to the nearest old
-        cluster (``recluster=False``). ``self`` is left unchanged."""
+        cluster (``recluster=False``). ``gate_margin`` (None: no gate) puts the new rows behind the
+        gate (``SantaConfig.gate_from``): a query sees them only when one of them is nearer to it than
+        the base rows by that margin. A memory gated already keeps its base rows as they were; the new
+        rows join its added ones. ``self`` is left unchanged."""
         emb = np.ascontiguousarray(np.atleast_2d(np.asarray(embeddings, np.float32)))
         if len(texts) != len(emb):
             raise ValueError(f"{len(texts)} texts for {len(emb)} embeddings")
@@ -372,8 +390,12 @@ class SantaMemory:
             new = torch.from_numpy(np.ascontiguousarray(bank[self.num_entries:]))
             extra = _nearest_centroid_t(new, self._cent_t).numpy() if len(new) else np.zeros(0, np.int64)
             centroids, assignments = self.centroids, np.concatenate([self.assignments, extra.astype(np.int64)])
-        return SantaMemory(bank, centroids, assignments, dataclasses.replace(self.config),
-                           all_texts if self.texts is not None else None)
+        config = dataclasses.replace(self.config)
+        if gate_margin is not None:
+            config.gate_from = self.config.gate_from if self.config.gate_from is not None else self.num_entries
+            config.gate_margin = float(gate_margin)
+            config.__post_init__()
+        return SantaMemory(bank, centroids, assignments, config, all_texts if self.texts is not None else None)
 
     # -- introspection -----------------------------------------------------------------------
     @property
@@ -407,7 +429,42 @@ class SantaMemory:
             raise ValueError(f"queries must be [N, {self.dim}], got shape {tuple(q.shape)}")
 
     # -- search ------------------------------------------------------------------------------
+    @property
+    def gated(self) -> bool:
+        """Whether some rows sit behind the gate of added texts (``SantaConfig.gate_from``)."""
+        g = self.config.gate_from
+        return g is not None and int(g) < self.num_entries
+
+    def _base_view(self) -> "SantaMemory":
+        """The rows before ``gate_from`` as a memory of their own: same row indices, the clusters that
+        hold base rows (all of the base's own when the added rows joined their nearest old cluster)."""
+        if self._base is None:
+            g = int(self.config.gate_from)
+            a = self.assignments[:g]
+            keep = np.unique(a)
+            relabel = np.full(self.num_clusters, -1, np.int64)
+            relabel[keep] = np.arange(len(keep))
+            cfg = dataclasses.replace(self.config, gate_from=None)
+            self._base = SantaMemory(self.entries(np.arange(g)), self.centroids[keep], relabel[a], cfg,
+                                     self.texts[:g] if self.texts is not None else None)
+        return self._base
+
     def _search(self, q: torch.Tensor, top_l: int, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.gated:
+            return self._search_all(q, top_l, mode)
+        idx, sims = self._base_view()._search_all(q, top_l, mode)
+        g = int(self.config.gate_from)
+        added = self._rows(torch.arange(g, self.num_entries))
+        best = torch.empty(q.shape[0], dtype=torch.float32)
+        step = max(1, _CHUNK_ELEMS // added.shape[0])
+        for s in range(0, q.shape[0], step):
+            best[s : s + step] = (q[s : s + step] @ added.T).max(1).values
+        opened = torch.nonzero(best >= sims[:, 0] + float(self.config.gate_margin)).flatten()
+        if opened.numel():
+            idx[opened], sims[opened] = self._search_all(q[opened], top_l, mode)
+        return idx, sims
+
+    def _search_all(self, q: torch.Tensor, top_l: int, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
         if mode == "cluster":
             return self._search_cluster(q, top_l)
         if mode == "exact":

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 
+from ..adapt import GATE_MARGIN, AdaptConfig
 from . import add_device
 
 log = logging.getLogger("mats")
@@ -22,8 +23,9 @@ Adapt a model to a domain described in words, no recordings needed. The domain i
   --labels "a,b,c"      sound names, expanded into captions, tags and QA like the default corpus
 
 --steps 0 (the default) adds the domain's texts to the base model's Santa memory (and so to
-the texts a retrieval-augmented model reads in its prompt; one text per name for --labels);
-the weights stay the base model's. Seconds.
+the texts a retrieval-augmented model reads in its prompt; one text per name for --labels),
+behind a gate: a clip sees them only when one is nearer to it than the base memory's best by
+--gate, so other clips keep the base model's answers. The weights stay the base model's. Seconds.
 
 --steps N fine-tunes mapper + LoRA from the base model for N steps on a mix: --mix of every
 batch from the domain, the rest from the base model's own training corpus, so that it does not
@@ -40,8 +42,9 @@ Nothing is written unless the whole adaptation succeeds; the last line on stdout
     src.add_argument("--labels", metavar="A,B,C", help="sound names, comma-separated")
     p.add_argument("--model", help="base model folder (default: the shipped default model)")
     p.add_argument("--steps", type=int, default=0, help="fine-tune steps (default 0: memory only)")
-    p.add_argument("--mix", type=float, default=0.5,
-                   help="the domain's share of every fine-tune batch, in (0, 1] (default 0.5; 1: domain only)")
+    p.add_argument("--mix", type=float, default=AdaptConfig.mix,
+                   help=f"the domain's share of every fine-tune batch, in (0, 1] (default {AdaptConfig.mix:g}; "
+                        "1: domain only)")
     p.add_argument("--batch-size", type=int, default=16, help="fine-tune batch (default 16)")
     p.add_argument("--lr", type=float, default=3e-4, help="fine-tune learning rate (default 3e-4)")
     p.add_argument("--base-corpus", nargs="+", metavar="FILE",
@@ -50,6 +53,13 @@ Nothing is written unless the whole adaptation succeeds; the last line on stdout
     p.add_argument("--recluster", action="store_true",
                    help="re-run k-means over the old and new memory texts (default: each new text joins its "
                         "nearest old cluster)")
+    gate = p.add_mutually_exclusive_group()
+    gate.add_argument("--gate", type=float, metavar="MARGIN", default=None,
+                      help="a clip sees the domain's texts only when one of them is nearer to its embedding than "
+                           f"the base memory's best by this cosine margin (default: {GATE_MARGIN:g}, chosen on "
+                           "the dev split; see docs/adapt.md)")
+    gate.add_argument("--no-gate", action="store_true",
+                      help="every clip sees the domain's texts alike (the general clips then change too)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval", metavar="DIR", help="labelled folder to score before and after")
     p.add_argument("--no-check", action="store_true",
@@ -61,11 +71,13 @@ Nothing is written unless the whole adaptation succeeds; the last line on stdout
 
 
 def _run(args) -> int:
-    from ..adapt import AdaptConfig, adapt, describe
+    from ..adapt import adapt, describe
 
     config = AdaptConfig(out=args.out, model=args.model, texts=args.texts, corpus=args.corpus, labels=args.labels,
                          steps=args.steps, mix=args.mix, batch_size=args.batch_size, lr=args.lr,
-                         base_corpus=args.base_corpus, recluster=args.recluster, seed=args.seed,
+                         base_corpus=args.base_corpus, recluster=args.recluster,
+                         gate=None if args.no_gate else (GATE_MARGIN if args.gate is None else args.gate),
+                         seed=args.seed,
                          device=args.device, dtype=args.dtype)
     if args.eval_limit is not None and args.eval_limit < 1:
         raise ValueError(f"--eval-limit must be >= 1, got {args.eval_limit}")
