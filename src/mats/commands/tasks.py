@@ -25,7 +25,8 @@ the audio files inside (recursively, sorted). Long recordings are cut into the C
 pooled; --per-window gives one answer per window with start/end seconds instead.
 --events finds what happens when: events with start, end, kind ("sound" or "silence"), an answer
 and a confidence, where the CLAP's windows (one every --hop seconds) change; silence is an event of
-its own and is never captioned.
+its own and is never captioned. With --events the audio is streamed: memory stays the same whatever
+the length, and recordings of up to 6 hours are answered (MATS_MAX_STREAM_SECONDS changes it).
 
 Output formats:
   text   FILE<TAB>answer   (default)
@@ -36,7 +37,9 @@ Output formats:
   text   FILE [START-ENDs]<TAB>answer (or "(silence)"), one line per event; then, with more than
          one sound event, FILE<TAB>summary (the events in order)
   jsonl  {"file", "task", "events": [{"start", "end", "kind", "text", "tags", "confidence"}, ...],
-         "summary"}: the summary names the sound events in order
+         "summary"}: the summary names the sound events in order; a file whose data ends early
+         (truncated) gives the events before the damage, "stopped_at" (seconds) and "warning"
+         (also printed on stderr, whatever the format)
   csv    file,task,start,end,kind,text,tags,confidence,error (one row per event)
   srt    SubRip subtitles, one cue per sound event (one input file)
   vtt    WebVTT subtitles, likewise
@@ -308,6 +311,10 @@ def _print_events(file: str, args, writer, out: ResultsFile | None, events, erro
     else:
         row = {"file": file, "task": args.task, "events": [e.to_dict() for e in events],
                "summary": summarize(events)}
+        warning = getattr(events, "warning", None)
+        if warning:  # a truncated file: its events up to the damage, and where it stopped
+            row.update(stopped_at=round(events.stopped_at, 3), warning=warning)
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
     if out is not None:
         out.write(row)
     elif args.format == "jsonl":
