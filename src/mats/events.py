@@ -34,7 +34,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .decoding import Decoding
 
 __all__ = ["Event", "Events", "detect_events", "answer_events", "summarize", "check_hop", "to_srt", "to_vtt",
-           "DEFAULT_HOP", "DEFAULT_MIN_EVENT", "THRESHOLD", "SILENCE_DB", "SILENCE_FRAME", "PAGE_SECONDS", "CARRY_SECONDS"]
+           "DEFAULT_HOP", "DEFAULT_MIN_EVENT", "THRESHOLD", "SILENCE_DB", "SILENCE_FRAME", "PAGE_SECONDS",
+           "CARRY_SECONDS"]
 
 DEFAULT_HOP = 1.0  # seconds between window starts (and between candidate change points)
 DEFAULT_MIN_EVENT = 1.0  # seconds: no change point or silence cuts a shorter event (a short sound
