@@ -177,14 +177,16 @@ def _windows(a: int, b: int, clip: int, hop: int) -> list[tuple[int, int]]:
 def _change_points(embed: _Embedder, a: int, b: int, clip: int, hop: int, min_len: int,
                    threshold: float) -> list[int]:
     """Sample positions inside [a, b) where the window before and the window after differ most."""
-    times, scores = [], []
+    times = []
+    spans: list[tuple[int, int]] = []
     for t in range(a + hop, b, hop):
         span = min(clip, t - a, b - t)
         if span < min_len:
             continue
-        left, right = embed([(t - span, t), (t, t + span)])
         times.append(t)
-        scores.append(1.0 - float(left @ right))
+        spans += [(t - span, t), (t, t + span)]
+    emb = embed(spans)  # all at once: the CLAP runs full batches
+    scores = (1.0 - np.sum(emb[0::2] * emb[1::2], axis=1)).tolist()
     cuts: list[int] = []
     for i, (t, d) in enumerate(zip(times, scores, strict=True)):
         if d <= threshold:
