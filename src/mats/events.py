@@ -16,6 +16,11 @@ and, for sounds, an embedding that the model answers like any clip:
    windows, its confidence the mean cosine of those windows to that mean. Adjacent sound events whose
    embeddings are closer than ``threshold`` merge (they hear the same thing).
 
+The recording is streamed (:func:`mats.audio.stream_audio`) and cut into events a page
+(``PAGE_SECONDS``) at a time, so memory does not grow with its length; the longest recording is a
+duration (``mats.audio.MAX_STREAM_SECONDS``, six hours), not a memory budget. A file whose data ends
+early (truncated) gives the events before the damage, and :class:`Events` says where it stopped.
+
 :func:`answer_events` decodes every sound event's embedding through :meth:`mats.pipeline.MATS.run`, so
 an event's caption or tags are made exactly as the answer to a clip with that embedding.
 """
