@@ -20,13 +20,15 @@ events the per-event answers get right that the summary names in order.
 
 Speed and memory (``--lengths``, default 60 600 7200 s): a recording made by concatenating test-package
 recordings, written as 16 kHz PCM WAV to a temporary folder, answered by ``MATS.events`` in a fresh
-process: seconds to detect the events and to answer them, per minute of audio, and peak RSS
+process: seconds (wall and the process's CPU time) to detect the events and to answer them, per minute
+of audio, and peak RSS
 (the fresh process's VmHWM). Recordings longer than ``--answer-all-up-to`` seconds (default 600) have their events
 all detected but only the first ``--answer-first`` (default 40) sound events answered (a 2 h recording
 holds ~700 events, 10+ min of decoding on 2 shared cores); the JSON says so per row.
 
-    python benchmarks/long_audio.py [--n 20] [--splits dev test] [--lengths 60 600 7200]
+    python benchmarks/long_audio.py [--n 18] [--splits dev test] [--lengths 60 600 7200]
                                     [--out benchmarks/results/long_audio.json] [--plot FILE.png]
+    python benchmarks/long_audio.py --sweep 0.15 0.2 0.25 0.3 0.35   # choose mats.events.THRESHOLD on dev
 """
 
 from __future__ import annotations
@@ -230,17 +232,18 @@ path, answer_first = sys.argv[1], int(sys.argv[2])
 m = MATS.from_pretrained()
 decoding = m.decoding("caption")
 loaded, loaded_peak = mb("VmRSS"), mb("VmHWM")
-t = time.perf_counter()
+t, c = time.perf_counter(), time.process_time()
 events = detect_events(m.clap, path)
-detect = time.perf_counter() - t
+detect, detect_cpu = time.perf_counter() - t, time.process_time() - c
 detected = mb("VmRSS")
 sounds = [e for e in events if e.kind == "sound"]
 answered = sounds if answer_first < 0 else sounds[:answer_first]
-t = time.perf_counter()
+t, c = time.perf_counter(), time.process_time()
 answer_events(m, answered, decoding)
-answer = time.perf_counter() - t
+answer, answer_cpu = time.perf_counter() - t, time.process_time() - c
 print(json.dumps({"audio_seconds": events.seconds, "events": len(events), "sound_events": len(sounds),
                   "answered": len(answered), "detect_seconds": round(detect, 1), "answer_seconds": round(answer, 1),
+                  "detect_cpu_seconds": round(detect_cpu, 1), "answer_cpu_seconds": round(answer_cpu, 1),
                   "rss_after_load_mb": loaded, "peak_rss_after_load_mb": loaded_peak,
                   "rss_after_detect_mb": detected, "rss_at_end_mb": mb("VmRSS"), "peak_rss_mb": mb("VmHWM")}))
 """
@@ -275,6 +278,7 @@ def speed(lengths, answer_all_up_to: float, answer_first: int, tmp: Path, sr: in
         minutes = r["audio_seconds"] / 60
         r.update(length_seconds=seconds, file_mb=round(path.stat().st_size / 1e6, 1),
                  detect_seconds_per_minute=round(r["detect_seconds"] / minutes, 2),
+                 detect_cpu_seconds_per_minute=round(r["detect_cpu_seconds"] / minutes, 2),
                  answer_seconds_per_event=round(r["answer_seconds"] / max(1, r["answered"]), 2),
                  answered_subset=None if limit < 0 else f"first {limit} of {r['sound_events']} sound events")
         r["seconds_per_minute_all_answered"] = round((r["detect_seconds"] + r["answer_seconds_per_event"]
@@ -291,7 +295,8 @@ def plot(rows, out: str) -> None:
     import matplotlib.pyplot as plt
     minutes = [r["audio_seconds"] / 60 for r in rows]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    a.plot(minutes, [r["detect_seconds"] for r in rows], "o-", label="detect events")
+    a.plot(minutes, [r["detect_seconds"] for r in rows], "o-", label="detect events (wall)")
+    a.plot(minutes, [r["detect_cpu_seconds"] for r in rows], "^-", label="detect events (CPU time)")
     a.plot(minutes, [r["seconds_per_minute_all_answered"] * mi for r, mi in zip(rows, minutes, strict=True)], "s--",
            label="detect + answer all (answer time per event x events)")
     a.set(xscale="log", yscale="log", xlabel="recording (minutes)", ylabel="seconds", title="time vs length")
@@ -305,22 +310,64 @@ def plot(rows, out: str) -> None:
     fig.savefig(out, dpi=100)
 
 
+def sweep(thresholds, split: str, n: int, seed: int) -> list[dict]:
+    """Boundaries only (no decoding) of the ``split``'s recordings (the very ones ``quality`` builds) at
+    each change threshold of mats.events: recall (true boundaries found), events with both boundaries,
+    false boundaries and their F1 (2 found / (2 found + missed + false), the rule of events_threshold.py)."""
+    from events_threshold import CachedCLAP
+
+    from mats.clap.default import DefaultCLAP
+    from mats.events import detect_events
+    clap = CachedCLAP(DefaultCLAP())
+    sr = clap.sample_rate
+    clips = load_split(split, sr)
+    rng = np.random.default_rng(seed)
+    recordings = [build(clips, EVENT_COUNTS[i % len(EVENT_COUNTS)], sr, rng, quiet=i % 3 == 2) for i in range(n)]
+    rows = []
+    for th in thresholds:
+        total = found = bounded = events = false = sounds = 0
+        for wave, truth in recordings:
+            ev = detect_events(clap, wave, threshold=th)
+            duration = wave.size / sr
+            bounds = sorted({round(b, 3) for t in truth for b in (t["start"], t["end"])} - {0.0, round(duration, 3)})
+            cuts = [e.start for e in ev[1:]]
+            near = {b: any(abs(c - b) <= TOL for c in cuts) for b in bounds}
+            total, found = total + len(bounds), found + sum(near.values())
+            bounded += sum(near.get(round(t["start"], 3), True) and near.get(round(t["end"], 3), True) for t in truth)
+            events += len(truth)
+            false += sum(not any(abs(c - b) <= TOL for b in bounds) for c in cuts)
+            sounds += sum(e.kind == "sound" for e in ev)
+        rows.append({"threshold": th, "boundary_accuracy": round(found / total, 3),
+                     "events_with_both_boundaries": round(bounded / events, 3), "false_boundaries": false,
+                     "f1": round(2 * found / (2 * found + (total - found) + false), 3),
+                     "detected_sound_events_per_true_event": round(sounds / events, 3)})
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=20, help="recordings per split")
+    ap.add_argument("--n", type=int, default=18, help="recordings per split")
     ap.add_argument("--splits", nargs="*", default=["dev", "test"])
     ap.add_argument("--lengths", nargs="*", type=float, default=[60, 600, 7200])
     ap.add_argument("--answer-all-up-to", type=float, default=600)
     ap.add_argument("--answer-first", type=int, default=40)
     ap.add_argument("--seed", type=int, default=21)
+    ap.add_argument("--sweep", nargs="*", type=float,
+                    help="only sweep these change thresholds on dev (boundaries, no decoding), to choose one")
     ap.add_argument("--show", action="store_true", help="print each recording's answers (stderr)")
     ap.add_argument("--tmp", default="/dev/shm" if Path("/dev/shm").is_dir() else None)
     ap.add_argument("--out")
     ap.add_argument("--plot")
     args = ap.parse_args(argv)
+    if args.sweep:
+        return emit({"benchmark": "long_audio --sweep", "split": "dev", "recordings": args.n, "seed": args.seed,
+                     "tolerance_seconds": TOL, "sweep": sweep(args.sweep, "dev", args.n, args.seed)}, args.out)
+    from mats.events import ANSWER_BATCH, THRESHOLD
     from mats.pipeline import MATS
     result = {"benchmark": "long_audio", "seed": args.seed, "decoding": "caption (the task's defaults)",
-              "tolerance_seconds": TOL, "quality": {}, "speed": []}
+              "tolerance_seconds": TOL, "threshold": THRESHOLD,
+              "answer_batch": ANSWER_BATCH, "quality": {}, "speed": []}
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         if args.splits:
             m = MATS.from_pretrained()

@@ -40,15 +40,17 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["Event", "Events", "detect_events", "answer_events", "summarize", "check_hop", "to_srt", "to_vtt",
            "DEFAULT_HOP", "DEFAULT_MIN_EVENT", "THRESHOLD", "SILENCE_DB", "SILENCE_FRAME", "PAGE_SECONDS",
-           "CARRY_SECONDS"]
+           "CARRY_SECONDS", "ANSWER_BATCH"]
 
 DEFAULT_HOP = 1.0  # seconds between window starts (and between candidate change points)
 DEFAULT_MIN_EVENT = 1.0  # seconds: no change point or silence cuts a shorter event (a short sound
 # between two silences is still an event of its own)
 # Cosine distance between the windows either side of a time above which a new event starts (and below
-# which neighbours merge): the best boundary F1 of benchmarks/events_threshold.py, on recordings built
-# from the dev packages of the real sound split only (benchmarks/results/events_threshold.json).
-THRESHOLD = 0.3
+# which neighbours merge): the best boundary F1 on recordings built from the dev packages of the real
+# sound split only. First chosen (0.3) on three clips joined or 3 s apart (benchmarks/events_threshold.py);
+# then 0.25 on the issue's layout, 2-5 events joined, cross-faded or apart, some across 20-40 s of quiet
+# (benchmarks/long_audio.py --sweep; benchmarks/results/long_audio_threshold_dev.json).
+THRESHOLD = 0.25
 # The window of a CLAP known without loading it (DefaultCLAP.clip_seconds), so that the CLI refuses a bad
 # --hop before the model loads; other CLAPs are checked once loaded.
 CLAP_WINDOWS = {"yamnet-minilm": 10.0, "default": 10.0}
@@ -60,6 +62,10 @@ REFINE_SPAN = 2.0  # seconds either side of a cut when it is placed more finely
 # is analysed again with the next page. Memory is a page of audio (300 s at 16 kHz: 19 MB) whatever the length.
 PAGE_SECONDS = 300.0
 CARRY_SECONDS = 120.0
+# Events answered per decoding batch: the decoder's beams make a batch of 8 peak at 1.66 GB RSS against
+# 1.25 GB for 2 (16 real test clips, default caption decoding, one fresh process each); a long recording
+# has hundreds of events, and its answer should stay under 1.5 GB (docs/default-model.md, "Long recordings").
+ANSWER_BATCH = 2
 
 
 @dataclass
@@ -340,7 +346,7 @@ def _extend(out: list[Event], found: Sequence[Event], threshold: float) -> None:
             out.append(ev)
 
 
-def answer_events(mats, events: Sequence[Event], decoding: str | Decoding, batch_size: int = 8,
+def answer_events(mats, events: Sequence[Event], decoding: str | Decoding, batch_size: int = ANSWER_BATCH,
                   **options) -> list[Event]:
     """Fill ``text``/``tags`` (or ``error``) of every sound event by ``mats.run`` (a
     :class:`mats.pipeline.MATS`, which this module does not import: the pipeline imports it) on the

@@ -69,7 +69,9 @@ def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--show-retrieved", action="store_true",
                    help="also print the model's memory texts nearest to each clip, with their cosine: the "
                         "neighbours Santa mixes in (a retrieval-augmented model: the texts in its prompt)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="clips decoded together (default 8; with --events 2, which bounds the memory a long "
+                        "recording's many events take: see mats.events.ANSWER_BATCH)")
     add_batch_options(p)
     add_decoding(p)
     add_seed(p)
@@ -261,7 +263,7 @@ def _answer_files(args, decoding, files, out: ResultsFile | None) -> int:
     m = _load(args)
     failed = 0
     for r in m.run(files, decoding, question=args.question, per_window=args.per_window,
-                   pooled=not args.per_window, explain=args.show_retrieved, batch_size=args.batch_size,
+                   pooled=not args.per_window, explain=args.show_retrieved, batch_size=args.batch_size or 8,
                    progress=not args.quiet and (sys.stderr.isatty() or len(files) > 1)):
         failed += r.error is not None
         if out is not None:
@@ -287,7 +289,7 @@ def _answer_events(args, decoding, files, out: ResultsFile | None) -> int:
         for r in unreadable:
             _print_events(str(r.file), args, writer, out, None, r.error)
         return 1
-    from ..events import check_hop
+    from ..events import ANSWER_BATCH, check_hop
     m = _load(args)
     if args.hop is not None:
         check_hop(args.hop, m.clap.clip_seconds)
@@ -295,7 +297,7 @@ def _answer_events(args, decoding, files, out: ResultsFile | None) -> int:
     for f in files:
         try:
             events, error = m.events(f, decoding, hop=args.hop, min_event=args.min_event, question=args.question,
-                                     batch_size=args.batch_size), None
+                                     batch_size=args.batch_size or ANSWER_BATCH), None
         except Exception as e:  # noqa: BLE001 - one bad file must not stop the batch
             events, error = None, f"{type(e).__name__}: {e}"
         failed += error is not None or any(e.error for e in events or ())
