@@ -29,6 +29,7 @@ holds ~700 events, 10+ min of decoding on 2 shared cores); the JSON says so per 
     python benchmarks/long_audio.py [--n 18] [--splits dev test] [--lengths 60 600 7200]
                                     [--out benchmarks/results/long_audio.json] [--plot FILE.png]
     python benchmarks/long_audio.py --sweep 0.15 0.2 0.25 0.3 0.35   # choose mats.events.THRESHOLD on dev
+    python benchmarks/long_audio.py --batch-memory 8 2               # choose mats.events.ANSWER_BATCH
 """
 
 from __future__ import annotations
@@ -249,6 +250,36 @@ print(json.dumps({"audio_seconds": events.seconds, "events": len(events), "sound
 """
 
 
+# The decoder's memory by batch size (how mats.events.ANSWER_BATCH was chosen): ``n`` real test clips'
+# embeddings answered with the default caption decoding, ``batch`` at a time, in a fresh process.
+BATCH_MEMORY = r"""
+import json, sys, time
+from mats.data.sounds import fetch_sound_split, read_metadata
+from mats.pipeline import MATS
+def mb(key):
+    return round(int(dict(l.split(":", 1) for l in open("/proc/self/status"))[key].split()[0]) / 1024)
+batch, n = int(sys.argv[1]), int(sys.argv[2])
+m = MATS.from_pretrained()
+folder = fetch_sound_split("test")
+emb = m.embed_audio([folder / r["file"] for r in read_metadata(folder)[:n]])
+loaded, t = mb("VmHWM"), time.perf_counter()
+list(m.run(list(emb), "caption", batch_size=batch))
+print(json.dumps({"batch": batch, "clips": n, "peak_rss_before_mb": loaded, "peak_rss_mb": mb("VmHWM"),
+                  "seconds": round(time.perf_counter() - t, 1)}))
+"""
+
+
+def batch_memory(batches, n: int = 16) -> list[dict]:
+    rows = []
+    for b in batches:
+        p = subprocess.run([sys.executable, "-c", BATCH_MEMORY, str(b), str(n)], capture_output=True, text=True)
+        if p.returncode:
+            raise RuntimeError(f"batch {b}: {p.stderr.strip().splitlines()[-1]}")
+        rows.append(json.loads(p.stdout.strip().splitlines()[-1]))
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    return rows
+
+
 def long_file(path: Path, seconds: float, clips, sr: int, seed: int) -> None:
     """``seconds`` of test-package multi-event recordings back to back, written block by block."""
     import soundfile as sf
@@ -355,11 +386,15 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=21)
     ap.add_argument("--sweep", nargs="*", type=float,
                     help="only sweep these change thresholds on dev (boundaries, no decoding), to choose one")
+    ap.add_argument("--batch-memory", nargs="*", type=int,
+                    help="only measure the decoder's peak RSS answering 16 test clips at these batch sizes")
     ap.add_argument("--show", action="store_true", help="print each recording's answers (stderr)")
     ap.add_argument("--tmp", default="/dev/shm" if Path("/dev/shm").is_dir() else None)
     ap.add_argument("--out")
     ap.add_argument("--plot")
     args = ap.parse_args(argv)
+    if args.batch_memory:
+        return emit({"benchmark": "long_audio --batch-memory", "rows": batch_memory(args.batch_memory)}, args.out)
     if args.sweep:
         return emit({"benchmark": "long_audio --sweep", "split": "dev", "recordings": args.n, "seed": args.seed,
                      "tolerance_seconds": TOL, "sweep": sweep(args.sweep, "dev", args.n, args.seed)}, args.out)

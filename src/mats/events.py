@@ -62,9 +62,10 @@ REFINE_SPAN = 2.0  # seconds either side of a cut when it is placed more finely
 # is analysed again with the next page. Memory is a page of audio (300 s at 16 kHz: 19 MB) whatever the length.
 PAGE_SECONDS = 300.0
 CARRY_SECONDS = 120.0
-# Events answered per decoding batch: the decoder's beams make a batch of 8 peak at 1.66 GB RSS against
-# 1.25 GB for 2 (16 real test clips, default caption decoding, one fresh process each); a long recording
-# has hundreds of events, and its answer should stay under 1.5 GB (docs/default-model.md, "Long recordings").
+# Events answered per decoding batch: the decoder's beams make a batch of 8 peak at 1.69 GB RSS against
+# 1.24 GB for 2, in the same time (16 real test clips, default caption decoding, a fresh process each:
+# benchmarks/long_audio.py --batch-memory, benchmarks/results/long_audio_answer_batch.json); a long
+# recording has hundreds of events, and its answer should stay under 1.5 GB.
 ANSWER_BATCH = 2
 
 
