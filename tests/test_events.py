@@ -219,3 +219,43 @@ def test_cli_text_out_file_and_unreadable(monkeypatch, model, recording, tmp_pat
 
     rc, _, err = _cli(monkeypatch, None, ["caption", path, str(bad), "--events", "--format", "srt"])
     assert rc == 2 and "one audio file" in err
+
+
+def test_pages_give_the_events_of_the_whole_recording(monkeypatch, model, recording, found):
+    """The three-event recording analysed in pages of 12 s (carrying at most 8 s): the page ends cut
+    nothing that the one-piece analysis does not, and silence spanning a page end stays one event."""
+    from mats import events as ev
+    monkeypatch.setattr(ev, "CARRY_SECONDS", 8.0)
+    paged = ev.detect_events(model.clap, recording[0], page_seconds=12.0)
+    assert [e.kind for e in paged] == [e.kind for e in found]
+    for a, b in zip(paged, found, strict=True):
+        assert abs(a.start - b.start) <= 1.0 and abs(a.end - b.end) <= 1.0
+        if a.kind == "sound":
+            assert float(a.embedding @ b.embedding) > 0.9
+    assert paged.stopped_at is None and paged.warning is None
+    assert paged.seconds == pytest.approx(found[-1].end)
+    with pytest.raises(ValueError, match="page_seconds must be more than CARRY_SECONDS"):
+        ev.detect_events(model.clap, recording[0], page_seconds=8.0)
+
+
+def test_a_truncated_recording_gives_the_events_before_the_damage(monkeypatch, model, recording, tmp_path):
+    """The real three-event recording as FLAC, cut in the second clip: the first clip, the silence and
+    the start of the second are answered, and the run says at which second the data stopped."""
+    import soundfile as sf
+    path, spans = recording
+    wave, sr = sf.read(str(path), dtype="float32")
+    cut = tmp_path / "cut.flac"
+    sf.write(str(cut), wave, sr, format="FLAC")
+    data = cut.read_bytes()
+    cut.write_bytes(data[: int(len(data) * 0.6)])
+    events = model.events(cut, "caption")
+    assert events.stopped_at is not None and spans[1][0] < events.stopped_at < spans[2][0]
+    assert events[-1].end == pytest.approx(events.stopped_at)
+    assert f"stopped at {events.stopped_at:.1f} s" in events.warning
+    assert [e.kind for e in events][:3] == ["sound", "silence", "sound"] and events[0].text
+
+    rc, out, err = _cli(monkeypatch, model, ["caption", str(cut), "--events", "--format", "jsonl"])
+    row = json.loads(out)
+    assert rc == 0 and row["stopped_at"] == pytest.approx(events.stopped_at, abs=1e-3)
+    assert row["warning"] == events.warning and err.strip() == f"warning: {events.warning}"
+    assert [e["kind"] for e in row["events"]] == [e.kind for e in events]

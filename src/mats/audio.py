@@ -25,6 +25,13 @@ Policy, in one place so every backend (and the HTTP server) behaves the same:
 - Silent clips are valid input.
 - Windowing is deterministic: no random crop ever (the reference implementation's random crop at
   test time makes embeddings non-reproducible).
+- Streaming (:func:`stream_audio`, what long recordings are read with): the same checks and the same
+  samples, handed over in blocks at the target rate (polyphase resampling with each block's filter
+  context carried over), so memory is a block, not the file. The limit is then work, not memory: a
+  duration of at most :data:`MAX_STREAM_SECONDS` (six hours; ``$MATS_MAX_STREAM_SECONDS`` or the
+  ``max_seconds`` argument changes it). A file whose data ends before its header says (a truncated
+  download) is not refused: the stream ends where the good data ends and says so (``stopped_at``,
+  ``damage``).
 """
 
 from __future__ import annotations
@@ -44,7 +51,8 @@ import numpy as np
 __all__ = ["AudioError", "AudioInfo", "AUDIO_EXTENSIONS", "MIN_SAMPLE_RATE", "MAX_SAMPLE_RATE",
            "MAX_DECODED_SAMPLES", "MAX_ABS_AMPLITUDE", "MAX_NONFINITE_FRACTION", "decoded_samples_budget",
            "probe_audio", "load_audio", "resample", "split_windows", "expand_paths", "expand_audio_args",
-           "describe_os_error", "no_audio_files_error"]
+           "describe_os_error", "no_audio_files_error", "AudioStream", "stream_audio", "MAX_STREAM_SECONDS",
+           "max_stream_seconds"]
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".oga", ".opus", ".aiff", ".aif")
 MIN_SAMPLE_RATE = 1000
@@ -55,6 +63,11 @@ MAX_ABS_AMPLITUDE = 8.0
 # worst case (float64 copy for the resampler plus its output), so this stays under ~1 GB.
 MAX_DECODED_SAMPLES = 57_600_000
 BLOCK_FRAMES = 1 << 16  # frames decoded at a time; small enough to be cheap next to the mono copy
+# The longest recording stream_audio reads (events of long recordings): time, not memory, is the limit.
+MAX_STREAM_SECONDS = 6 * 3600.0
+# A file no longer than this is decoded and resampled in one piece by stream_audio, exactly as load_audio
+# does (bit-identical samples); longer ones are resampled block by block (equal up to float rounding).
+STREAM_WHOLE_SECONDS = 300.0
 
 
 class AudioError(ValueError):
@@ -394,6 +407,177 @@ def load_audio(src, sample_rate: int, max_seconds: float = 3600.0,
     if x.size / sr > max_seconds:
         raise AudioError(f"{what}: {x.size / sr:.1f} s long, more than the limit of {max_seconds:g} s")
     return resample(x, sr, sample_rate)
+
+
+def max_stream_seconds(max_seconds: float | None = None) -> float:
+    """The longest recording :func:`stream_audio` reads: the argument, else ``$MATS_MAX_STREAM_SECONDS``,
+    else :data:`MAX_STREAM_SECONDS`."""
+    if max_seconds is None:
+        env = os.environ.get("MATS_MAX_STREAM_SECONDS", "").strip()
+        if not env:
+            return MAX_STREAM_SECONDS
+        try:
+            max_seconds = float(env)
+        except ValueError:
+            raise AudioError(f"MATS_MAX_STREAM_SECONDS={env!r} is not a number of seconds") from None
+    max_seconds = float(max_seconds)
+    if not math.isfinite(max_seconds) or max_seconds <= 0:
+        raise AudioError(f"the longest streamed recording must be a positive number of seconds, got {max_seconds:g}")
+    return max_seconds
+
+
+class _BlockResampler:
+    """``resample`` of a signal handed over in blocks: each call returns the output samples whose
+    polyphase filter lies inside the input seen so far. Every segment starts at a multiple of
+    ``down`` input samples, so its outputs fall on the whole signal's output grid with the same
+    filter taps; the result equals ``resample`` of the whole signal up to float rounding."""
+
+    def __init__(self, sr_in: int, sr_out: int):
+        g = math.gcd(int(sr_in), int(sr_out))
+        self.up, self.down = int(sr_out) // g, int(sr_in) // g
+        half_len = 10 * max(self.up, self.down)  # resample_poly's default filter half length (up-sampled)
+        self.context = half_len // self.up + 2  # input samples either side an output depends on
+        self.buf = np.zeros(0, np.float32)
+        self.buf_start = 0  # input index of buf[0]
+        self.seen = 0  # input samples handed over
+        self.done = 0  # output samples returned
+
+    def __call__(self, x: np.ndarray, final: bool = False) -> np.ndarray:
+        from scipy.signal import resample_poly
+        self.buf = np.concatenate([self.buf, np.asarray(x, np.float32)])
+        self.seen += len(x)
+        if final:
+            end = -(-self.seen * self.up // self.down)
+        else:
+            end = max(self.done, (self.seen - self.context) * self.up // self.down)
+        if end <= self.done:
+            return np.zeros(0, np.float32)
+        first_input = self.done * self.down // self.up
+        s0 = max(0, (first_input - self.context) // self.down * self.down)
+        s0 = max(s0, self.buf_start)
+        y = resample_poly(self.buf[s0 - self.buf_start:].astype(np.float64), self.up, self.down)
+        offset = s0 * self.up // self.down
+        out = y[self.done - offset:end - offset].astype(np.float32)
+        self.done = end
+        # keep only what the next outputs can reach back to
+        keep = max(self.buf_start, (self.done * self.down // self.up - self.context) // self.down * self.down)
+        self.buf, self.buf_start = self.buf[keep - self.buf_start:], keep
+        return out
+
+
+class AudioStream:
+    """A recording as float32 mono blocks at ``sample_rate`` (iterate once). ``info``: its header (None for
+    a waveform given in memory). Once iterated: ``seconds`` read; when the data ended before the header
+    said (a truncated file), ``stopped_at`` (the seconds of good audio) and ``damage`` (why, in words)."""
+
+    def __init__(self, blocks, sample_rate: int, what: str, info: AudioInfo | None = None):
+        self._blocks, self.sample_rate, self.what, self.info = blocks, sample_rate, what, info
+        self.samples = 0
+        self.stopped_at: float | None = None
+        self.damage: str | None = None
+
+    def __iter__(self):
+        for block in self._blocks(self):
+            self.samples += block.size
+            yield block
+
+    @property
+    def seconds(self) -> float:
+        return self.samples / self.sample_rate
+
+
+def stream_audio(src, sample_rate: int, max_seconds: float | None = None,
+                 max_decoded_samples: int | None = None, block_frames: int = BLOCK_FRAMES) -> AudioStream:
+    """What :func:`load_audio` returns, handed over in blocks (see the module's "Streaming"); nothing is
+    decoded before the first block is asked for. ``max_seconds``: :func:`max_stream_seconds`;
+    ``max_decoded_samples`` (optional) also bounds ``frames x channels`` and the resampled length.
+    Refused with :class:`AudioError` from the header, as :func:`load_audio` refuses; damage found while
+    decoding ends the stream early instead (``stopped_at``, ``damage``), and a stream with no good sample
+    before the damage is refused."""
+    sample_rate = _check_rate(sample_rate, "target")
+    limit = max_stream_seconds(max_seconds)
+    if not (isinstance(src, (str, os.PathLike)) or _is_file_like(src)):
+        wave = load_audio(src, sample_rate, max_seconds=limit)  # already in memory: nothing to stream
+        return AudioStream(lambda stream: iter([wave]), sample_rate, "waveform")
+    target, what = _source(src)
+    sf_info, info = _header(target, what)
+    if info.duration > limit:
+        raise AudioError(f"{what}: {info.duration:.1f} s long, more than the limit of {limit:g} s for a streamed "
+                         "recording; split it or raise MATS_MAX_STREAM_SECONDS")
+    out_samples = math.ceil(info.frames * sample_rate / info.samplerate)
+    if max_decoded_samples is not None and max(info.decoded_samples, out_samples) > max_decoded_samples:
+        raise AudioError(f"{what}: too large: {info.frames} frames x {info.channels} channels at {info.samplerate} Hz "
+                         f"({info.duration:.1f} s) is {max(info.decoded_samples, out_samples):,} samples, more than "
+                         f"the budget of {max_decoded_samples:,}")
+    try:
+        _check_truncation(sf_info, what)
+        cut = None
+    except AudioError as e:
+        cut = str(e).split(": ", 1)[1]
+
+    def blocks(stream: AudioStream):
+        yield from _stream_blocks(target, what, info, sample_rate, block_frames, stream)
+        if cut and not stream.damage:
+            stream.damage = cut
+        if stream.damage:
+            stream.stopped_at = stream.samples / sample_rate
+            if not stream.samples:
+                raise AudioError(f"{what}: no audio could be read before the damage ({stream.damage})")
+    return AudioStream(blocks, sample_rate, what, info)
+
+
+def _stream_blocks(target, what: str, info: AudioInfo, sample_rate: int, block_frames: int, stream: AudioStream):
+    import soundfile as sf
+    sr = info.samplerate
+    whole = info.duration <= STREAM_WHOLE_SECONDS
+    if whole and "MPEG" in info.format:
+        block_frames = info.frames  # one piece, as load_audio reads it (MPEG rounds by read size)
+    resampler = None if sr == sample_rate or whole else _BlockResampler(sr, sample_rate)
+    held: list[np.ndarray] = []  # a short file's blocks, resampled at once as load_audio does
+    pos = bad = 0
+    if hasattr(target, "seek"):
+        target.seek(0)
+    try:
+        with sf.SoundFile(target if hasattr(target, "read") else _fs_name(target)) as f:
+            if f.seekable():
+                f.seek(0)
+            while pos < info.frames:
+                block = f.read(min(block_frames, info.frames - pos), dtype="float32", always_2d=True)
+                if len(block) == 0:
+                    break
+                mono = _mix(block)
+                pos += len(block)
+                unusable = ~np.isfinite(mono)
+                bad += int(unusable.sum())
+                if bad > MAX_NONFINITE_FRACTION * info.frames:
+                    raise AudioError(f"{what}: more than {MAX_NONFINITE_FRACTION:.0%} of its samples are NaN, "
+                                     f"infinite or beyond +-{MAX_ABS_AMPLITUDE:g}; the file is damaged")
+                if unusable.any():
+                    mono = np.where(unusable, 0.0, mono).astype(np.float32)
+                if whole:
+                    held.append(mono)
+                elif resampler is None:
+                    yield mono
+                else:
+                    out = resampler(mono)
+                    if out.size:
+                        yield out
+    except AudioError:
+        raise
+    except Exception as e:  # noqa: BLE001 - damage mid-stream: what came before it is kept
+        stream.damage = f"decoding failed ({_one_line(e)}); the file is damaged or truncated"
+    if whole and held:
+        yield resample(np.concatenate(held), sr, sample_rate)
+    elif resampler is not None:
+        out = resampler(np.zeros(0, np.float32), final=True)
+        if out.size:
+            yield out
+    slack = 0
+    if "MPEG" in info.format:
+        slack = max(2304, info.frames // 100) if _mpeg_count_is_exact(target) else info.frames
+    if pos < info.frames - slack and stream.damage is None:
+        stream.damage = (f"truncated: the header promises {info.frames} frames but the data holds only {pos} "
+                         f"({100 * pos / info.frames:.0f} %)")
 
 
 def split_windows(wave: np.ndarray, sample_rate: int, clip_seconds: float,

@@ -109,5 +109,11 @@ def render_model_card(name: str, config: dict, santa=None, has_shift: bool = Fal
     L += ["", "## Use", "", "```python", "from mats import MATS",
           "m = MATS.from_pretrained(\"THIS_FOLDER\")", "m.caption([\"clip.wav\"])", "```", "",
           "Limits: the model knows what its CLAP can tell apart and its corpus describes; fine-grained "
-          "questions (counts, pitch, timing) are beyond a single pooled CLAP embedding.", ""]
+          "questions (counts, pitch, timing) are beyond a single pooled CLAP embedding. "
+          "Long recordings: `--events` (`MATS.events`) cuts a recording where its CLAP windows change and "
+          "answers each event alone; the summary then names the events in order, but only as well as each "
+          "event's own answer names it, it says nothing of how the events relate, it merges two sounds that "
+          "overlap in time into one event, and boundaries are placed to about a second. The whole-recording "
+          "caption (windows averaged) names one event at most. Measured figures: docs/default-model.md, "
+          "\"Long recordings\".", ""]
     return "\n".join(L)

@@ -25,7 +25,8 @@ the audio files inside (recursively, sorted). Long recordings are cut into the C
 pooled; --per-window gives one answer per window with start/end seconds instead.
 --events finds what happens when: events with start, end, kind ("sound" or "silence"), an answer
 and a confidence, where the CLAP's windows (one every --hop seconds) change; silence is an event of
-its own and is never captioned.
+its own and is never captioned. With --events the audio is streamed: memory stays the same whatever
+the length, and recordings of up to 6 hours are answered (MATS_MAX_STREAM_SECONDS changes it).
 
 Output formats:
   text   FILE<TAB>answer   (default)
@@ -36,7 +37,9 @@ Output formats:
   text   FILE [START-ENDs]<TAB>answer (or "(silence)"), one line per event; then, with more than
          one sound event, FILE<TAB>summary (the events in order)
   jsonl  {"file", "task", "events": [{"start", "end", "kind", "text", "tags", "confidence"}, ...],
-         "summary"}: the summary names the sound events in order
+         "summary"}: the summary names the sound events in order; a file whose data ends early
+         (truncated) gives the events before the damage, "stopped_at" (seconds) and "warning"
+         (also printed on stderr, whatever the format)
   csv    file,task,start,end,kind,text,tags,confidence,error (one row per event)
   srt    SubRip subtitles, one cue per sound event (one input file)
   vtt    WebVTT subtitles, likewise
@@ -66,7 +69,9 @@ def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--show-retrieved", action="store_true",
                    help="also print the model's memory texts nearest to each clip, with their cosine: the "
                         "neighbours Santa mixes in (a retrieval-augmented model: the texts in its prompt)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="clips decoded together (default 8; with --events 2, which bounds the memory a long "
+                        "recording's many events take: see mats.events.ANSWER_BATCH)")
     add_batch_options(p)
     add_decoding(p)
     add_seed(p)
@@ -258,7 +263,7 @@ def _answer_files(args, decoding, files, out: ResultsFile | None) -> int:
     m = _load(args)
     failed = 0
     for r in m.run(files, decoding, question=args.question, per_window=args.per_window,
-                   pooled=not args.per_window, explain=args.show_retrieved, batch_size=args.batch_size,
+                   pooled=not args.per_window, explain=args.show_retrieved, batch_size=args.batch_size or 8,
                    progress=not args.quiet and (sys.stderr.isatty() or len(files) > 1)):
         failed += r.error is not None
         if out is not None:
@@ -284,7 +289,7 @@ def _answer_events(args, decoding, files, out: ResultsFile | None) -> int:
         for r in unreadable:
             _print_events(str(r.file), args, writer, out, None, r.error)
         return 1
-    from ..events import check_hop
+    from ..events import ANSWER_BATCH, check_hop
     m = _load(args)
     if args.hop is not None:
         check_hop(args.hop, m.clap.clip_seconds)
@@ -292,7 +297,7 @@ def _answer_events(args, decoding, files, out: ResultsFile | None) -> int:
     for f in files:
         try:
             events, error = m.events(f, decoding, hop=args.hop, min_event=args.min_event, question=args.question,
-                                     batch_size=args.batch_size), None
+                                     batch_size=args.batch_size or ANSWER_BATCH), None
         except Exception as e:  # noqa: BLE001 - one bad file must not stop the batch
             events, error = None, f"{type(e).__name__}: {e}"
         failed += error is not None or any(e.error for e in events or ())
@@ -308,6 +313,10 @@ def _print_events(file: str, args, writer, out: ResultsFile | None, events, erro
     else:
         row = {"file": file, "task": args.task, "events": [e.to_dict() for e in events],
                "summary": summarize(events)}
+        warning = getattr(events, "warning", None)
+        if warning:  # a truncated file: its events up to the damage, and where it stopped
+            row.update(stopped_at=round(events.stopped_at, 3), warning=warning)
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
     if out is not None:
         out.write(row)
     elif args.format == "jsonl":
