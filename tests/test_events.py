@@ -77,6 +77,29 @@ def test_event_answer_is_the_run_loops_answer_on_its_embedding(model, found):
     assert [r.text for r in runs] == [e.text for e in sounds]
 
 
+def test_a_client_that_went_away_stops_the_work(model, recording, monkeypatch):
+    """``cancelled`` is asked while the audio is read and before each event is decoded: once it says
+    yes, MATS.events raises Cancelled and decodes nothing more."""
+    from mats.pipeline import Cancelled
+    decoded = []
+    real = model._generate
+    monkeypatch.setattr(model, "_generate", lambda *a, **k: decoded.append(1) or real(*a, **k))
+    with pytest.raises(Cancelled):  # gone before the first block: nothing read, nothing decoded
+        model.events(recording[0], "caption", cancelled=lambda: True)
+    assert decoded == []
+    asked = []
+
+    def gone_once_detected() -> bool:  # yes from the first question of the answering stage on
+        asked.append(1)
+        return len(asked) > blocks
+
+    from mats.audio import stream_audio
+    blocks = sum(1 for _ in stream_audio(recording[0], model.clap.sample_rate))
+    with pytest.raises(Cancelled):
+        model.events(recording[0], "caption", cancelled=gone_once_detected)
+    assert decoded == [] and len(asked) > blocks
+
+
 def test_all_silence_is_one_silence_event(model, tmp_path):
     import soundfile as sf
     path = tmp_path / "quiet.wav"

@@ -325,7 +325,7 @@ class MATS:
 
     def events(self, audio, decoding: str | Decoding, hop: float | None = None, min_event: float | None = None,
                question: str | None = None, batch_size: int | None = None, max_decoded_samples: int | None = None,
-               max_seconds: float | None = None, **options) -> list:
+               max_seconds: float | None = None, cancelled: Callable[[], bool] | None = None, **options) -> list:
         """The events of one recording (:mod:`mats.events`), each sound event answered by :meth:`run` on its
         embedding with one ``decoding``; silence events carry no answer. ``hop``/``min_event``: seconds
         (defaults ``mats.events.DEFAULT_HOP``/``DEFAULT_MIN_EVENT``); ``mats.events.summarize`` of the
@@ -333,12 +333,15 @@ class MATS:
         ``max_seconds``: the longest recording (default ``mats.audio.MAX_STREAM_SECONDS``). Returns a
         :class:`mats.events.Events` (a list): a truncated file gives the events before the damage, with
         ``stopped_at`` and ``warning`` saying where it stopped. ``batch_size``: events decoded together
-        (default ``mats.events.ANSWER_BATCH``, which bounds the decoder's memory)."""
+        (default ``mats.events.ANSWER_BATCH``, which bounds the decoder's memory). ``cancelled`` (a
+        server's client that went away) is asked between blocks of audio and before each event is
+        decoded; when it says yes, :class:`Cancelled` is raised and no more work is done."""
         from .events import ANSWER_BATCH, answer_events, detect_events
         decoding = self.decoding(decoding, **options)
         found = detect_events(self.clap, audio, hop=hop, min_event=min_event, max_decoded_samples=max_decoded_samples,
-                              max_seconds=max_seconds)
-        return answer_events(self, found, decoding, batch_size=batch_size or ANSWER_BATCH, question=question)
+                              max_seconds=max_seconds, cancelled=cancelled)
+        return answer_events(self, found, decoding, batch_size=batch_size or ANSWER_BATCH, question=question,
+                             cancelled=cancelled)
 
     def _run_chunk(self, chunk: Sequence[Item], decoding: Decoding, per_window: bool, pooled: bool, top_k: int,
                    batch_size: int, max_decoded_samples: int | None, streamer=None) -> list[Result]:

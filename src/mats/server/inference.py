@@ -126,7 +126,7 @@ def _generate(model: MATS, key: GenerateKey, items: Sequence[GenerateItem], max_
 def _events(model: MATS, key: GenerateKey, item: GenerateItem, max_batch: int, budget: int):
     """One recording's events through :meth:`MATS.events` under the server's decoded-size budget; the
     answer's text is the summary that names the sound events in order."""
-    from ..events import summarize
+    from ..events import ANSWER_BATCH, summarize
     from ..pipeline import Cancelled
 
     if item.gone is not None and item.gone():  # withdrawn while it waited: nothing is read
@@ -134,7 +134,8 @@ def _events(model: MATS, key: GenerateKey, item: GenerateItem, max_batch: int, b
     hop, min_event = key.events
     try:
         found = model.events(item.path, key.decoding, hop=hop, min_event=min_event, question=item.question,
-                             batch_size=max_batch, max_decoded_samples=budget)
+                             batch_size=min(max_batch, ANSWER_BATCH), max_decoded_samples=budget,
+                             cancelled=item.gone)
     except Exception as e:  # noqa: BLE001 - by kind: bad audio 400, else 500
         return _failure(item, e)
     for e in found:
