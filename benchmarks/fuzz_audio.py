@@ -201,7 +201,8 @@ def mutate_corpus(data: bytes, r: random.Random) -> bytes:
         elif op < 0.8:
             d = d.replace(b'"task"', r.choice((b'"tsak"', b'"task": 1, "x"', b'"text"')))
         elif op < 0.9:
-            d = d.replace(b'"answer": "', b'"answer": ' + r.choice((b"1e999", b"null", b"[]", b'""', b"{}")) + b', "y": "')
+            junk = r.choice((b"1e999", b"null", b"[]", b'""', b"{}"))
+            d = d.replace(b'"answer": "', b'"answer": ' + junk + b', "y": "')
         elif d:
             i = r.randrange(len(d))
             d[i:i] = r.choice((b"{", b"}", b'"', b"\\", b",", b"NaN", b"\t"))

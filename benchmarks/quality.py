@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"model {name} uses another CLAP ({m.clap.fingerprint()}); the models of one table "
                      "must share the CLAP (the audio is embedded once)")
 
-    summary: dict = {"dtype": args.dtype or "default", "models": {name: {"folder": str(folder), "retrieval_k": loaded[name].model.config.retrieval.k}
+    summary: dict = {"dtype": args.dtype or "default",
+                     "models": {name: {"folder": str(folder), "retrieval_k": loaded[name].model.config.retrieval.k}
                                 for name, folder in models.items()},
                      "clap": first.clap.name, "candidates": CANDIDATES, "splits": {}}
     for split in splits:
@@ -201,15 +202,15 @@ def markdown(summary: dict) -> str:
              *cells(lambda sp, t: pct(sp["zero_shot_accuracy"]))]]
     for k in (1, 5):
         rows.append([f"CLAP zero-shot among the AudioSet class names, top-{k} (reference)",
-                     *cells(lambda sp, t: pct(_top_k(sp, k)))])
+                     *cells(lambda sp, t, k=k: pct(_top_k(sp, k)))])
     for name, info in summary["models"].items():
         label = f"{name} (retrieval k={info['retrieval_k']})" if info["retrieval_k"] else name
         rows.append([f"{label}: nearest Santa-bank text, no decoder (reference)",
-                     *cells(lambda sp, t: pct(sp["models"][name]["nearest_bank_text_accuracy"]))])
+                     *cells(lambda sp, t, name=name: pct(sp["models"][name]["nearest_bank_text_accuracy"]))])
         bridges = list(next(iter(summary["splits"].values()))["models"][name]["bridges"])
         for bridge in bridges:
             rows.append([f"{label}: {bridge}", *cells(
-                lambda sp, t: " / ".join(pct(sp["models"][name]["bridges"][bridge][t][b])
+                lambda sp, t, name=name, bridge=bridge: " / ".join(pct(sp["models"][name]["bridges"][bridge][t][b])
                                          for b in ("rerank", "top_beam")))])
     lines = [f"Keyword accuracy (%) on real recorded sounds split by Debian package; CLAP {summary['clap']}. "
              f"Model rows: rerank / top beam ({summary['candidates']} beams per clip; rerank is the CLAP's "
@@ -238,7 +239,7 @@ def plot(summary: dict, png: Path) -> None:
     splits = list(summary["splits"])
     names = list(summary["models"])
     fig, axes = plt.subplots(1, len(splits), figsize=(5.5 * len(splits), 3.8), dpi=120, sharey=True, squeeze=False)
-    for ax, split in zip(axes[0], splits):
+    for ax, split in zip(axes[0], splits, strict=True):
         sp = summary["splits"][split]
         bridges = list(sp["models"][names[0]]["bridges"])
         x = np.arange(len(bridges))

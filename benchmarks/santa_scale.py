@@ -34,7 +34,6 @@ import statistics
 import time
 
 import numpy as np
-
 from _output import emit  # benchmarks/ is on sys.path when a script runs
 
 D = 384
@@ -85,7 +84,7 @@ def per_query_ms(fn, queries: np.ndarray) -> tuple[float, list[np.ndarray]]:
 
 def recall(found: list[np.ndarray], truth: np.ndarray) -> float:
     return round(float(np.mean([len(set(f.ravel().tolist()) & set(t.tolist())) / len(t)
-                                for f, t in zip(found, truth)])), 4)
+                                for f, t in zip(found, truth, strict=True)])), 4)
 
 
 def run_one(kind: str, size: int, n_queries: int, nprobes: list[int], seed: int) -> dict:
@@ -121,7 +120,7 @@ def run_one(kind: str, size: int, n_queries: int, nprobes: list[int], seed: int)
         mem.config.auto_nprobe = nprobe
         ms, found = per_query_ms(lambda q: mem.retrieve_indices(q, search="auto")[0], queries)
         row["auto"].append({"nprobe": nprobe, "ms_per_query": ms, "recall": recall(found, truth)})
-    del mem
+    mem = None  # free it before the next size (the lambdas above are done with it)
     torch.set_num_threads(torch.get_num_threads())
     return row
 

@@ -51,9 +51,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
-
 from _output import emit  # benchmarks/ is on sys.path when a script runs
+from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -121,8 +120,8 @@ def shape_tokenizer():
     try:
         from transformers import AutoTokenizer
 
-        from mats.llm import _gguf_cache_dir, resolve_llm
         from mats import store
+        from mats.llm import _gguf_cache_dir, resolve_llm
         if store.is_cached("smollm2-135m-instruct"):
             folder, gguf = resolve_llm("smollm2-135m-instruct")
             if gguf is not None:
@@ -353,7 +352,8 @@ def run_mats_variants(setup: Setup, batches, n_warmup: int, tcfg) -> dict[str, d
     """The real step in each variant, timed round-robin step by step (same batches, same machine
     state), so the ratios between them are fair on a shared machine."""
     variants = mats_variants(setup)
-    built = {name: build_mats_step(setup, answer_only, prec, tcfg, trainer) for name, answer_only, prec, _, trainer in variants}
+    built = {name: build_mats_step(setup, answer_only, prec, tcfg, trainer)
+             for name, answer_only, prec, _, trainer in variants}
     regrouped = bucketed(batches)
     data = {name: regrouped if buck else batches for name, _, _, buck, _ in variants}
     times = {name: [] for name in built}
@@ -433,7 +433,7 @@ def run_plain(setup: Setup, batches, n_warmup: int, tcfg) -> dict:
         rest_ids = torch.full((len(reqs), width), tok.pad_token_id, dtype=torch.long)
         lab = torch.full((len(reqs), len(befores[0]) + m.prefix_length + width), -100, dtype=torch.long)
         mask = torch.zeros(lab.shape, dtype=torch.long)
-        for i, (r, lb) in enumerate(zip(rests, labels)):
+        for i, (r, lb) in enumerate(zip(rests, labels, strict=True)):
             rest_ids[i, :len(r)] = torch.tensor(r)
             lab[i, len(befores[0]) + m.prefix_length:][:len(lb)] = torch.tensor(lb)
             mask[i, :len(befores[0]) + m.prefix_length + len(r)] = 1
@@ -465,7 +465,7 @@ def run_plain(setup: Setup, batches, n_warmup: int, tcfg) -> dict:
     for k in stats:
         stats[k] = stats[k][n_warmup:]
     n_trainable = sum(p.numel() for p in params)
-    del llm, mapper, opt, prepared
+    llm = mapper = opt = prepared = None  # free them before the next variant (step() is done with them)
     return _result("plain", times, batches, stats, n_trainable, setup.device)
 
 
