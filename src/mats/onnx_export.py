@@ -40,13 +40,16 @@ from pathlib import Path
 
 from . import store
 
-__all__ = ["EXPORT_VERSION", "Unsupported", "export_key", "export_model", "ensure_exported",
-           "check_export", "DamagedExport"]
+__all__ = ["EXPORT_VERSION", "Unsupported", "DamagedExport", "export_key", "export_model", "ensure_exported",
+           "check_export", "supported_llm", "decoder_module"]
 
 # bump when the graphs, the manifest or the key change, so that old exports are not read
 EXPORT_VERSION = "1"
 MANIFEST = "manifest.json"
 _CONTENT = "\x00mats-user-content\x00"  # stands for the user turn while the chat template is rendered
+
+
+SUPPORTED_TYPES = ("llama",)  # what the decoder graph computes (and the tests check)
 
 
 class Unsupported(ValueError):
@@ -100,39 +103,37 @@ def check_export(out: Path, key: str | None) -> dict:
     return manifest
 
 
-def ensure_exported(folder: Path, llm_spec: str, out: Path | None = None, note=None) -> Path:
-    """The folder holding a verified export of the model folder ``folder``: ``folder/onnx`` when it
-    holds one of this very model, else the cache entry, exported now when missing. A damaged or
-    foreign export in the cache is reported in one line (``note``, default stderr) and exported again."""
+def ensure_exported(folder: Path, llm_spec: str, out: Path | None = None, note=None) -> tuple[Path, dict]:
+    """(folder, manifest) of a verified export of the model folder ``folder``: ``folder/onnx`` when it
+    holds one of this very model, else ``out`` or the cache entry, exported now when missing. A damaged
+    or foreign export there is reported in one line (``note``, default stderr) and exported again."""
     note = note or (lambda line: print(f"mats: {line}", file=sys.stderr))
     folder = Path(folder)
     key = export_key(folder, llm_spec)
     if out is None and (folder / "onnx" / MANIFEST).is_file():
         try:
-            check_export(folder / "onnx", key)
-            return folder / "onnx"
+            return folder / "onnx", check_export(folder / "onnx", key)
         except DamagedExport as e:
             note(f"{e}; using the cache instead")
     target = Path(out) if out is not None else cache_dir(key)
     if (target / MANIFEST).exists():
         try:
-            check_export(target, key)
-            return target
+            return target, check_export(target, key)
         except DamagedExport as e:
             note(f"{e}; exporting again")
     start = time.perf_counter()
     note(f"exporting {folder.name} to ONNX Runtime graphs in {target} (once)")
-    export_model(folder, target, key)
+    manifest = export_model(folder, target, key)
     note(f"ONNX export done in {time.perf_counter() - start:.1f} s")
-    return target
+    return target, manifest
 
 
 # -- the export --------------------------------------------------------------------------------------
 
 def export_model(folder: Path, out: Path, key: str | None = None) -> dict:
     """Export the model folder ``folder`` into ``out`` (replaced whole, atomically). Returns the manifest."""
-    from .model import MATSModel, ModelConfig
     from .config import from_dict, read_model_config
+    from .model import MATSModel, ModelConfig
 
     folder, out = Path(folder), Path(out)
     raw = read_model_config(folder)
@@ -160,17 +161,32 @@ def _complete(out: Path, key: str) -> bool:
         return False
 
 
+def supported_llm(llm_spec: str) -> str | None:
+    """Why the ONNX path cannot serve the LLM ``llm_spec``, read from its config.json without loading it;
+    None when it can or when that is only known once it is loaded (a GGUF file not yet de-quantised)."""
+    from .llm import resolve_llm
+
+    folder, gguf = resolve_llm(llm_spec)
+    config = folder / "config.json" if gguf is None else None
+    if config is None or not config.is_file():
+        return None
+    try:
+        model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError):
+        return None
+    if model_type not in SUPPORTED_TYPES:
+        return f"the ONNX path serves Llama-family LLMs; {model_type!r} is not one"
+    return None
+
+
 def check_supported(llm) -> None:
     """Raise :class:`Unsupported` unless ``llm`` is a Llama-family causal LM the decoder graph computes."""
     cfg = llm.config
-    if getattr(cfg, "model_type", None) not in ("llama", "mistral", "qwen2") or not hasattr(llm, "model"):
+    if getattr(cfg, "model_type", None) not in SUPPORTED_TYPES or not hasattr(llm, "model"):
         raise Unsupported(f"the ONNX path serves Llama-family LLMs; {getattr(cfg, 'model_type', '?')!r} is not one")
     rope = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {}
     if rope.get("rope_type", "default") not in ("default", "llama3", "linear"):
         raise Unsupported(f"rope type {rope.get('rope_type')!r} is not exported (position-dependent scaling)")
-    if getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", True) \
-            and cfg.model_type != "llama":
-        raise Unsupported("sliding-window attention is not exported")
     if getattr(cfg, "hidden_act", "silu") != "silu":
         raise Unsupported(f"activation {cfg.hidden_act!r} is not exported")
 
@@ -377,7 +393,6 @@ def _export_mapper(mapper, clap_dim: int, path: Path) -> None:
 
 def minilm_module(path: Path | None = None):
     """(torch module: input_ids, attention_mask, token_type_ids -> mean-pooled states, tokenizer)."""
-    import torch
     from torch import nn
     from transformers import AutoModel, AutoTokenizer
 
