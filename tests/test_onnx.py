@@ -1,0 +1,212 @@
+"""The ONNX Runtime path (mats.onnx_export, mats.onnx_engine, mats.onnx_decoding, mats.runtimes).
+
+The tiny Llama of tests/tiny.py for the plumbing (its graphs against the torch modules, the KV cache,
+beams against transformers' generate, the cache of exports), the real default model for the golden clips.
+Tolerances: the graphs compute in fp32 with other kernels and another operation order than torch, so
+logits and KV tensors are compared to 1e-4 (absolute, on values of order 1-10); tokens must be equal.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mats import onnx_export, runtimes
+from mats.pipeline import MATS
+
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    """One MATS_HOME for the module: the tiny model is exported once."""
+    mp = pytest.MonkeyPatch()
+    path = tmp_path_factory.mktemp("onnx-home")
+    mp.setenv("MATS_HOME", str(path))
+    yield path
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def exported(home, tiny_model):
+    from mats.config import read_model_config
+
+    llm = read_model_config(tiny_model)["model"]["llm"]
+    return onnx_export.ensure_exported(tiny_model, llm, note=lambda line: None)
+
+
+@pytest.fixture(scope="module")
+def pair(exported, tiny_model):
+    """The tiny model on torch and on ONNX Runtime."""
+    return MATS.from_pretrained(tiny_model, runtime="torch"), MATS.from_pretrained(tiny_model, runtime="onnx")
+
+
+def _emb(n, seed=0, d=384):
+    x = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _feed(names, past):
+    return dict(zip(names, past, strict=True))
+
+
+def test_decoder_graph_matches_the_torch_llm(pair):
+    """Prefill of a left-padded batch: last-position logits and the KV cache equal HF's forward."""
+    torch_m, onnx_m = pair
+    llm, engine = torch_m.model.llm, onnx_m.model
+    rng = np.random.default_rng(0)
+    embeds = rng.standard_normal((2, 7, llm.config.hidden_size)).astype(np.float32)
+    mask = np.ones((2, 7), np.int64)
+    mask[1, :3] = 0  # left padding, as a batch of prompts of two lengths
+    positions = np.clip(mask.cumsum(-1) - 1, 0, None)
+    with torch.no_grad():
+        out = llm(inputs_embeds=torch.from_numpy(embeds), attention_mask=torch.from_numpy(mask),
+                  position_ids=torch.from_numpy(positions), use_cache=True)
+    empty = [np.zeros((2, engine.kv_heads, 0, engine.head_dim), np.float32)] * (2 * engine.layers)
+    logits, present = engine._run(embeds, mask, positions, empty)
+    np.testing.assert_allclose(logits, out.logits[:, -1].numpy(), atol=TOL)
+    cache = out.past_key_values
+    real = mask.astype(bool)  # padded positions hold whatever each implementation leaves there (masked)
+    for i in range(engine.layers):
+        for got, want in ((present[2 * i], cache.layers[i].keys), (present[2 * i + 1], cache.layers[i].values)):
+            np.testing.assert_allclose(got.transpose(0, 2, 1, 3)[real], want.numpy().transpose(0, 2, 1, 3)[real],
+                                       atol=TOL)
+
+
+def test_kv_cache_steps_match_a_full_forward(pair):
+    """A prefill then three one-token steps through the cache give the logits of one full forward."""
+    _, onnx_m = pair
+    engine = onnx_m.model
+    seq = np.random.default_rng(1).standard_normal((1, 9, engine.embeddings.shape[1])).astype(np.float32)
+    empty = [np.zeros((1, engine.kv_heads, 0, engine.head_dim), np.float32)] * (2 * engine.layers)
+    full, _ = engine._run(seq, np.ones((1, 9), np.int64), np.arange(9)[None], empty)
+    logits, past = engine._run(seq[:, :6], np.ones((1, 6), np.int64), np.arange(6)[None], empty)
+    for t in range(6, 9):
+        logits, past = engine._run(seq[:, t:t + 1], np.ones((1, t + 1), np.int64), np.array([[t]]), past)
+    np.testing.assert_allclose(logits, full, atol=TOL)
+    assert past[0].shape[2] == 9
+
+
+def test_mapper_and_text_encoder_graphs_match_torch(pair):
+    torch_m, onnx_m = pair
+    z = _emb(3)
+    with torch.no_grad():
+        want = torch_m.model.mapper(torch.from_numpy(z)).numpy()
+    got = onnx_m.model.mapper.run(None, {"clap_embedding": z})[0]
+    np.testing.assert_allclose(got, want, atol=TOL)
+    texts = ["A dog barks twice.", "rain", "The sound of a bell ringing and people talking in a hall."]
+    np.testing.assert_allclose(onnx_m.clap.encode_text(texts), torch_m.clap.encode_text(texts), atol=TOL)
+    assert onnx_m.clap.text_encoder.fingerprint() != torch_m.clap.text_encoder.fingerprint()  # own label cache
+
+
+@pytest.mark.parametrize("options", [
+    {"num_beams": 4, "max_new_tokens": 10, "rerank": 4},  # the caption default's shape: beams + candidates
+    {"num_beams": 3, "max_new_tokens": 8, "rerank": 0, "min_new_tokens": 3, "length_penalty": 0.5},
+    {"num_beams": 1, "max_new_tokens": 8, "rerank": 0},  # greedy
+])
+def test_onnx_beams_match_transformers_beams(pair, options):
+    """The numpy beam search gives transformers' candidates, in its order, for the same model."""
+    torch_m, onnx_m = pair
+    z = _emb(3, seed=2)
+    for task in ("caption", "tags"):
+        want = torch_m.candidates(z, task, bridge="none", **options)
+        assert onnx_m.candidates(z, task, bridge="none", **options) == want, (task, options)
+
+
+def test_onnx_answers_do_not_depend_on_the_batch(pair):
+    """A clip's prompt is prefilled alone and the decoding rows never mix: alone or in a batch of 5,
+    the same candidates."""
+    _, onnx_m = pair
+    z = _emb(5, seed=3)
+    batch = onnx_m.candidates(z, "caption", bridge="none", num_beams=4, max_new_tokens=10, rerank=4)
+    for i in range(5):
+        assert onnx_m.candidates(z[i:i + 1], "caption", bridge="none", num_beams=4, max_new_tokens=10,
+                                 rerank=4) == [batch[i]]
+    assert onnx_m.batch_invariant and onnx_m.runtime == "onnx"
+
+
+def test_the_export_is_cached_by_content_and_checked(exported, tiny_model, home):
+    out, manifest = exported
+    assert out.parent == home / "onnx-cache" and manifest["key"] == out.name
+    assert set(manifest["files"]) >= {"decoder.onnx", "mapper.onnx", "embeddings.npy", "tokenizer.json"}
+    again, _ = onnx_export.ensure_exported(tiny_model, manifest_llm(tiny_model), note=pytest.fail)
+    assert again == out  # verified, not exported again
+    assert not list(out.parent.glob("*.partial"))
+
+
+def manifest_llm(folder: Path) -> str:
+    return json.loads((folder / "config.json").read_text())["model"]["llm"]
+
+
+def test_a_damaged_export_is_reported_in_one_line_and_exported_again(exported, tiny_model, capsys):
+    out, manifest = exported
+    graph = out / "mapper.onnx"
+    data = bytearray(graph.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte: same size, other content
+    graph.write_bytes(bytes(data))
+    m = MATS.from_pretrained(tiny_model, runtime="onnx")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert any("mapper.onnx: sha256 does not match" in line and "exporting again" in line for line in err), err
+    onnx_export.check_export(out, manifest["key"])  # rewritten whole: every file matches its manifest again
+    assert m.candidates(_emb(1), "caption", bridge="none", num_beams=2, max_new_tokens=4, rerank=2)
+
+
+def test_a_foreign_export_beside_the_model_is_not_used(exported, tiny_model, tmp_path, capsys):
+    """An onnx/ folder in the model folder that belongs to another model is named and passed over."""
+    out, _ = exported
+    folder = shutil.copytree(tiny_model, tmp_path / "model")
+    shutil.copytree(out, folder / "onnx")
+    manifest = json.loads((folder / "onnx" / "manifest.json").read_text())
+    manifest["key"] = "0" * 32
+    (folder / "onnx" / "manifest.json").write_text(json.dumps(manifest))
+    got, _ = onnx_export.ensure_exported(folder, manifest_llm(folder), note=lambda line: print(line))
+    assert got == out and "export is of another model" in capsys.readouterr().out
+
+
+def test_an_unsupported_llm_is_refused_or_falls_back(tiny_model, tiny_llm, tmp_path, monkeypatch, capsys):
+    """A non-Llama LLM: --runtime onnx is refused in one line; auto (where it picks ONNX) notes and
+    answers on torch."""
+    llm = shutil.copytree(tiny_llm, tmp_path / "llm")
+    config = json.loads((llm / "config.json").read_text())
+    config["model_type"] = "mistral"  # the same weights load as a Mistral, which the graph does not cover
+    (llm / "config.json").write_text(json.dumps(config))
+    folder = shutil.copytree(tiny_model, tmp_path / "model")
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["model"]["llm"] = str(llm)
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="runtime 'onnx' cannot serve .*Llama-family") as e:
+        MATS.from_pretrained(folder, runtime="onnx")
+    assert "\n" not in str(e.value)
+    monkeypatch.setattr(runtimes, "AUTO_PICKS_ONNX", True)
+    m = MATS.from_pretrained(folder, runtime="auto")
+    assert m.runtime == "torch"
+    assert "running on torch" in capsys.readouterr().err
+
+
+def test_runtime_choice_is_checked():
+    assert runtimes.choose_runtime("torch") == "torch"
+    assert runtimes.choose_runtime("onnx", "cpu", "fp32") == "onnx"
+    for bad in ({"device": "cuda"}, {"dtype": "bf16"}):
+        with pytest.raises(ValueError, match="runtime 'onnx'"):
+            runtimes.choose_runtime("onnx", **bad)
+    with pytest.raises(ValueError, match="unknown runtime"):
+        runtimes.choose_runtime("tensorrt")
+    assert runtimes.choose_runtime("auto", "cpu", "bf16") == "torch"  # ONNX Runtime runs fp32 only
+
+
+@pytest.mark.slow
+def test_golden_clips_give_the_same_answers_on_onnx_runtime():
+    """The shipped default on ONNX Runtime answers the golden clips exactly as recorded for fp32 torch."""
+    from conftest import real_sounds_folder
+    from test_model_folder import GOLDEN, _golden_outputs
+
+    golden = json.loads(GOLDEN.read_text())
+    folder = real_sounds_folder()
+    m = MATS.from_pretrained(runtime="onnx")
+    assert m.runtime == "onnx"
+    assert _golden_outputs(m, [str(folder / f) for f in golden["clips"]]) == golden["float32"]
