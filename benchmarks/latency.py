@@ -497,12 +497,15 @@ def speed_rows(args, clips: list[Path]) -> dict:
             "text_encoding": text_encoding_rows(clap), "threads": threads}
 
 
+# VmHWM (this process's memory map, new at exec), not getrusage's ru_maxrss, which Linux carries
+# over from the parent across fork and exec (it reported the benchmark's own peak for both runtimes).
 PEAK_RSS = """
-import json, resource, sys
+import json, sys
 from mats import MATS
 m = MATS.from_pretrained(sys.argv[1] or None, runtime=sys.argv[2])
 m.caption(sys.argv[3:], batch_size=8)
-print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"peak_rss_mb": int(hwm.split()[1]) / 1024}))
 """
 
 

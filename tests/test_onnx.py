@@ -130,6 +130,21 @@ def test_onnx_answers_do_not_depend_on_the_batch(pair):
     assert onnx_m.batch_invariant and onnx_m.runtime == "onnx"
 
 
+def test_greedy_answers_stream_on_onnx_runtime(pair, tmp_path):
+    """The server's token streamer works on the ONNX engine: the pieces make up the answer."""
+    from mats.streaming import TextDeltas
+
+    torch_m, onnx_m = pair
+    pieces = []
+    deltas = TextDeltas(onnx_m.model.tokenizer, pieces.append)
+    options = {"bridge": "none", "num_beams": 1, "rerank": 0, "max_new_tokens": 8}
+    (result,) = onnx_m.run([_emb(1)[0]], onnx_m.decoding("caption", **options), streamer=deltas)
+    assert result.error is None and "".join(pieces) == result.text
+    assert result.text == torch_m.generate(_emb(1), "caption", **options)[0]
+    with pytest.raises(RuntimeError, match="inference-only"):
+        onnx_m.save_pretrained(tmp_path / "copy")
+
+
 def test_the_export_is_cached_by_content_and_checked(exported, tiny_model, home):
     out, manifest = exported
     assert out.parent == home / "onnx-cache" and manifest["key"] == out.name

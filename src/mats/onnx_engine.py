@@ -34,6 +34,9 @@ def session(path: Path, threads: int | None = None):
     so.inter_op_num_threads = 1
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
+    # Workers that spin while waiting for work steal the cores the other threads need (the same reason
+    # mats.threads makes OpenMP wait passively): on 2 busy cores a decode step took 1.5x longer spinning.
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
@@ -78,6 +81,10 @@ class OnnxModel:
         self.layers, self.kv_heads, self.head_dim = llm["layers"], llm["kv_heads"], llm["head_dim"]
         self.past_names = [f"past.{i}.{kv}" for i in range(self.layers) for kv in ("key", "value")]
         self._prompt_cache: dict[tuple, tuple[list[int], list[int]]] = {}
+
+    def save_weights(self, folder, state=None) -> None:
+        raise RuntimeError("a model loaded with runtime='onnx' is inference-only (its graphs, not its weights); "
+                           "load it with runtime='torch' to save it")
 
     # -- prompts ----------------------------------------------------------------------------------
     def prompt_ids(self, task: str, instruction: str, context: str | None = None) -> tuple[list[int], list[int]]:
