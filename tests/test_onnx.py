@@ -55,41 +55,44 @@ def _feed(names, past):
     return dict(zip(names, past, strict=True))
 
 
-def test_decoder_graph_matches_the_torch_llm(pair):
-    """Prefill of a left-padded batch: last-position logits and the KV cache equal HF's forward."""
+def _hf_last_logits(llm, embeds: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return llm(inputs_embeds=torch.from_numpy(embeds)[None]).logits[0, -1].numpy()
+
+
+def test_the_prefill_graph_matches_the_torch_llm(pair):
+    """One clip's prefill: its last-position logits and KV cache equal HF's forward (1e-4)."""
     torch_m, onnx_m = pair
     llm, engine = torch_m.model.llm, onnx_m.model
-    rng = np.random.default_rng(0)
-    embeds = rng.standard_normal((2, 7, llm.config.hidden_size)).astype(np.float32)
-    mask = np.ones((2, 7), np.int64)
-    mask[1, :3] = 0  # left padding, as a batch of prompts of two lengths
-    positions = np.clip(mask.cumsum(-1) - 1, 0, None)
+    embeds = np.random.default_rng(0).standard_normal((7, llm.config.hidden_size)).astype(np.float32)
     with torch.no_grad():
-        out = llm(inputs_embeds=torch.from_numpy(embeds), attention_mask=torch.from_numpy(mask),
-                  position_ids=torch.from_numpy(positions), use_cache=True)
-    empty = [np.zeros((2, engine.kv_heads, 0, engine.head_dim), np.float32)] * (2 * engine.layers)
-    logits, present = engine._run(embeds, mask, positions, empty)
-    np.testing.assert_allclose(logits, out.logits[:, -1].numpy(), atol=TOL)
-    cache = out.past_key_values
-    real = mask.astype(bool)  # padded positions hold whatever each implementation leaves there (masked)
+        out = llm(inputs_embeds=torch.from_numpy(embeds)[None], use_cache=True)
+    logits, present = engine._prefill(embeds)
+    np.testing.assert_allclose(logits, out.logits[0, -1].numpy(), atol=TOL)
     for i in range(engine.layers):
-        for got, want in ((present[2 * i], cache.layers[i].keys), (present[2 * i + 1], cache.layers[i].values)):
-            np.testing.assert_allclose(got.transpose(0, 2, 1, 3)[real], want.numpy().transpose(0, 2, 1, 3)[real],
-                                       atol=TOL)
+        np.testing.assert_allclose(present[2 * i], out.past_key_values.layers[i].keys.numpy(), atol=TOL)
+        np.testing.assert_allclose(present[2 * i + 1], out.past_key_values.layers[i].values.numpy(), atol=TOL)
 
 
 def test_kv_cache_steps_match_a_full_forward(pair):
-    """A prefill then three one-token steps through the cache give the logits of one full forward."""
-    _, onnx_m = pair
-    engine = onnx_m.model
-    seq = np.random.default_rng(1).standard_normal((1, 9, engine.embeddings.shape[1])).astype(np.float32)
-    empty = [np.zeros((1, engine.kv_heads, 0, engine.head_dim), np.float32)] * (2 * engine.layers)
-    full, _ = engine._run(seq, np.ones((1, 9), np.int64), np.arange(9)[None], empty)
-    logits, past = engine._run(seq[:, :6], np.ones((1, 6), np.int64), np.arange(6)[None], empty)
-    for t in range(6, 9):
-        logits, past = engine._run(seq[:, t:t + 1], np.ones((1, t + 1), np.int64), np.array([[t]]), past)
-    np.testing.assert_allclose(logits, full, atol=TOL)
-    assert past[0].shape[2] == 9
+    """Two clips with prompts of different lengths (left-padded, shared by 2 beams each), three steps
+    in which the beams swap: every row's logits equal HF's full forward over that row's whole sequence."""
+    from mats.onnx_engine import _BatchState
+
+    torch_m, onnx_m = pair
+    llm, engine = torch_m.model.llm, onnx_m.model
+    rng = np.random.default_rng(1)
+    prompts = [rng.standard_normal((n, llm.config.hidden_size)).astype(np.float32) for n in (7, 4)]
+    caches = [engine._prefill(p)[1] for p in prompts]
+    state = _BatchState(engine, caches, [7, 4], beams=2)
+    rows = [prompts[0], prompts[0], prompts[1], prompts[1]]  # each row's sequence so far
+    for step, origin in enumerate(([0, 1, 2, 3], [1, 0, 3, 3], [0, 0, 2, 3])):
+        tokens = rng.integers(0, engine.embeddings.shape[0], 4)
+        rows = [np.concatenate([rows[o], engine.embeddings[t][None]]) for o, t in zip(origin, tokens, strict=True)]
+        logits = state.step(tokens, np.asarray(origin))
+        for r in range(4):
+            np.testing.assert_allclose(logits[r], _hf_last_logits(llm, rows[r]), atol=TOL, err_msg=f"{step=} {r=}")
+    assert state.past[0].shape[2] == 3 and state.prompt[0].shape[:3] == (2, engine.kv_heads, 7)
 
 
 def test_mapper_and_text_encoder_graphs_match_torch(pair):

@@ -5,8 +5,9 @@ encoder as ONNX Runtime sessions, with numpy around them; no torch or transforme
 (``config``, ``tokenizer``, ``generate``, ``prompt_ids``), so the one run loop and every entry point
 use it unchanged. A clip's prompt (the text around the audio prefix and the retrieved texts, as input
 embeddings) is prefilled once, alone: no padding, so the prompt's KV cache and first logits of a clip
-do not depend on its batch. The clips' caches are then left-padded into one batch, repeated for the
-beams, and decoded a token per step (:mod:`mats.onnx_decoding`). The graphs come from
+do not depend on its batch. The clips' prompt caches are then left-padded into one batch and shared by
+each clip's beams (never copied per beam nor reordered: copying them at every step was a third of a
+batch's decoding time), and the batch is decoded a token per step (:mod:`mats.onnx_decoding`). The graphs come from
 :mod:`mats.onnx_export`.
 """
 
@@ -79,7 +80,8 @@ class OnnxModel:
         self.mapper = session(export_dir / "mapper.onnx", threads)
         llm = m["llm"]
         self.layers, self.kv_heads, self.head_dim = llm["layers"], llm["kv_heads"], llm["head_dim"]
-        self.past_names = [f"past.{i}.{kv}" for i in range(self.layers) for kv in ("key", "value")]
+        names = [f"{i}.{kv}" for i in range(self.layers) for kv in ("key", "value")]
+        self.prompt_names, self.past_names = [f"prompt.{n}" for n in names], [f"past.{n}" for n in names]
         self._prompt_cache: dict[tuple, tuple[list[int], list[int]]] = {}
 
     def save_weights(self, folder, state=None) -> None:
@@ -100,18 +102,24 @@ class OnnxModel:
         return self._prompt_cache[key]
 
     # -- the decoder ------------------------------------------------------------------------------
-    def _run(self, embeds: np.ndarray, mask: np.ndarray, positions: np.ndarray, past: list[np.ndarray]):
-        feed = {"inputs_embeds": embeds, "attention_mask": mask, "position_ids": positions}
+    def _run(self, embeds: np.ndarray, positions: np.ndarray, prompt_mask: np.ndarray, prompt: list[np.ndarray],
+             past: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One pass of the decoder graph (layout: :func:`mats.onnx_export.decoder_module`)."""
+        feed = {"inputs_embeds": embeds, "position_ids": positions, "prompt_mask": prompt_mask}
+        feed.update(zip(self.prompt_names, prompt, strict=True))
         feed.update(zip(self.past_names, past, strict=True))
         out = self.decoder.run(None, feed)
         return out[0], out[1:]
 
+    def _empty(self, rows: int, length: int) -> list[np.ndarray]:
+        return [np.zeros((rows, self.kv_heads, length, self.head_dim), np.float32)] * (2 * self.layers)
+
     def _prefill(self, embeds: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-        """One clip's prompt [T, H] alone: its last logits [V] and its KV cache."""
+        """One clip's prompt [T, H] alone: its last logits [V] and its KV cache (the prompt part of the
+        decoding that follows). The graph's prompt input is one masked position: nothing before it."""
         t = embeds.shape[0]
-        empty = [np.zeros((1, self.kv_heads, 0, self.head_dim), np.float32)] * (2 * self.layers)
-        logits, present = self._run(embeds[None].astype(np.float32), np.ones((1, t), np.int64),
-                                    np.arange(t, dtype=np.int64)[None], empty)
+        logits, present = self._run(embeds[None].astype(np.float32), np.arange(t, dtype=np.int64)[None],
+                                    np.zeros((1, 1), np.int64), self._empty(1, 1), self._empty(1, 0))
         return logits[0], present
 
     def generate(self, clap_embeddings, requests: Sequence, streamer=None, num_beams: int = 1,
@@ -155,33 +163,34 @@ class OnnxModel:
 
 
 class _BatchState:
-    """The decoding batch's KV cache: the clips' prompt caches left-padded to one length and repeated
-    for the beams; each step appends a position and follows the beams' reordering."""
+    """The decoding batch's KV cache: the clips' prompt caches left-padded to one length (one per clip,
+    shared by its beams), and the generated part, one per row, which each step grows by a position and
+    reorders after the beams (rows never move between clips)."""
 
     def __init__(self, model: OnnxModel, caches: list[list[np.ndarray]], lengths: list[int], beams: int):
         self.model = model
         longest = max(lengths)
-        rows = len(caches) * beams
-        self.past = []
+        clips = len(caches)
+        self.prompt = []
         for j in range(2 * model.layers):
-            kv = np.zeros((rows, model.kv_heads, longest, model.head_dim), np.float32)
+            kv = np.zeros((clips, model.kv_heads, longest, model.head_dim), np.float32)
             for i, cache in enumerate(caches):
-                kv[i * beams:(i + 1) * beams, :, longest - lengths[i]:] = cache[j][0]
-            self.past.append(kv)
-        self.mask = np.zeros((rows, longest), np.int64)
+                kv[i, :, longest - lengths[i]:] = cache[j][0]
+            self.prompt.append(kv)
+        self.prompt_mask = np.zeros((clips, longest), np.int64)
         for i, n in enumerate(lengths):
-            self.mask[i * beams:(i + 1) * beams, longest - n:] = 1
+            self.prompt_mask[i, longest - n:] = 1
+        rows = clips * beams
+        self.past = model._empty(rows, 0)
         self.positions = np.repeat(np.asarray(lengths, np.int64), beams)
         self.identity = np.arange(rows)
 
     def step(self, tokens: np.ndarray, origin: np.ndarray) -> np.ndarray:
         if not np.array_equal(origin, self.identity):
             self.past = [p[origin] for p in self.past]
-            self.positions = self.positions[origin]
-            self.mask = self.mask[origin]
-        self.mask = np.concatenate([self.mask, np.ones((len(tokens), 1), np.int64)], axis=1)
         embeds = np.asarray(self.model.embeddings[tokens], np.float32)[:, None]
-        logits, self.past = self.model._run(embeds, self.mask, self.positions[:, None], self.past)
+        logits, self.past = self.model._run(embeds, self.positions[:, None], self.prompt_mask, self.prompt,
+                                            self.past)
         self.positions = self.positions + 1
         return logits
 

@@ -3,12 +3,12 @@
 
 What is exported:
 
-- ``decoder.onnx``: the LLM with the LoRA merged, as one decoder step over input embeddings with an
-  explicit KV cache: ``inputs_embeds [B, T, H]``, ``attention_mask [B, P+T]`` (1 = real position),
-  ``position_ids [B, T]`` and ``past.{i}.key/value [B, kv_heads, P, head_dim]`` in; ``logits [B, V]``
-  of the last position and ``present.{i}.key/value`` (past + the T new positions) out. The same graph
-  is the prefill (P = 0) and every decode step (T = 1). Llama-family LLMs only (RMSNorm, rotary
-  positions, grouped-query attention, gated SiLU MLP): others stay on torch (:class:`Unsupported`).
+- ``decoder.onnx``: the LLM with the LoRA merged, as one decoder pass over input embeddings with an
+  explicit KV cache in two parts: each clip's prompt (shared by its beams, never copied or reordered)
+  and each row's generated tokens (see :func:`decoder_module`); ``logits [rows, V]`` of the last
+  position and the generated part with the new positions appended come out. The same graph is the
+  prefill of one clip and every decode step. Llama-family LLMs only (RMSNorm, rotary positions,
+  grouped-query attention, gated SiLU MLP): others stay on torch (:class:`Unsupported`).
 - ``embeddings.npy``: the LLM's input embedding table (the prompt's token embeddings are looked up in
   numpy, so the decoder takes embeddings, as the torch path does);
 - ``mapper.onnx``: CLAP embedding [B, clap_dim] -> prefix [B, prefix_length, H];
@@ -44,7 +44,7 @@ __all__ = ["EXPORT_VERSION", "Unsupported", "DamagedExport", "export_key", "expo
            "check_export", "supported_llm", "decoder_module"]
 
 # bump when the graphs, the manifest or the key change, so that old exports are not read
-EXPORT_VERSION = "1"
+EXPORT_VERSION = "2"
 MANIFEST = "manifest.json"
 _CONTENT = "\x00mats-user-content\x00"  # stands for the user turn while the chat template is rendered
 
@@ -284,8 +284,17 @@ def _export(module, args, path: Path, input_names, output_names, dynamic_axes) -
 
 
 def decoder_module(llm):
-    """A plain torch module computing one decoder step of ``llm`` (a Llama-family HF model, LoRA merged)
-    with the explicit KV tensors the graph takes; also what the tests compare against HF's forward."""
+    """A plain torch module computing one decoder pass of ``llm`` (a Llama-family HF model, LoRA merged)
+    over explicit KV tensors, in the layout the engine decodes with (also what the tests compare
+    against HF's forward).
+
+    The cache is in two parts. The *prompt* part is one per clip, ``prompt.{i}.key/value
+    [clips, kv_heads, P, head_dim]`` with ``prompt_mask [clips, P]`` (the clips' prompts left-padded to
+    one length); it is never copied per beam, reordered or grown. The *generated* part is one per row
+    (``rows = clips x beams``, rows of a clip consecutive), ``past.{i}.key/value [rows, kv_heads, S,
+    head_dim]``, the same length S for every row (all rows step together); ``present.{i}.*`` is it
+    with the T new positions appended, causally masked among themselves. A prefill is a pass with an
+    empty generated part and a masked one-position prompt; its ``present`` is the clip's prompt cache."""
     import torch
     from torch import nn
 
@@ -303,40 +312,56 @@ def decoder_module(llm):
             self.register_buffer("inv_freq", rotary.inv_freq.detach().float().clone(), persistent=False)
             self.rope_scale = float(getattr(rotary, "attention_scaling", 1.0))
 
-        def forward(self, inputs_embeds, attention_mask, position_ids, *past):
-            b, t, _ = inputs_embeds.shape
-            p = past[0].shape[2]
+        def forward(self, inputs_embeds, position_ids, prompt_mask, *kv):
+            n = len(self.layers)
+            prompt, past = kv[:2 * n], kv[2 * n:]
+            r, t, _ = inputs_embeds.shape
+            c, p = prompt_mask.shape
+            beams = r // c
+            s = past[0].shape[2]
+            h, kvh, d = self.heads, self.kv_heads, self.head_dim
+            g = h // kvh
             freqs = position_ids[:, :, None].float() * self.inv_freq[None, None, :]
             emb = torch.cat([freqs, freqs], dim=-1)
             cos = (emb.cos() * self.rope_scale)[:, None]
             sin = (emb.sin() * self.rope_scale)[:, None]
-            key_pos = torch.arange(p + t, device=inputs_embeds.device)
-            query_pos = torch.arange(t, device=inputs_embeds.device) + p
-            allowed = (key_pos[None, :] <= query_pos[:, None])[None, None] & (attention_mask[:, None, None, :] > 0)
+            key_pos = torch.arange(s + t, device=inputs_embeds.device)
+            query_pos = torch.arange(t, device=inputs_embeds.device) + s
+            gen_allowed = (key_pos[None, :] <= query_pos[:, None])[None, None]  # [1, 1, t, s+t]
+            row_mask = prompt_mask[:, None, :].expand(c, beams, p).reshape(r, p)
+            prompt_allowed = (row_mask > 0)[:, None, None, :]  # [r, 1, 1, p]
             low = torch.tensor(torch.finfo(torch.float32).min)
             x = inputs_embeds
             presents = []
-            groups = self.heads // self.kv_heads
+
+            def by_clip(y, width):  # [r, h, t, width] -> [c, kvh, beams*g*t, width]
+                return y.reshape(c, beams, kvh, g, t, width).permute(0, 2, 1, 3, 4, 5).reshape(
+                    c, kvh, beams * g * t, width)
+
+            def by_row(y, width):  # the inverse
+                return y.reshape(c, kvh, beams, g, t, width).permute(0, 2, 1, 3, 4, 5).reshape(r, h, t, width)
+
             for i, layer in enumerate(self.layers):
                 attn = layer.self_attn
-                h = layer.input_layernorm(x)
-                q = attn.q_proj(h).view(b, t, self.heads, self.head_dim).transpose(1, 2)
-                k = attn.k_proj(h).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
-                v = attn.v_proj(h).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+                hs = layer.input_layernorm(x)
+                q = attn.q_proj(hs).view(r, t, h, d).transpose(1, 2)
+                k = attn.k_proj(hs).view(r, t, kvh, d).transpose(1, 2)
+                v = attn.v_proj(hs).view(r, t, kvh, d).transpose(1, 2)
                 q = q * cos + _rotate_half(q) * sin
                 k = k * cos + _rotate_half(k) * sin
                 k = torch.cat([past[2 * i], k], dim=2)
                 v = torch.cat([past[2 * i + 1], v], dim=2)
                 presents += [k, v]
-                kr = k[:, :, None].expand(b, self.kv_heads, groups, p + t, self.head_dim).reshape(
-                    b, self.heads, p + t, self.head_dim)
-                vr = v[:, :, None].expand(b, self.kv_heads, groups, p + t, self.head_dim).reshape(
-                    b, self.heads, p + t, self.head_dim)
-                scores = torch.matmul(q, kr.transpose(-1, -2)) * attn.scaling
-                scores = torch.where(allowed, scores, low)
-                probs = torch.softmax(scores, dim=-1)
-                o = torch.matmul(probs, vr).transpose(1, 2).reshape(b, t, self.heads * self.head_dim)
-                x = x + attn.o_proj(o)
+                scores_p = by_row(torch.matmul(by_clip(q, d), prompt[2 * i].transpose(-1, -2)), p) * attn.scaling
+                scores_p = torch.where(prompt_allowed, scores_p, low)
+                kr = k[:, :, None].expand(r, kvh, g, s + t, d).reshape(r, h, s + t, d)
+                vr = v[:, :, None].expand(r, kvh, g, s + t, d).reshape(r, h, s + t, d)
+                scores_g = torch.matmul(q, kr.transpose(-1, -2)) * attn.scaling
+                scores_g = torch.where(gen_allowed, scores_g, low)
+                probs = torch.softmax(torch.cat([scores_p, scores_g], dim=-1), dim=-1)
+                o = by_row(torch.matmul(by_clip(probs[..., :p], p), prompt[2 * i + 1]), d) \
+                    + torch.matmul(probs[..., p:], vr)
+                x = x + attn.o_proj(o.transpose(1, 2).reshape(r, t, h * d))
                 x = x + layer.mlp(layer.post_attention_layernorm(x))
             logits = self.head(self.norm(x[:, -1]))
             return (logits, *presents)
@@ -351,10 +376,10 @@ def _rotate_half(x):
     return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
 
 
-def decoder_names(layers: int) -> tuple[list[str], list[str]]:
-    past = [f"past.{i}.{kv}" for i in range(layers) for kv in ("key", "value")]
-    present = [f"present.{i}.{kv}" for i in range(layers) for kv in ("key", "value")]
-    return past, present
+def decoder_names(layers: int) -> tuple[list[str], list[str], list[str]]:
+    """Names of the decoder graph's prompt cache, generated-part cache and present inputs/outputs."""
+    names = [f"{i}.{kv}" for i in range(layers) for kv in ("key", "value")]
+    return [f"prompt.{n}" for n in names], [f"past.{n}" for n in names], [f"present.{n}" for n in names]
 
 
 def _export_decoder(llm, path: Path) -> None:
@@ -363,18 +388,21 @@ def _export_decoder(llm, path: Path) -> None:
     step = decoder_module(llm)
     cfg = llm.config
     layers = int(cfg.num_hidden_layers)
-    b, t, p = 2, 3, 4
-    embeds = torch.randn(b, t, int(cfg.hidden_size))
-    mask = torch.ones(b, p + t, dtype=torch.int64)
-    positions = torch.arange(p, p + t)[None].expand(b, t).contiguous()
-    past = [torch.randn(b, step.kv_heads, p, step.head_dim) for _ in range(2 * layers)]
-    past_names, present_names = decoder_names(layers)
-    axes = {"inputs_embeds": {0: "batch", 1: "new"}, "attention_mask": {0: "batch", 1: "total"},
-            "position_ids": {0: "batch", 1: "new"}, "logits": {0: "batch"}}
-    axes.update({n: {0: "batch", 2: "past"} for n in past_names})
-    axes.update({n: {0: "batch", 2: "total"} for n in present_names})
-    _export(step, (embeds, mask, positions, *past), path, ["inputs_embeds", "attention_mask", "position_ids",
-                                                           *past_names], ["logits", *present_names], axes)
+    c, beams, t, p, s = 2, 3, 2, 5, 4
+    embeds = torch.randn(c * beams, t, int(cfg.hidden_size))
+    positions = torch.arange(s, s + t)[None].expand(c * beams, t).contiguous() + p
+    prompt_mask = torch.ones(c, p, dtype=torch.int64)
+    prompt = [torch.randn(c, step.kv_heads, p, step.head_dim) for _ in range(2 * layers)]
+    past = [torch.randn(c * beams, step.kv_heads, s, step.head_dim) for _ in range(2 * layers)]
+    prompt_names, past_names, present_names = decoder_names(layers)
+    axes = {"inputs_embeds": {0: "rows", 1: "new"}, "position_ids": {0: "rows", 1: "new"},
+            "prompt_mask": {0: "clips", 1: "prompt"}, "logits": {0: "rows"}}
+    axes.update({n: {0: "clips", 2: "prompt"} for n in prompt_names})
+    axes.update({n: {0: "rows", 2: "past"} for n in past_names})
+    axes.update({n: {0: "rows", 2: "total"} for n in present_names})
+    _export(step, (embeds, positions, prompt_mask, *prompt, *past), path,
+            ["inputs_embeds", "position_ids", "prompt_mask", *prompt_names, *past_names],
+            ["logits", *present_names], axes)
 
 
 def _export_mapper(mapper, clap_dim: int, path: Path) -> None:
