@@ -545,14 +545,15 @@ def runtime_rows(args, clips: list[Path]) -> dict:
             batch8[n].append((time.perf_counter() - t) / 8)
 
     emb = models["torch"].embed_audio(clips[:1])
-    steps = {}
-    for n in names:
-        m = models[n]
-        short = [timed(lambda m=m: m.generate(emb, "caption", num_beams=1, rerank=0, max_new_tokens=1,
-                                              min_new_tokens=1)) for _ in range(3)]
-        long = [timed(lambda m=m: m.generate(emb, "caption", num_beams=1, rerank=0, max_new_tokens=21,
-                                             min_new_tokens=21)) for _ in range(3)]
-        steps[n] = round(1000 * (statistics.median(long) - statistics.median(short)) / 20, 2)
+    short, long = {n: [] for n in names}, {n: [] for n in names}
+    for i in range(5):  # alternated, so both runtimes see the same machine
+        for n in order(i):
+            m = models[n]
+            short[n].append(timed(lambda m=m: m.generate(emb, "caption", num_beams=1, rerank=0, max_new_tokens=1,
+                                                         min_new_tokens=1)))
+            long[n].append(timed(lambda m=m: m.generate(emb, "caption", num_beams=1, rerank=0, max_new_tokens=21,
+                                                        min_new_tokens=21)))
+    steps = {n: round(1000 * (statistics.median(long[n]) - statistics.median(short[n])) / 20, 2) for n in names}
     llm = models["torch"].model.llm
     nbytes = sum(p.numel() * p.element_size() for p in llm.parameters())
     bandwidth = read_bandwidth_gbs()

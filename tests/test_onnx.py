@@ -228,3 +228,24 @@ def test_golden_clips_give_the_same_answers_on_onnx_runtime():
     m = MATS.from_pretrained(runtime="onnx")
     assert m.runtime == "onnx"
     assert _golden_outputs(m, [str(folder / f) for f in golden["clips"]]) == golden["float32"]
+
+
+def test_cli_runtime_and_export_commands(exported, tiny_model, tmp_path, capsys):
+    """`mats tag --runtime onnx|torch` answer alike; `mats export onnx --out DIR` writes a checked export;
+    `--runtime onnx` with a GPU device is refused in one line (exit 2)."""
+    from conftest import real_sounds_folder
+    from mats.commands import main
+
+    clip = str(sorted((real_sounds_folder() / "clips").rglob("*.wav"))[0])
+    answers = {}
+    for runtime in ("onnx", "torch"):
+        assert main(["tag", clip, "--model", str(tiny_model), "--runtime", runtime, "--format", "jsonl",
+                     "--max-new-tokens", "6"]) == 0
+        answers[runtime] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["text"]
+    assert answers["onnx"] == answers["torch"]
+    assert main(["export", "onnx", "--model", str(tiny_model), "--out", str(tmp_path / "onnx")]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert onnx_export.check_export(tmp_path / "onnx", printed["key"])["key"] == exported[1]["key"]
+    assert main(["tag", clip, "--model", str(tiny_model), "--runtime", "onnx", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("mats: error: runtime 'onnx' runs on the CPU")
