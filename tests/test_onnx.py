@@ -249,3 +249,22 @@ def test_cli_runtime_and_export_commands(exported, tiny_model, tmp_path, capsys)
     assert main(["tag", clip, "--model", str(tiny_model), "--runtime", "onnx", "--device", "cuda"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("mats: error: runtime 'onnx' runs on the CPU")
+
+
+def test_the_server_answers_through_onnx_runtime(pair, tiny_model):
+    """`mats serve --runtime onnx`'s app: an endpoint's answer is the ONNX run loop's (and torch's)."""
+    from fastapi.testclient import TestClient
+
+    from conftest import real_sounds_folder
+    from mats.server import Settings, create_app
+
+    torch_m, onnx_m = pair
+    clip = sorted((real_sounds_folder() / "clips").rglob("*.wav"))[0]
+    expected = next(onnx_m.run([clip], "tags", max_new_tokens=6)).to_dict()
+    assert expected["text"] == next(torch_m.run([clip], "tags", max_new_tokens=6)).text
+    with TestClient(create_app(onnx_m, Settings(batch_window_ms=5))) as client:
+        r = client.post("/v1/tag", files={"file": (clip.name, clip.read_bytes(), "audio/wav")},
+                        data={"max_new_tokens": "6"})
+        assert r.status_code == 200, r.text
+        assert r.json()["text"] == expected["text"] and r.json()["tags"] == expected["tags"]
+        assert client.get("/health").status_code == 200
