@@ -54,16 +54,16 @@ def load_onnx_model(folder, config, strict: bool):
     None where the ONNX path cannot serve it and ``strict`` is False (a note on stderr says why).
     ``strict`` (runtime "onnx"): that is a one-line ValueError instead."""
     from .onnx_engine import OnnxModel, OnnxTextEncoder
+    from .onnx_export import Unsupported, ensure_exported, supported_llm
 
-    try:
-        from .onnx_export import Unsupported, ensure_exported, supported_llm
-    except ImportError as e:  # the export needs torch and onnx; a cached export does not
-        raise ValueError(f"runtime 'onnx': {e}") from None
     why = supported_llm(config.llm)
     try:
         if why is not None:
             raise Unsupported(why)
         export, manifest = ensure_exported(folder, config.llm, note=_note)
+    except ImportError as e:  # exporting needs torch and onnx; reading a finished export does not
+        raise ValueError(f"runtime 'onnx': exporting {folder} needs {e.name or e}; install it, or use "
+                         "--runtime torch") from None
     except Unsupported as e:
         if strict:
             raise ValueError(f"runtime 'onnx' cannot serve {folder}: {e}") from None
