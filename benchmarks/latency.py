@@ -49,6 +49,20 @@ one run, round-robin clip by clip, with ratios to ``before``:
   (``OMP_WAIT_POLICY=ACTIVE``: the old default), 2 threads waiting passively (the new default) and
   1 thread.
 
+``runtimes`` (issue 22; ``--runtimes-only`` runs just these), torch and ONNX Runtime side by side in one
+run, alternated (which runtime goes first changes clip by clip and repeat by repeat):
+
+* ``export_first_use_s``: a fresh ``mats export onnx`` into an empty folder (what the first
+  ``--runtime onnx`` run of a model pays once);
+* ``caption_alone_s`` / ``caption_batch8_per_clip_s``: warm default captions (beam 8 + rerank 8) per
+  clip, alone and in batches of 8, with the ratio torch / onnx and how many captions are equal;
+* ``greedy_step``: ms per decoded token of one row (greedy), beside the matmul floor of one row on the
+  same weights (torch's kernels and OpenBLAS: :func:`llm_matmul_ms`) and the bandwidth floor;
+* ``fresh_tag_s``: fresh ``mats tag FILE`` per runtime beside a bare ``python -c "import torch"``, and
+  whether ``-X importtime`` of the ONNX run lists torch / transformers;
+* ``peak_rss_mb``: the peak resident memory of a fresh process that loads the model and captions the
+  clips in one batch, per runtime.
+
 Every figure is reported as median, min and max with the raw samples. Prints JSON; ``--out FILE``
 also writes it.
 
@@ -91,9 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--speed-only", action="store_true", help="only the speed-issue rows (see above)")
     ap.add_argument("--unreadable-only", action="store_true",
                     help="only the fresh `mats tag` on unreadable files (see unreadable_rows)")
+    ap.add_argument("--runtimes-only", action="store_true",
+                    help="only the torch vs ONNX Runtime rows (see above)")
     ap.add_argument("--out", help="also write the JSON here")
     args = ap.parse_args(argv)
-    if args.speed_only or args.unreadable_only:
+    if args.speed_only or args.unreadable_only or args.runtimes_only:
         return speed_main(args)
 
     import torch
@@ -481,12 +497,125 @@ def speed_rows(args, clips: list[Path]) -> dict:
             "text_encoding": text_encoding_rows(clap), "threads": threads}
 
 
+# VmHWM (this process's memory map, new at exec), not getrusage's ru_maxrss, which Linux carries
+# over from the parent across fork and exec (it reported the benchmark's own peak for both runtimes).
+PEAK_RSS = """
+import json, sys
+from mats import MATS
+m = MATS.from_pretrained(sys.argv[1] or None, runtime=sys.argv[2])
+m.caption(sys.argv[3:], batch_size=8)
+hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"peak_rss_mb": int(hwm.split()[1]) / 1024}))
+"""
+
+
+def runtime_rows(args, clips: list[Path]) -> dict:
+    """torch vs ONNX Runtime, alternated (see the module's docstring, ``runtimes``)."""
+    import tempfile
+
+    import torch
+
+    from mats.pipeline import MATS
+
+    py = [sys.executable]
+    model_args = ["--model", args.model] if args.model else []
+    names = ("torch", "onnx")
+    with tempfile.TemporaryDirectory() as tmp:
+        export = fresh(py + ["-m", "mats.cli", "export", "onnx", "--out", str(Path(tmp) / "onnx")] + model_args, 1)
+    models = {name: MATS.from_pretrained(args.model, runtime=name) for name in names}
+    for m in models.values():
+        m.caption(clips[:1])  # warm-up: first-call allocations, sessions, prompt cache, label embeddings
+
+    def order(i: int) -> tuple[str, ...]:
+        return names if i % 2 == 0 else names[::-1]
+
+    alone = {n: [] for n in names}
+    texts = {n: [] for n in names}
+    for i, c in enumerate(clips):
+        for n in order(i):
+            t = time.perf_counter()
+            texts[n] += models[n].caption([c])
+            alone[n].append(time.perf_counter() - t)
+    batch8 = {n: [] for n in names}
+    batched = {}
+    for i in range(args.repeats):
+        for n in order(i):
+            t = time.perf_counter()
+            batched[n] = models[n].caption(clips[:8], batch_size=8)
+            batch8[n].append((time.perf_counter() - t) / 8)
+
+    emb = models["torch"].embed_audio(clips[:1])
+    short, long = {n: [] for n in names}, {n: [] for n in names}
+    for i in range(5):  # alternated, so both runtimes see the same machine
+        for n in order(i):
+            m = models[n]
+            short[n].append(timed(lambda m=m: m.generate(emb, "caption", num_beams=1, rerank=0, max_new_tokens=1,
+                                                         min_new_tokens=1)))
+            long[n].append(timed(lambda m=m: m.generate(emb, "caption", num_beams=1, rerank=0, max_new_tokens=21,
+                                                        min_new_tokens=21)))
+    steps = {n: round(1000 * (statistics.median(long[n]) - statistics.median(short[n])) / 20, 2) for n in names}
+    llm = models["torch"].model.llm
+    nbytes = sum(p.numel() * p.element_size() for p in llm.parameters())
+    bandwidth = read_bandwidth_gbs()
+    greedy_step = {
+        "decode_step_ms": steps,
+        "matmul_floor_ms_torch": round(llm_matmul_ms(llm, 1, torch.float32), 2),
+        "matmul_floor_ms_openblas": round(llm_matmul_ms(llm, 1, torch.float32, library="numpy"), 2),
+        "bandwidth_floor_ms": round(1000 * nbytes / (bandwidth * 1e9), 2), "read_bandwidth_gb_s": bandwidth,
+        "llm_weight_bytes": nbytes}
+    greedy_step["onnx_step_over_matmul_floor"] = round(steps["onnx"] / min(
+        greedy_step["matmul_floor_ms_torch"], greedy_step["matmul_floor_ms_openblas"]), 2)
+    del models
+
+    tag = py + ["-m", "mats.cli", "tag", str(clips[0])] + model_args
+    fresh_rows = {"import_torch": [], "torch": [], "onnx": []}
+    for i in range(args.repeats):
+        for n in (("import_torch", "torch", "onnx") if i % 2 == 0 else ("onnx", "torch", "import_torch")):
+            cmd = py + ["-c", "import torch"] if n == "import_torch" else tag + ["--runtime", n]
+            fresh_rows[n].append(fresh(cmd, 1)["median"])
+    p = subprocess.run(py + ["-X", "importtime", "-m", "mats.cli", "tag", str(clips[0]), "--runtime", "onnx"]
+                       + model_args, capture_output=True, text=True)
+    imported = {line.rsplit("|", 1)[-1].strip() for line in p.stderr.splitlines() if line.startswith("import time:")}
+    memory = {}
+    for n in names:
+        out = subprocess.run(py + ["-c", PEAK_RSS, args.model or "", n] + [str(c) for c in clips[:8]],
+                             capture_output=True, text=True, check=True).stdout
+        memory[n] = round(json.loads(out.strip().splitlines()[-1])["peak_rss_mb"], 1)
+
+    def ratio(rows: dict) -> float:
+        return round(statistics.median(rows["torch"]) / statistics.median(rows["onnx"]), 3)
+
+    fresh_summary = {n: summary(v) for n, v in fresh_rows.items()}
+    return {
+        "machine": {"platform": platform.platform(), "cpus_available": len(os.sched_getaffinity(0)),
+                    "torch": torch.__version__, "threads": torch.get_num_threads()},
+        "export_first_use_s": export,
+        "caption_alone_s": {n: summary(v) for n, v in alone.items()} | {"ratio_torch_over_onnx": ratio(alone)},
+        "caption_batch8_per_clip_s": {n: summary(v) for n, v in batch8.items()}
+        | {"ratio_torch_over_onnx": ratio(batch8)},
+        "captions_equal_alone": f"{sum(a == b for a, b in zip(texts['torch'], texts['onnx'], strict=True))}"
+                                f"/{len(clips)}",
+        "captions_equal_batch8": f"{sum(a == b for a, b in zip(batched['torch'], batched['onnx'], strict=True))}/8",
+        "onnx_batch8_equal_to_alone": f"{sum(a == b for a, b in zip(batched['onnx'], texts['onnx'], strict=True))}/8",
+        "greedy_step": greedy_step,
+        "fresh_tag_s": fresh_summary | {
+            "onnx_over_import_torch": round(fresh_summary["onnx"]["median"]
+                                            / fresh_summary["import_torch"]["median"], 2),
+            "torch_over_import_torch": round(fresh_summary["torch"]["median"]
+                                             / fresh_summary["import_torch"]["median"], 2)},
+        "onnx_tag_imports_torch": "torch" in imported, "onnx_tag_imports_transformers": "transformers" in imported,
+        "peak_rss_mb": memory,
+    }
+
+
 def speed_main(args) -> int:
     from mats.data.sounds import fetch_real_sounds
 
     clips = sorted((fetch_real_sounds() / "clips").rglob("*.wav"))[: args.clips]
     if args.unreadable_only:
         result = {"unreadable": unreadable_rows(args, clips), "clip": clips[0].name}
+    elif args.runtimes_only:
+        result = {"runtimes": runtime_rows(args, clips), "clips": [c.name for c in clips]}
     else:
         result = {"speed": speed_rows(args, clips), "clips": [c.name for c in clips]}
     text = json.dumps(result, indent=2)

@@ -141,8 +141,8 @@ def test_model_without_retrieval_prompts_as_before(tiny_model):
 
     model = MATSModel.from_pretrained(tiny_model, device="cpu")
     assert not model.config.retrieval.enabled
-    before, after = model._prompt_ids("caption", "Describe it.")
-    assert (before, after) == model._prompt_ids("caption", "Describe it.", None)
+    before, after = model.prompt_ids("caption", "Describe it.")
+    assert (before, after) == model.prompt_ids("caption", "Describe it.", None)
     z = torch.zeros(1, 384)
     out = model.build_inputs(z, [Request("caption", "Describe it.")], with_answers=False)
     hinted = model.build_inputs(z, [Request("caption", "Describe it.", context="Similar sounds: rain.")],

@@ -144,7 +144,7 @@ def test_labels_mask_prompt_and_prefix(small_model):
     prefix = m.mapper(z)
     assert labels.shape == mask.shape == emb.shape[:2]
     for i, r in enumerate(reqs):
-        before, after = m._prompt_ids(r.task, r.instruction)
+        before, after = m.prompt_ids(r.task, r.instruction)
         answer = m.tokenizer(r.answer, add_special_tokens=False)["input_ids"][:12] + [m.tokenizer.eos_token_id]
         assert answer == m._answer_ids(r.answer)
         n_prompt = len(before) + 3 + len(after)
@@ -171,7 +171,7 @@ def test_loss_equals_hand_computed_answer_ce(small_model):
         logp = torch.log_softmax(logits.double(), dim=-1)
         total, count = 0.0, 0
         for i, r in enumerate(reqs):
-            before, after = m._prompt_ids(r.task, r.instruction)
+            before, after = m.prompt_ids(r.task, r.instruction)
             start = len(before) + 3 + len(after)
             for k, tok in enumerate(m._answer_ids(r.answer)):
                 # the token at position start + k is predicted by the logits at start + k - 1

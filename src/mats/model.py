@@ -225,12 +225,21 @@ class MATSModel(nn.Module):
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         return {n: p.detach() for n, p in self.named_parameters() if p.requires_grad}
 
+    runtime = "torch"
+
+    @property
+    def batch_invariant(self) -> bool:
+        """Whether a clip's answer is the same in any batch: true for fp32 weights; bf16/fp16
+        matmuls round differently with the batch's shape, so a few answers change with it."""
+        return self.llm.get_input_embeddings().weight.dtype == torch.float32
+
     @property
     def device(self) -> torch.device:
         return next(self.mapper.parameters()).device
 
     # -- sequence building ------------------------------------------------------------------------
-    def _prompt_ids(self, task: str, instruction: str, context: str | None = None) -> tuple[list[int], list[int]]:
+    def prompt_ids(self, task: str, instruction: str, context: str | None = None) -> tuple[list[int], list[int]]:
+        """Token ids of the prompt before and after the audio prefix."""
         key = (task, instruction, context)
         if key not in self._prompt_cache:
             before, after = render_prompt(self.tokenizer, task, instruction, self.config.prompt_style,
@@ -258,7 +267,7 @@ class MATSModel(nn.Module):
         prefix = prefix.to(embed.weight.dtype)
         pieces, labels = [], []
         for i, req in enumerate(requests):
-            before, after = self._prompt_ids(get_task(req.task).name, req.instruction, req.context)
+            before, after = self.prompt_ids(get_task(req.task).name, req.instruction, req.context)
             answer = self._answer_ids(req.answer) if with_answers else []
             ids_before = torch.tensor(before, device=device, dtype=torch.long)
             ids_after = torch.tensor(after + answer, device=device, dtype=torch.long)
@@ -301,7 +310,7 @@ class MATSModel(nn.Module):
         """The answers, stripped. ``streamer``: transformers' streamer interface (``put``/``end``,
         e.g. :class:`mats.streaming.TextDeltas`), given the tokens as they are decoded; greedy
         decoding of one request only (transformers' rule)."""
-        batch = self.build_inputs(clap_embeddings, requests, with_answers=False)
+        batch = self.build_inputs(torch.as_tensor(clap_embeddings), requests, with_answers=False)
         tok = self.tokenizer
         # The prompt is inputs_embeds, so there are no prompt ids: repetition penalty and n-gram
         # blocking act on the generated tokens, as intended. They are given as our own processors

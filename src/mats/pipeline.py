@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
-import torch
 
 from .bridge.bridges import BridgeConfig, BridgeError, apply_bridge, available_bridges
 from .bridge.retrieval import retrieve_texts
@@ -70,25 +69,38 @@ class MATS:
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike | None = None, device: str | None = None,
-                        dtype: str | None = None, clap: CLAP | None = None, threads: int | None = None) -> MATS:
+                        dtype: str | None = None, clap: CLAP | None = None, threads: int | None = None,
+                        runtime: str = "auto") -> MATS:
         """Load a model folder (default: the offline default model shipped with mats).
 
         ``clap``: an already loaded CLAP to use instead of the one the config names (it must embed
         into the same space: same dimension, and the same fingerprint when the folder records one).
         ``threads``: CPU threads for torch and onnxruntime (default: ``MATS_THREADS`` or the cores
-        available to this process; see mats.threads)."""
+        available to this process; see mats.threads).
+        ``runtime``: "torch", "onnx" (ONNX Runtime on the CPU, fp32: :mod:`mats.onnx_engine`; the
+        graphs are exported on first use, see :mod:`mats.onnx_export`) or "auto" (see
+        :func:`mats.runtimes.choose_runtime`)."""
         from . import threads as threads_
         from .bridge.santa import SantaMemory
         from .bridge.shift import SHIFT_FILE, load_shift
         from .clap import load_clap
+        from .runtimes import choose_runtime, load_onnx_model
 
         threads_.configure(threads)
 
         folder = Path(folder) if folder is not None else DEFAULT_MODEL
         raw = read_model_config(folder)
         config = from_dict(ModelConfig, raw.get("model"), f"{folder}/config.json: model")
-        model = MATSModel.from_pretrained(folder, device=device, dtype=dtype, config=config)
-        clap = clap if clap is not None else load_clap(model.config.clap, device=device)
+        model = text_encoder = None
+        if choose_runtime(runtime, device, dtype) == "onnx":
+            loaded = load_onnx_model(folder, config, strict=runtime == "onnx")
+            if loaded is not None:
+                model, text_encoder = loaded
+        if model is None:
+            model = MATSModel.from_pretrained(folder, device=device, dtype=dtype, config=config)
+        if clap is None:
+            extra = {"text_encoder": text_encoder} if text_encoder is not None else {}
+            clap = load_clap(model.config.clap, device=device, **extra)
         if clap.dim != model.config.mapper.clap_dim:
             raise ValueError(f"CLAP {clap.name} has dim {clap.dim}, the model expects "
                              f"{model.config.mapper.clap_dim}")
@@ -172,7 +184,12 @@ class MATS:
     def batch_invariant(self) -> bool:
         """Whether a clip's answer is the same in any batch: true for fp32 weights; bf16/fp16
         matmuls round differently with the batch's shape, so a few answers change with it."""
-        return self.model.llm.get_input_embeddings().weight.dtype == torch.float32
+        return self.model.batch_invariant
+
+    @property
+    def runtime(self) -> str:
+        """Which engine decodes: "torch" or "onnx" (ONNX Runtime)."""
+        return self.model.runtime
 
     def bridge(self, embeddings: np.ndarray, config: BridgeConfig | str, seed: int = 0) -> np.ndarray:
         """The bridged embeddings fed to the mapper. Noise is drawn row by row from the same seed,
@@ -245,7 +262,7 @@ class MATS:
             reqs = [Request(task.name, task.instruction(questions[j] if questions else None), context=hints[j])
                     for j in range(i, min(n, i + batch_size))]
             extra = {"streamer": streamer} if streamer is not None else {}
-            texts = self.model.generate(torch.from_numpy(z[i:i + batch_size]), reqs, **decoding.generation_kwargs(),
+            texts = self.model.generate(z[i:i + batch_size], reqs, **decoding.generation_kwargs(),
                                         **extra)
             out.extend(texts[j:j + k] for j in range(0, len(texts), k))
         return out
@@ -429,8 +446,8 @@ class MATS:
         decoding = self.decoding(decoding)
         task, retrieval = decoding.spec, self.model.config.retrieval
         hint = retrieval.hint([r["text"] for r in retrieved or ()]) if retrieval.enabled else None
-        before, after = self.model._prompt_ids(task.name, task.instruction(question), hint)
-        return len(before) + int(self.model.mapper.cfg.prefix_length) + len(after)
+        before, after = self.model.prompt_ids(task.name, task.instruction(question), hint)
+        return len(before) + int(self.model.config.mapper.prefix_length) + len(after)
 
     @property
     def bridges(self) -> tuple[str, ...]:

@@ -43,7 +43,6 @@ from typing import Sequence
 import numpy as np
 
 from .base import CLAP, l2_normalize
-from .minilm import MiniLMTextEncoder
 from .yamnet import HOP, PATCH_FRAMES, PATCH_HOP, SAMPLE_RATE, WINDOW, YAMNet, patches
 
 # AudioSet classes that fire on many clips without saying what made the sound.
@@ -74,7 +73,7 @@ class DefaultCLAP(CLAP):
                  pooling: str = "mean", temperature: float = 0.5, top_classes: int | None = 5,
                  generic_penalty: float = 2.0, parent_penalty: float = 4.0, top_patches: int = 3,
                  short_clip: str = "repeat",
-                 yamnet_path=None, minilm_path=None, num_threads: int | None = None):
+                 yamnet_path=None, minilm_path=None, num_threads: int | None = None, text_encoder=None):
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         if short_clip not in ("repeat", "single"):
@@ -89,7 +88,12 @@ class DefaultCLAP(CLAP):
         self.parent_penalty = float(parent_penalty)
         self.top_patches, self.short_clip = int(top_patches), short_clip
         self.tagger = YAMNet(yamnet_path, num_threads=num_threads)
-        self.text_encoder = MiniLMTextEncoder(minilm_path, device=self.device)
+        # text_encoder: the same MiniLM already loaded elsewhere (the ONNX Runtime path's,
+        # mats.onnx_engine.OnnxTextEncoder); by default the torch one
+        if text_encoder is None:
+            from .minilm import MiniLMTextEncoder
+            text_encoder = MiniLMTextEncoder(minilm_path, device=self.device)
+        self.text_encoder = text_encoder
         self.class_names = self.tagger.class_names
         self._label_cache: dict[str, np.ndarray] = {}
         generic = set(GENERIC_CLASSES)

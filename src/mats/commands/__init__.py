@@ -30,6 +30,7 @@ COMMAND_MODULES = [
     "mats.commands.eval",        # eval
     "mats.commands.serve",       # serve
     "mats.commands.demo",        # demo
+    "mats.commands.export",      # export onnx
 ]
 
 DESCRIPTION = """\
@@ -84,6 +85,13 @@ def add_device(p: argparse.ArgumentParser) -> None:
                    help="LLM weights: auto (default) is fp32 on CPU and bf16 on GPUs; fast is bf16 also on "
                         "CPUs with native bf16 (AVX512-BF16/AMX): faster, same quality (docs/speed.md), but a "
                         "clip's answer may then depend on the batch it is decoded in")
+
+
+def add_runtime(p: argparse.ArgumentParser) -> None:
+    """Which engine answers (the inference commands and the server)."""
+    p.add_argument("--runtime", choices=("auto", "onnx", "torch"), default="auto",
+                   help="onnx: ONNX Runtime on the CPU (fp32, Llama-family LLMs; graphs exported once on first "
+                        "use, see `mats export onnx`); torch: transformers; auto (default): see docs/speed.md")
 
 
 def build_parser() -> argparse.ArgumentParser:

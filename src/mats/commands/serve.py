@@ -41,7 +41,7 @@ new one gets a 503 and is closed. The open-file limit is raised to its hard limi
 
 def add_parser(sub, common: argparse.ArgumentParser) -> None:
     from ..server import Settings
-    from . import add_device
+    from . import add_device, add_runtime
     d = Settings()
     p = sub.add_parser("serve", help="serve a model: a web page and an HTTP API", parents=[common],
                        description="Serve one model over HTTP: a web page at / and a JSON API "
@@ -52,6 +52,7 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
                    help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 picks a free one)")
     add_device(p)
+    add_runtime(p)
     p.add_argument("--batch-window-ms", type=float, default=d.batch_window_ms,
                    help=f"how long a request waits for others to share its batch (default {d.batch_window_ms:g})")
     p.add_argument("--max-batch", type=int, default=d.max_batch,
@@ -125,7 +126,7 @@ def _serve(args) -> int:
         warning = exposure_warning(args.host, settings.api_key)
         if warning:
             log.warning(warning)
-        m = MATS.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+        m = MATS.from_pretrained(args.model, device=args.device, dtype=args.dtype, runtime=args.runtime)
         app = create_app(m, settings)
         host, port = sock.getsockname()[:2]
         # Printed even with --quiet: it is how a script (benchmarks/serve_load.py) finds the port.

@@ -14,7 +14,7 @@ import sys
 
 from ..bridge.config import BRIDGES, DEFAULT_BRIDGE
 from ..tasks import command_tasks, get_task
-from . import add_decoding, add_device, add_format
+from . import add_decoding, add_device, add_format, add_runtime
 from .batch import BATCH_EPILOG, ResultsFile, add_batch_options, check_resume, open_results, shard
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,7 @@ def _options(p: argparse.ArgumentParser) -> None:
     add_decoding(p)
     add_seed(p)
     add_device(p)
+    add_runtime(p)
 
 
 def add_bridge(p: argparse.ArgumentParser) -> None:
@@ -104,6 +105,7 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.add_argument("--model", help="model folder (default: the offline default model)")
     add_bridge(p)
     add_device(p)
+    add_runtime(p)
     add_seed(p)
     add_format(p, ("text", "jsonl"))
     p.set_defaults(func=_chat)
@@ -111,7 +113,7 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
 
 def _load(args):
     from ..pipeline import MATS
-    return MATS.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    return MATS.from_pretrained(args.model, device=args.device, dtype=args.dtype, runtime=args.runtime)
 
 
 def _check_model_folder(args) -> None:
