@@ -114,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from mats.pipeline import MATS
     from mats.data.sounds import fetch_real_sounds
+    from mats.pipeline import MATS
 
     clips = sorted((fetch_real_sounds() / "clips").rglob("*.wav"))[: args.clips]
     if len(clips) < args.clips:
@@ -252,9 +252,9 @@ def fresh_tag_phases(clip: Path, model: str | None, repeats: int) -> dict:
 
 def text_encoding_rows(clap, n: int = 2048) -> dict:
     """Texts/s of the CLAP text encoder: batches of 64 in corpus order (before) vs length-sorted."""
-    import numpy as np
-
     import tempfile
+
+    import numpy as np
 
     from mats.data.default_corpus import build_default_corpus
 
@@ -437,8 +437,8 @@ def speed_rows(args, clips: list[Path]) -> dict:
         decode[k] = {"caption_batch1_s": summary(b1[k]), "caption_batch8_per_clip_s": summary(b8[k]),
                      "speedup_batch1": round(statistics.median(b1["before"]) / statistics.median(b1[k]), 3),
                      "speedup_batch8": round(statistics.median(b8["before"]) / statistics.median(b8[k]), 3),
-                     "captions_equal_to_before": sum(a == b for a, b in zip(texts[k], texts["before"])),
-                     "batch_of_8_equal_to_alone": sum(a == b for a, b in zip(batched[k], texts[k][:8]))}
+                     "captions_equal_to_before": sum(a == b for a, b in zip(texts[k], texts["before"], strict=True)),
+                     "batch_of_8_equal_to_alone": sum(a == b for a, b in zip(batched[k], texts[k][:8], strict=True))}
 
     # Decode steps against the floors: weights read once per step, at the memory's rate and at the
     # rate the matmul kernels stream them.
@@ -451,9 +451,9 @@ def speed_rows(args, clips: list[Path]) -> dict:
                "bandwidth_floor_ms": round(1000 * nbytes / (floors["read_bandwidth_gb_s"] * 1e9), 2)}
         for rows, beams in ((1, 1), (8, 8)):
             kw = dict(num_beams=beams, rerank=0) | ({"length_penalty": 0.0} if beams > 1 else {})
-            short = [timed(lambda: m.generate(emb, "caption", max_new_tokens=1, min_new_tokens=1, **kw))
+            short = [timed(lambda m=m, kw=kw: m.generate(emb, "caption", max_new_tokens=1, min_new_tokens=1, **kw))
                      for _ in range(3)]
-            long = [timed(lambda: m.generate(emb, "caption", max_new_tokens=21, min_new_tokens=21, **kw))
+            long = [timed(lambda m=m, kw=kw: m.generate(emb, "caption", max_new_tokens=21, min_new_tokens=21, **kw))
                     for _ in range(3)]
             stream = matmul_stream_gbs(dtype, rows)
             row[f"{rows}_rows"] = {
