@@ -140,3 +140,10 @@ def three_events(clips, out: Path, sample_rate: int = 16000) -> tuple[Path, list
         t += secs
     sf.write(str(out), np.concatenate(parts), sample_rate)
     return out, spans
+
+
+def upload(client, endpoint: str, clip: Path, **fields):
+    """POST ``clip`` as a multipart upload to ``/v1/{endpoint}`` through a TestClient, form fields beside it
+    (booleans as the page sends them)."""
+    return client.post(f"/v1/{endpoint}", files={"file": (clip.name, clip.read_bytes(), "audio/wav")},
+                       data={k: str(v).lower() if isinstance(v, bool) else v for k, v in fields.items()})

@@ -10,10 +10,7 @@ from contextlib import redirect_stderr, redirect_stdout
 import numpy as np
 import pytest
 
-from serving import default_model, real_clips
-
-GAP = 3.0  # seconds of silence between the clips
-SECONDS = (8.0, 9.0, 7.0)  # each clip repeated to this length
+from serving import default_model, real_clips, three_events
 
 
 @pytest.fixture(scope="module")
@@ -23,26 +20,9 @@ def model():
 
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory, model):
-    """Three real clips (repeated to SECONDS) with GAP s of silence between: (path, sound spans)."""
-    import soundfile as sf
-
-    from mats.audio import load_audio
+    """Three real clips with silence between: (path, sound spans); see serving.three_events."""
     folder = tmp_path_factory.mktemp("events")
-    sr = model.clap.sample_rate
-    parts, spans, t = [], [], 0.0
-    for i, (clip, secs) in enumerate(zip(real_clips(folder / "clips", 3), SECONDS, strict=True)):
-        if i:
-            parts.append(np.zeros(int(GAP * sr), np.float32))
-            t += GAP
-        x = load_audio(clip, sr)
-        n = int(secs * sr)
-        x = np.tile(x, -(-n // x.size))[:n]
-        parts.append(0.5 * x / max(1e-6, float(np.abs(x).max())))
-        spans.append((t, t + secs))
-        t += secs
-    path = folder / "three-events.wav"
-    sf.write(str(path), np.concatenate(parts), sr)
-    return path, spans
+    return three_events(real_clips(folder / "clips", 3), folder / "three-events.wav", model.clap.sample_rate)
 
 
 @pytest.fixture(scope="module")

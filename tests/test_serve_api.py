@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from mats.server import Settings, create_app
 from mats.server.guard import PATH_REFUSED
-from serving import default_model, long_clip, real_clips
+from serving import default_model, long_clip, real_clips, upload
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +52,6 @@ def settings(app):
     saved = dict(s.__dict__)
     yield s
     s.__dict__.update(saved)
-
-
-def upload(client, endpoint, clip, **fields):
-    return client.post(f"/v1/{endpoint}", files={"file": (clip.name, clip.read_bytes(), "audio/wav")},
-                       data={k: str(v).lower() if isinstance(v, bool) else v for k, v in fields.items()})
 
 
 def as_json(client, endpoint, clip, **fields):

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from mats.server import Settings, create_app
-from serving import default_model, real_clips, three_events
+from serving import default_model, real_clips, three_events, upload
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +41,6 @@ def settings(app):
     saved = dict(s.__dict__)
     yield s
     s.__dict__.update(saved)
-
-
-def upload(client, endpoint, clip, **fields):
-    return client.post(f"/v1/{endpoint}", files={"file": (clip.name, clip.read_bytes(), "audio/wav")},
-                       data={k: str(v).lower() if isinstance(v, bool) else v for k, v in fields.items()})
 
 
 def refusal(r, status, *words):

@@ -252,7 +252,7 @@ class Events(list):
 def detect_events(clap: CLAP, audio, hop: float | None = None, min_event: float | None = None,
                   threshold: float = THRESHOLD, silence_db: float = SILENCE_DB,
                   max_decoded_samples: int | None = None, max_seconds: float | None = None,
-                  page_seconds: float = PAGE_SECONDS, cancelled: Callable[[], bool] | None = None) -> Events:
+                  page_seconds: float = PAGE_SECONDS, check: Callable[[], None] | None = None) -> Events:
     """The events of one recording (a path, a waveform at the CLAP's rate, or ``(waveform, sr)``), in
     order, covering it from 0 to its end. Raises on unreadable audio or a bad ``hop``/``min_event``
     (None: :data:`DEFAULT_HOP` / :data:`DEFAULT_MIN_EVENT`).
@@ -264,8 +264,8 @@ def detect_events(clap: CLAP, audio, hop: float | None = None, min_event: float 
     audio whatever the length; a recording no longer than a page is analysed in one piece. An event
     that is cut where a page ends joins its neighbour when they hear the same thing (as neighbours
     merge inside a page). A truncated file gives the events before the damage; see :class:`Events`.
-    ``cancelled`` (a server's client that went away) is asked before each block of audio is analysed;
-    when it says yes, :class:`mats.pipeline.Cancelled` is raised and the rest is not read."""
+    ``check`` is called before each block of audio is analysed: an exception from it stops the work
+    there (a server's client that went away: :meth:`mats.pipeline.MATS.events`)."""
     from .audio import stream_audio
     hop = check_hop(DEFAULT_HOP if hop is None else hop, clap.clip_seconds)
     min_event = _check_min_event(DEFAULT_MIN_EVENT if min_event is None else min_event)
@@ -281,7 +281,8 @@ def detect_events(clap: CLAP, audio, hop: float | None = None, min_event: float 
     held: list[np.ndarray] = []  # audio from embed.offset on, not yet cut into final events
     size = 0
     for block in stream:
-        _stop_if(cancelled)
+        if check is not None:
+            check()
         held.append(block)
         size += block.size
         if size < page:
@@ -350,27 +351,16 @@ def _extend(out: list[Event], found: Sequence[Event], threshold: float) -> None:
             out.append(ev)
 
 
-def _stop_if(cancelled: Callable[[], bool] | None) -> None:
-    if cancelled is not None and cancelled():
-        from .pipeline import Cancelled  # lazily: the pipeline imports this module
-        raise Cancelled("the request was cancelled")
-
-
 def answer_events(mats, events: Sequence[Event], decoding: str | Decoding, batch_size: int = ANSWER_BATCH,
                   cancelled: Callable[[], bool] | None = None, **options) -> list[Event]:
     """Fill ``text``/``tags`` (or ``error``) of every sound event by ``mats.run`` (a
     :class:`mats.pipeline.MATS`, which this module does not import: the pipeline imports it) on the
     event's embedding, one ``decoding`` for all; silence stays unanswered. Returns ``events`` (an
     :class:`Events` stays one, with its ``stopped_at``/``warning``). ``cancelled`` is asked before each
-    event is decoded; when it says yes, :class:`mats.pipeline.Cancelled` is raised."""
-    from .pipeline import Cancelled, Item
-
+    event is decoded (the run loop's; an event it stops gets a ``Cancelled`` error)."""
     sounds = [e for e in events if e.kind == "sound"]
-    runs = mats.run([Item(e.embedding, cancelled=cancelled) for e in sounds], decoding, batch_size=batch_size,
-                    **options)
+    runs = mats.run([e.embedding for e in sounds], decoding, batch_size=batch_size, cancelled=cancelled, **options)
     for ev, r in zip(sounds, runs, strict=True):
-        if isinstance(r.exception, Cancelled):
-            raise r.exception
         ev.text, ev.tags, ev.error = r.text, r.tags, r.error
     return events if isinstance(events, list) else list(events)
 

@@ -301,7 +301,8 @@ class MATS:
     def run(self, items: Iterable[Item | str | os.PathLike | np.ndarray], decoding: str | Decoding,
             question: str | None = None, per_window: bool = False, pooled: bool = True,
             explain: int | bool = 0, batch_size: int = 8, progress: bool = False,
-            max_decoded_samples: int | None = None, streamer=None, **options) -> Iterator[Result]:
+            max_decoded_samples: int | None = None, streamer=None, cancelled: Callable[[], bool] | None = None,
+            **options) -> Iterator[Result]:
         """One :class:`~mats.tasks.Result` per item, in input order, as batches finish.
 
         ``items``: audio files, CLAP audio embeddings ([D] arrays), or :class:`Item` (with a question
@@ -316,12 +317,14 @@ class MATS:
         model's retrieval k, or 8); for a retrieval-augmented model the very texts in its prompt.
         ``max_decoded_samples``: the decoded-size budget per file (default: mats.audio's).
         ``streamer``: given the answer's tokens as they are decoded (:class:`mats.streaming.TextDeltas`);
-        one item, no windows, greedy decoding only."""
+        one item, no windows, greedy decoding only. ``cancelled``: the :attr:`Item.cancelled` of the
+        items without one of their own."""
         from tqdm import tqdm
 
         decoding = self.decoding(decoding, **options)
         task = decoding.spec
         items = [it if isinstance(it, Item) else Item(it) for it in items]
+        items = [it if it.cancelled or not cancelled else replace(it, cancelled=cancelled) for it in items]
         items = [it if it.question or not question else replace(it, question=question) for it in items]
         if task.needs_question and any(not (it.question or "").strip() for it in items):
             raise ValueError(f"task {task.name!r} needs a question for every item")
@@ -355,10 +358,17 @@ class MATS:
         decoded; when it says yes, :class:`Cancelled` is raised and no more work is done."""
         from .events import ANSWER_BATCH, answer_events, detect_events
         decoding = self.decoding(decoding, **options)
+
+        def stop_if_gone() -> None:
+            if cancelled is not None and cancelled():
+                raise Cancelled("the request was cancelled")
+
         found = detect_events(self.clap, audio, hop=hop, min_event=min_event, max_decoded_samples=max_decoded_samples,
-                              max_seconds=max_seconds, cancelled=cancelled)
-        return answer_events(self, found, decoding, batch_size=batch_size or ANSWER_BATCH, question=question,
-                             cancelled=cancelled)
+                              max_seconds=max_seconds, check=stop_if_gone)
+        answered = answer_events(self, found, decoding, batch_size=batch_size or ANSWER_BATCH, question=question,
+                                 cancelled=cancelled)
+        stop_if_gone()  # gone while the events were decoded: those it stopped hold a Cancelled error
+        return answered
 
     def _run_chunk(self, chunk: Sequence[Item], decoding: Decoding, per_window: bool, pooled: bool, top_k: int,
                    batch_size: int, max_decoded_samples: int | None, streamer=None) -> list[Result]:
