@@ -118,6 +118,17 @@ def test_deterministic(tag_run, eval_set, tiny_model, mats_tiny, tmp_path):
     assert a["metrics"] == json.loads(json.dumps(first["metrics"]))
 
 
+def test_onnx_runtime_gives_the_torch_runs_predictions(tag_run, eval_set, tiny_model, tmp_path):
+    """`mats eval --runtime onnx` loads the model on ONNX Runtime, says so in results.json, and scores the
+    very predictions of the torch run (the same tokens: tests/test_onnx.py)."""
+    from mats.evaluation.runner import evaluate
+    _, first = tag_run
+    res = evaluate(_config(eval_set, tiny_model, tmp_path / "onnx", runtime="onnx"))
+    assert res["config"]["runtime"] == "onnx" and first["config"]["runtime"] == "torch"
+    assert [p["prediction"] for p in res["predictions"]] == [p["prediction"] for p in first["predictions"]]
+    assert res["metrics"] == first["metrics"]
+
+
 def test_ablation_quick(eval_set, tiny_model, mats_tiny, tmp_path):
     from mats.evaluation.ablation import QUICK_GRID
     from mats.evaluation.runner import Evaluation, evaluate

@@ -36,6 +36,7 @@ import json
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from . import store
@@ -275,8 +276,13 @@ def _export(module, args, path: Path, input_names, output_names, dynamic_axes) -
     import torch
 
     raw = path.with_name(path.stem + ".raw.onnx")
-    torch.onnx.export(module, args, str(raw), input_names=input_names, output_names=output_names,
-                      dynamic_axes=dynamic_axes, opset_version=17, dynamo=False, do_constant_folding=True)
+    # The tracer warns about shape checks it freezes and about advanced indexing; the graphs are held
+    # against the torch modules on other shapes by tests/test_onnx.py, so a user is not shown them.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message="Exporting aten::index operator")
+        torch.onnx.export(module, args, str(raw), input_names=input_names, output_names=output_names,
+                          dynamic_axes=dynamic_axes, opset_version=17, dynamo=False, do_constant_folding=True)
     _optimise(raw, path)
     raw.unlink()
     for extra in path.parent.glob(path.stem + ".raw.onnx*"):

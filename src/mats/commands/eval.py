@@ -6,7 +6,7 @@ import argparse
 import json
 import logging
 
-from . import add_decoding, add_device, add_format
+from . import add_decoding, add_device, add_format, add_runtime
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ def add_parser(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--no-sweeps", action="store_true", help="with --ablation: compare the bridges only")
     p.add_argument("--shift", metavar="FILE", help="shift vector (shift.safetensors / .npy) for the shift bridge")
     add_device(p)
+    add_runtime(p)
     p.add_argument("--no-zero-shot", action="store_true", help="skip the CLAP zero-shot ceiling")
     p.add_argument("--no-plot", "--no-plots", dest="no_plot", action="store_true",
                    help="do not draw the ablation PNGs")
@@ -86,7 +87,8 @@ def _run(args) -> int:
                         sweeps=not args.no_sweeps, shift=args.shift,
                         num_beams=args.beams, max_new_tokens=args.max_new_tokens, rerank=args.rerank,
                         metrics=[m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None,
-                        device=args.device, dtype=args.dtype, zero_shot=not args.no_zero_shot, progress=not args.quiet,
+                        device=args.device, dtype=args.dtype, runtime=args.runtime,
+                        zero_shot=not args.no_zero_shot, progress=not args.quiet,
                         plots=not args.no_plot)
     results = evaluate(config)
     m = results["metrics"]

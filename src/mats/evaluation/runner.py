@@ -75,6 +75,7 @@ class EvalConfig:
     metrics: list[str] | None = None      # caption metrics (default: all of caption_metrics)
     device: str | None = None
     dtype: str | None = None              # LLM weights (mats.llm.pick_dtype; default "auto")
+    runtime: str | None = None            # "auto" | "onnx" | "torch" (mats.runtimes; default "auto")
     zero_shot: bool = True
     zero_shot_prompt: str = "the sound of {label}"
     progress: bool = True
@@ -478,6 +479,7 @@ def _results(config: EvalConfig, ev: Evaluation, prompt: dict, decoding: Decodin
             "shift_file": str(config.shift) if config.shift else None,
             "zero_shot_prompt": config.zero_shot_prompt if config.zero_shot else None,
             "device": str(getattr(mats.model, "device", "")) or None,
+            "runtime": mats.runtime,
             "llm_dtype": str(next(mats.model.llm.parameters()).dtype).replace("torch.", "")
             if hasattr(mats.model, "llm") else None,
             "mats_version": versions["mats"], "versions": versions,
@@ -502,7 +504,7 @@ def _results(config: EvalConfig, ev: Evaluation, prompt: dict, decoding: Decodin
 
 def _load_mats(config: EvalConfig):
     from ..pipeline import MATS
-    m = MATS.from_pretrained(config.model, device=config.device, dtype=config.dtype)
+    m = MATS.from_pretrained(config.model, device=config.device, dtype=config.dtype, runtime=config.runtime)
     if config.shift is not None:
         from ..bridge.shift import load_shift
         p = Path(config.shift)
