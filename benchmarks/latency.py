@@ -59,7 +59,8 @@ run, alternated (which runtime goes first changes clip by clip and repeat by rep
 * ``greedy_step``: ms per decoded token of one row (greedy), beside the matmul floor of one row on the
   same weights (torch's kernels and OpenBLAS: :func:`llm_matmul_ms`) and the bandwidth floor;
 * ``fresh_tag_s``: fresh ``mats tag FILE`` per runtime beside a bare ``python -c "import torch"``, and
-  whether ``-X importtime`` of the ONNX run lists torch / transformers;
+  whether ``-X importtime`` of the ONNX run lists torch / transformers; ``fresh_tag_phases``: where
+  such a run spends its time per runtime (imports, model load, audio + CLAP, decoding);
 * ``peak_rss_mb``: the peak resident memory of a fresh process that loads the model and captions the
   clips in one batch, per runtime.
 
@@ -215,7 +216,7 @@ t0 = time.perf_counter()
 import mats.pipeline
 from mats import MATS
 t1 = time.perf_counter()
-m = MATS.from_pretrained(sys.argv[2] or None)
+m = MATS.from_pretrained(sys.argv[2] or None, runtime=sys.argv[3])
 t2 = time.perf_counter()
 emb = m.embed_audio([sys.argv[1]])
 t3 = time.perf_counter()
@@ -234,13 +235,13 @@ IMPORT_FLOOR = ("import torch, numpy, onnxruntime, mats.pipeline, transformers.m
                 "transformers.models.llama.modeling_llama")
 
 
-def fresh_tag_phases(clip: Path, model: str | None, repeats: int) -> dict:
-    """Where a fresh `mats tag FILE` spends its time, phase by phase (the CLI itself adds argument
-    parsing and printing, and skips interpreter teardown)."""
+def fresh_tag_phases(clip: Path, model: str | None, repeats: int, runtime: str = "torch") -> dict:
+    """Where a fresh `mats tag FILE` spends its time on ``runtime``, phase by phase (the CLI itself adds
+    argument parsing and printing, and skips interpreter teardown)."""
     runs = []
     for _ in range(repeats):
         t = time.perf_counter()
-        out = subprocess.run([sys.executable, "-c", FRESH_TAG_PHASES, str(clip), model or ""],
+        out = subprocess.run([sys.executable, "-c", FRESH_TAG_PHASES, str(clip), model or "", runtime],
                              check=True, capture_output=True, text=True)
         total = time.perf_counter() - t
         row = json.loads(out.stdout.strip().splitlines()[-1])
@@ -573,6 +574,7 @@ def runtime_rows(args, clips: list[Path]) -> dict:
         for n in (("import_torch", "torch", "onnx") if i % 2 == 0 else ("onnx", "torch", "import_torch")):
             cmd = py + ["-c", "import torch"] if n == "import_torch" else tag + ["--runtime", n]
             fresh_rows[n].append(fresh(cmd, 1)["median"])
+    phases = {n: fresh_tag_phases(clips[0], args.model, args.repeats, n) for n in names}
     p = subprocess.run(py + ["-X", "importtime", "-m", "mats.cli", "tag", str(clips[0]), "--runtime", "onnx"]
                        + model_args, capture_output=True, text=True)
     imported = {line.rsplit("|", 1)[-1].strip() for line in p.stderr.splitlines() if line.startswith("import time:")}
@@ -603,6 +605,7 @@ def runtime_rows(args, clips: list[Path]) -> dict:
                                             / fresh_summary["import_torch"]["median"], 2),
             "torch_over_import_torch": round(fresh_summary["torch"]["median"]
                                              / fresh_summary["import_torch"]["median"], 2)},
+        "fresh_tag_phases": phases,
         "onnx_tag_imports_torch": "torch" in imported, "onnx_tag_imports_transformers": "transformers" in imported,
         "peak_rss_mb": memory,
     }
