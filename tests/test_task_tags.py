@@ -158,7 +158,7 @@ class _StubMATS(MATS):
 
     def __init__(self, folder, trained):
         clap = SimpleNamespace(dim=4, name="stub", describe=lambda: {"name": "stub"})
-        super().__init__(SimpleNamespace(device="cpu"), clap, folder, trained_tasks=trained)
+        super().__init__(SimpleNamespace(device="cpu", runtime="torch"), clap, folder, trained_tasks=trained)
         self.asked = []
 
     def embed_audio(self, files, max_decoded_samples=None):
