@@ -251,6 +251,18 @@ def test_cli_runtime_and_export_commands(exported, tiny_model, tmp_path, capsys)
     assert err[-1].startswith("mats: error: runtime 'onnx' runs on the CPU")
 
 
+def test_export_of_a_folder_that_is_not_a_model_is_one_line(tmp_path, capsys):
+    """`mats export onnx --model DIR` on an empty or missing folder: exit 2, one line, nothing written."""
+    from mats.commands import main
+
+    (tmp_path / "empty").mkdir()
+    for folder in (tmp_path / "empty", tmp_path / "missing"):
+        assert main(["export", "onnx", "--model", str(folder), "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"mats: error: {folder} is not a MATS model folder (no config.json)"]
+    assert not (tmp_path / "out").exists()
+
+
 def test_the_server_answers_through_onnx_runtime(pair, tiny_model):
     """`mats serve --runtime onnx`'s app: an endpoint's answer is the ONNX run loop's (and torch's)."""
     from fastapi.testclient import TestClient

@@ -291,7 +291,7 @@ def _answer_events(args, decoding, files, out: ResultsFile | None) -> int:
         for r in unreadable:
             _print_events(str(r.file), args, writer, out, None, r.error)
         return 1
-    from ..events import ANSWER_BATCH, check_hop
+    from ..events import check_hop
     m = _load(args)
     if args.hop is not None:
         check_hop(args.hop, m.clap.clip_seconds)
@@ -299,7 +299,7 @@ def _answer_events(args, decoding, files, out: ResultsFile | None) -> int:
     for f in files:
         try:
             events, error = m.events(f, decoding, hop=args.hop, min_event=args.min_event, question=args.question,
-                                     batch_size=args.batch_size or ANSWER_BATCH), None
+                                     batch_size=args.batch_size), None
         except Exception as e:  # noqa: BLE001 - one bad file must not stop the batch
             events, error = None, f"{type(e).__name__}: {e}"
         failed += error is not None or any(e.error for e in events or ())
