@@ -58,9 +58,10 @@ run, alternated (which runtime goes first changes clip by clip and repeat by rep
   clip, alone and in batches of 8, with the ratio torch / onnx and how many captions are equal;
 * ``greedy_step``: ms per decoded token of one row (greedy), beside the matmul floor of one row on the
   same weights (torch's kernels and OpenBLAS: :func:`llm_matmul_ms`) and the bandwidth floor;
-* ``fresh_tag_s``: fresh ``mats tag FILE`` per runtime beside a bare ``python -c "import torch"``, and
-  whether ``-X importtime`` of the ONNX run lists torch / transformers; ``fresh_tag_phases``: where
-  such a run spends its time per runtime (imports, model load, audio + CLAP, decoding);
+* ``fresh_tag_s``: fresh ``mats tag FILE`` per runtime and as a user types it (``default``: no
+  ``--runtime``, no ``MATS_RUNTIME``) beside a bare ``python -c "import torch"``, and whether
+  ``-X importtime`` of the default run lists torch / transformers; ``fresh_tag_phases``: where such a
+  run spends its time per runtime (imports, model load, audio + CLAP, decoding);
 * ``peak_rss_mb``: the peak resident memory of a fresh process that loads the model and captions the
   clips in one batch, per runtime.
 
@@ -160,10 +161,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def fresh(cmd: list[str], repeats: int, env: dict | None = None, exit_code: int = 0) -> dict:
+    """Wall time of ``cmd`` in a fresh process; ``env`` entries set to None are removed."""
+    merged = {**os.environ, **(env or {})}
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
-        p = subprocess.run(cmd, capture_output=True, env={**os.environ, **(env or {})})
+        p = subprocess.run(cmd, capture_output=True, env={k: v for k, v in merged.items() if v is not None})
         times.append(time.perf_counter() - t)
         if p.returncode != exit_code:
             raise RuntimeError(f"{cmd}: exit {p.returncode}, expected {exit_code}: {p.stderr.decode()[-2000:]}")
@@ -569,14 +572,16 @@ def runtime_rows(args, clips: list[Path]) -> dict:
     del models
 
     tag = py + ["-m", "mats.cli", "tag", str(clips[0])] + model_args
-    fresh_rows = {"import_torch": [], "torch": [], "onnx": []}
+    # "default": `mats tag FILE` as a user types it (no --runtime, no MATS_RUNTIME): "auto"
+    fresh_rows = {"import_torch": [], "torch": [], "onnx": [], "default": []}
+    cmds = {"import_torch": py + ["-c", "import torch"], "torch": tag + ["--runtime", "torch"],
+            "onnx": tag + ["--runtime", "onnx"], "default": tag}
     for i in range(args.repeats):
-        for n in (("import_torch", "torch", "onnx") if i % 2 == 0 else ("onnx", "torch", "import_torch")):
-            cmd = py + ["-c", "import torch"] if n == "import_torch" else tag + ["--runtime", n]
-            fresh_rows[n].append(fresh(cmd, 1)["median"])
+        for n in (list(fresh_rows) if i % 2 == 0 else list(fresh_rows)[::-1]):
+            fresh_rows[n].append(fresh(cmds[n], 1, env={"MATS_RUNTIME": None})["median"])
     phases = {n: fresh_tag_phases(clips[0], args.model, args.repeats, n) for n in names}
-    p = subprocess.run(py + ["-X", "importtime", "-m", "mats.cli", "tag", str(clips[0]), "--runtime", "onnx"]
-                       + model_args, capture_output=True, text=True)
+    p = subprocess.run(py + ["-X", "importtime", "-m", "mats.cli", "tag", str(clips[0])] + model_args,
+                       capture_output=True, text=True, env={k: v for k, v in os.environ.items() if k != "MATS_RUNTIME"})
     imported = {line.rsplit("|", 1)[-1].strip() for line in p.stderr.splitlines() if line.startswith("import time:")}
     memory = {}
     for n in names:
@@ -603,10 +608,14 @@ def runtime_rows(args, clips: list[Path]) -> dict:
         "fresh_tag_s": fresh_summary | {
             "onnx_over_import_torch": round(fresh_summary["onnx"]["median"]
                                             / fresh_summary["import_torch"]["median"], 2),
+            "default_over_import_torch": round(fresh_summary["default"]["median"]
+                                               / fresh_summary["import_torch"]["median"], 2),
             "torch_over_import_torch": round(fresh_summary["torch"]["median"]
                                              / fresh_summary["import_torch"]["median"], 2)},
         "fresh_tag_phases": phases,
-        "onnx_tag_imports_torch": "torch" in imported, "onnx_tag_imports_transformers": "transformers" in imported,
+        # `python -X importtime -m mats tag FILE` (the default runtime)
+        "default_tag_imports_torch": "torch" in imported,
+        "default_tag_imports_transformers": "transformers" in imported,
         "peak_rss_mb": memory,
     }
 

@@ -16,6 +16,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+# Models load on torch here unless a test names its runtime: the default ("auto": ONNX Runtime on a CPU)
+# would first export every tiny model the plumbing tests build (seconds and ~100 MB each). The default
+# path itself is tested where it is named: tests/test_onnx.py (graphs, golden clips, CLI, server) and
+# the fresh `mats tag` there, run with MATS_RUNTIME unset.
+os.environ.setdefault("MATS_RUNTIME", "torch")
+
 
 def require(condition: object, why: str) -> None:
     """Go on when ``condition`` holds; otherwise skip with ``why``, or fail under CI (``CI`` set)."""

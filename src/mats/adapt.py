@@ -313,8 +313,12 @@ def evaluation_key(mats, data: str | os.PathLike, limit: int | None = None) -> s
     if mats.folder is None:
         return None
     h = hashlib.sha256()
-    param = next(mats.model.parameters())
-    h.update(f"tag\0{limit}\0{param.dtype}\0{param.device}\0{mats.model.config.llm}\0".encode())
+    if mats.runtime == "torch":
+        param = next(mats.model.parameters())
+        engine = f"{param.dtype}\0{param.device}"
+    else:
+        engine = mats.runtime
+    h.update(f"tag\0{limit}\0{engine}\0{mats.model.config.llm}\0".encode())
     for root in (Path(mats.folder), Path(data)):
         for p in sorted(q for q in root.rglob("*") if q.is_file()):
             h.update(f"{p.relative_to(root)}\0{cached_sha256(p)}\0".encode())
@@ -402,7 +406,7 @@ def adapt(config: AdaptConfig, base=None, evals: dict[str, str | os.PathLike] | 
 
     t0 = time.perf_counter()
     if base is None:
-        base = MATS.from_pretrained(base_dir, device=config.device, dtype=config.dtype)
+        base = MATS.from_pretrained(base_dir, device=config.device, dtype=config.dtype, runtime="torch")
     load_seconds = time.perf_counter() - t0
     before = dict(before or {})
     for name, folder in evals.items():
@@ -433,7 +437,8 @@ def adapt(config: AdaptConfig, base=None, evals: dict[str, str | os.PathLike] | 
         work.mkdir(parents=True, exist_ok=True)
         save_json({"format": "mats-adapt", "config": record}, work / ADAPT_FILE)
         final = _fine_tune(config, domain, raw, memory, work, progress)
-        adapted = MATS.from_pretrained(final, device=config.device, dtype=config.dtype, clap=base.clap)
+        adapted = MATS.from_pretrained(final, device=config.device, dtype=config.dtype, clap=base.clap,
+                                       runtime="torch")
         tasks = set(base.trained_tasks or []) | {s.task for s in domain.samples}
         adapted.trained_tasks = sorted(tasks)
         train_cfg = _relative_train_config(adapted.train_config or {}, out, base_dir)

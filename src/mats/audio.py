@@ -180,10 +180,48 @@ def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     """Anti-aliased polyphase resampling (float32 in, float32 out)."""
     if sr_in == sr_out:
         return np.asarray(x, dtype=np.float32)
-    from scipy.signal import resample_poly
     g = math.gcd(int(sr_in), int(sr_out))
-    y = resample_poly(x.astype(np.float64), int(sr_out) // g, int(sr_in) // g)
-    return y.astype(np.float32)
+    return resample_poly(x, int(sr_out) // g, int(sr_in) // g).astype(np.float32)
+
+
+def _polyphase_filter(up: int, down: int) -> tuple[np.ndarray, int]:
+    """scipy.signal.resample_poly's default low-pass (firwin: Kaiser window with beta 5, cutoff at the
+    lower Nyquist rate, ``10 * max(up, down)`` taps either side, gain ``up``) as polyphase rows
+    ``[up, taps]``, row p holding taps p, p + up, ... in reverse (the order they meet the signal);
+    and its half length."""
+    rate = max(up, down)
+    half_len = 10 * rate
+    m = np.arange(2 * half_len + 1) - float(half_len)
+    h = (1.0 / rate) * np.sinc(m / rate) * np.kaiser(2 * half_len + 1, 5.0)
+    h = h / h.sum() * up
+    taps = -(-len(h) // up)
+    rows = np.zeros(up * taps)
+    rows[:len(h)] = h
+    return rows.reshape(taps, up).T[:, ::-1].copy(), half_len
+
+
+def resample_poly(x: np.ndarray, up: int, down: int) -> np.ndarray:
+    """``scipy.signal.resample_poly(x, up, down)`` with its default window and zero padding, in numpy
+    (float64 out, equal to scipy's up to float rounding, as fast): scipy.signal costs a fresh process
+    half a second to import, more than resampling a clip takes. ``up`` and ``down`` are coprime.
+
+    Output ``o`` is the filter centred on up-sampled position ``n = o * down + half_len``: it reads
+    ``x[n // up - t] * h[n % up + t * up]``. Outputs ``up`` apart share the phase ``n % up`` and read
+    ``down`` samples further on, so each phase is one strided matrix-vector product."""
+    n_out = -(-len(x) * up // down)
+    rows, half_len = _polyphase_filter(up, down)
+    taps = rows.shape[1]
+    # x[j] sits at padded[j + taps]; zeros beyond either end are the signal's zero padding
+    padded = np.zeros(taps + len(x) + taps + half_len // up + 2)
+    padded[taps:taps + len(x)] = x
+    windows = np.lib.stride_tricks.sliding_window_view(padded, taps)  # windows[s] = padded[s : s + taps]
+    y = np.empty(n_out)
+    for r in range(min(up, n_out)):
+        n = r * down + half_len
+        first = n // up + 1  # windows[first] ends at x[n // up]
+        count = len(range(r, n_out, up))
+        y[r::up] = windows[first:first + (count - 1) * down + 1:down] @ rows[n % up]
+    return y
 
 
 def _is_file_like(src) -> bool:
@@ -443,7 +481,6 @@ class _BlockResampler:
         self.done = 0  # output samples returned
 
     def __call__(self, x: np.ndarray, final: bool = False) -> np.ndarray:
-        from scipy.signal import resample_poly
         self.buf = np.concatenate([self.buf, np.asarray(x, np.float32)])
         self.seen += len(x)
         if final:
@@ -455,7 +492,7 @@ class _BlockResampler:
         first_input = self.done * self.down // self.up
         s0 = max(0, (first_input - self.context) // self.down * self.down)
         s0 = max(s0, self.buf_start)
-        y = resample_poly(self.buf[s0 - self.buf_start:].astype(np.float64), self.up, self.down)
+        y = resample_poly(self.buf[s0 - self.buf_start:], self.up, self.down)
         offset = s0 * self.up // self.down
         out = y[self.done - offset:end - offset].astype(np.float32)
         self.done = end

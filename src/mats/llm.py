@@ -12,23 +12,15 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from . import store
 from .devices import DTYPES, pick_device
+from .model_config import LoRAConfig
 
 __all__ = ["LoRAConfig", "pick_device", "pick_dtype", "load_llm", "add_lora", "resolve_llm", "merge_lora"]
-
-
-@dataclass
-class LoRAConfig:
-    r: int = 8
-    alpha: int = 32
-    dropout: float = 0.1
-    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
 
 
 def native_bf16_cpu() -> bool:

@@ -8,24 +8,10 @@ straight to ``prefix_length x llm_hidden`` (cheaper, weaker).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-
-@dataclass
-class MapperConfig:
-    kind: str = "transformer"  # "transformer" | "mlp"
-    clap_dim: int = 384
-    llm_hidden: int = 576
-    clip_length: int = 10
-    prefix_length: int = 10
-    width: int = 384
-    depth: int = 4
-    heads: int = 8
-    mlp_ratio: float = 2.0
-    dropout: float = 0.0
+from .model_config import MapperConfig
 
 
 class TransformerMapper(nn.Module):

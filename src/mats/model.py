@@ -11,44 +11,22 @@ files: ``mapper.safetensors`` and ``lora/`` (peft adapter).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import torch
 from torch import nn
 
-from .bridge.retrieval import RetrievalConfig
 from .config import from_dict
-from .llm import LoRAConfig, add_lora, load_llm, merge_lora
-from .mapper import MapperConfig, build_mapper
+from .llm import add_lora, load_llm, merge_lora
+from .mapper import build_mapper
+from .model_config import ModelConfig
 from .prompts import render_prompt
-from .tasks import get_task
+from .tasks import Request, get_task
+
+__all__ = ["IGNORE", "MATSModel", "ModelConfig", "Request"]
 
 IGNORE = -100
-
-
-@dataclass
-class ModelConfig:
-    clap: str = "yamnet-minilm"
-    llm: str = "smollm2-135m-instruct"
-    mapper: MapperConfig = field(default_factory=MapperConfig)
-    lora: LoRAConfig = field(default_factory=LoRAConfig)
-    prompt_style: str = "chat"  # "chat" (tokenizer's chat template) or "plain" (USER:/ASSISTANT:)
-    system_prompt: str | None = "You are an assistant that listens to audio."
-    max_answer_tokens: int = 64
-    # Retrieval-augmented prompting (mats.bridge.retrieval): k = 0, the default, is the paper's model.
-    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
-
-
-@dataclass
-class Request:
-    """One generation/training item: which task, the instruction (question) and the target answer."""
-
-    task: str
-    instruction: str
-    answer: str | None = None
-    context: str | None = None  # the retrieval hint (retrieval-augmented models only)
 
 
 def _check_safetensors(path: Path) -> None:

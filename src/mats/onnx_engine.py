@@ -41,6 +41,31 @@ def session(path: Path, threads: int | None = None):
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
+class _Starting:
+    """A session being created on another thread: ONNX Runtime lets go of the GIL while it maps and
+    prepacks the weights (half a second for the default decoder), so a fresh process reads and embeds
+    its audio meanwhile. ``get()`` waits for it and raises what creating it raised."""
+
+    def __init__(self, make):
+        import threading
+
+        self._make, self._value, self._error = make, None, None
+        self._thread = threading.Thread(target=self._run, name="mats-onnx-load", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._value = self._make()
+        except BaseException as e:  # handed to the thread that asks for the session
+            self._error = e
+
+    def get(self):
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
 class Tokenizer:
     """The part of a transformers tokenizer the run loop and the streamer use, on ``tokenizers``."""
 
@@ -76,13 +101,17 @@ class OnnxModel:
         m = self.manifest
         self.tokenizer = Tokenizer(export_dir / "tokenizer.json", m["eos_token_id"], m["pad_token_id"])
         self.embeddings = np.load(export_dir / "embeddings.npy", mmap_mode="r")
-        self.decoder = session(export_dir / "decoder.onnx", threads)
+        self._decoder = _Starting(lambda: session(export_dir / "decoder.onnx", threads))
         self.mapper = session(export_dir / "mapper.onnx", threads)
         llm = m["llm"]
         self.layers, self.kv_heads, self.head_dim = llm["layers"], llm["kv_heads"], llm["head_dim"]
         names = [f"{i}.{kv}" for i in range(self.layers) for kv in ("key", "value")]
         self.prompt_names, self.past_names = [f"prompt.{n}" for n in names], [f"past.{n}" for n in names]
         self._prompt_cache: dict[tuple, tuple[list[int], list[int]]] = {}
+
+    @property
+    def decoder(self):
+        return self._decoder.get()
 
     def save_weights(self, folder, state=None) -> None:
         raise RuntimeError("a model loaded with runtime='onnx' is inference-only (its graphs, not its weights); "
@@ -202,15 +231,26 @@ class OnnxTextEncoder:
     dim = 384
 
     def __init__(self, export_dir: Path, threads: int | None = None, max_length: int = 128):
-        from tokenizers import Tokenizer as _Tokenizer
-
         export_dir = Path(export_dir)
-        self.session = session(export_dir / "minilm.onnx", threads)
-        self.tokenizer = _Tokenizer.from_file(str(export_dir / "minilm-tokenizer.json"))
-        self.tokenizer.enable_truncation(max_length)
-        self.tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
         self.max_length = max_length
         self._digest = json.loads((export_dir / "manifest.json").read_text())["files"]["minilm.onnx"]
+        self._loaded = _Starting(lambda: self._load(export_dir, threads))
+
+    def _load(self, export_dir: Path, threads: int | None):
+        from tokenizers import Tokenizer as _Tokenizer
+
+        tok = _Tokenizer.from_file(str(export_dir / "minilm-tokenizer.json"))
+        tok.enable_truncation(self.max_length)
+        tok.enable_padding(pad_id=0, pad_token="[PAD]")
+        return session(export_dir / "minilm.onnx", threads), tok
+
+    @property
+    def session(self):
+        return self._loaded.get()[0]
+
+    @property
+    def tokenizer(self):
+        return self._loaded.get()[1]
 
     def fingerprint(self) -> str:
         return f"minilm-onnx|max_length={self.max_length}|{self._digest}"

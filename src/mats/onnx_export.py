@@ -8,7 +8,8 @@ What is exported:
   and each row's generated tokens (see :func:`decoder_module`); ``logits [rows, V]`` of the last
   position and the generated part with the new positions appended come out. The same graph is the
   prefill of one clip and every decode step. Llama-family LLMs only (RMSNorm, rotary positions,
-  grouped-query attention, gated SiLU MLP): others stay on torch (:class:`Unsupported`).
+  grouped-query attention, gated SiLU MLP): others stay on torch (:class:`Unsupported`). Its weights
+  are in ``decoder.onnx.data`` beside it, which ONNX Runtime maps into memory rather than copying;
 - ``embeddings.npy``: the LLM's input embedding table (the prompt's token embeddings are looked up in
   numpy, so the decoder takes embeddings, as the torch path does);
 - ``mapper.onnx``: CLAP embedding [B, clap_dim] -> prefix [B, prefix_length, H];
@@ -45,7 +46,7 @@ __all__ = ["EXPORT_VERSION", "Unsupported", "DamagedExport", "export_key", "expo
            "check_export", "supported_llm", "decoder_module"]
 
 # bump when the graphs, the manifest or the key change, so that old exports are not read
-EXPORT_VERSION = "2"
+EXPORT_VERSION = "3"  # 3: the decoder's weights in decoder.onnx.data
 MANIFEST = "manifest.json"
 _CONTENT = "\x00mats-user-content\x00"  # stands for the user turn while the chat template is rendered
 
@@ -201,7 +202,7 @@ def _write_all(model, config, out: Path, key: str) -> dict:
     files = {}
     with torch.inference_mode(False), torch.no_grad():
         _export_decoder(llm, out / "decoder.onnx")
-        files["decoder.onnx"] = None
+        files["decoder.onnx"] = files["decoder.onnx.data"] = None
         emb = llm.get_input_embeddings().weight.detach().float().cpu().numpy()
         np.save(out / "embeddings.npy", np.ascontiguousarray(emb))
         files["embeddings.npy"] = None
@@ -262,17 +263,23 @@ def render_with(template: dict, task: str, instruction: str, context: str | None
 
 # -- the graphs --------------------------------------------------------------------------------------
 
-def _optimise(src: Path, dst: Path) -> None:
-    """Save ONNX Runtime's extended-level optimised graph (the level whose result holds on any CPU)."""
+def _optimise(src: Path, dst: Path, weights_apart: bool = False) -> None:
+    """Save ONNX Runtime's extended-level optimised graph (the level whose result holds on any CPU).
+    ``weights_apart``: the weights go to ``<dst>.data`` beside the graph, which ONNX Runtime maps into
+    memory instead of parsing and copying them out of the graph's protobuf: the decoder's session then
+    starts in a fraction of the time (docs/speed.md, "ONNX Runtime")."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     so.optimized_model_filepath = str(dst)
+    if weights_apart:
+        so.add_session_config_entry("session.optimized_model_external_initializers_file_name", dst.name + ".data")
+        so.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
     ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
 
 
-def _export(module, args, path: Path, input_names, output_names, dynamic_axes) -> None:
+def _export(module, args, path: Path, input_names, output_names, dynamic_axes, weights_apart: bool = False) -> None:
     import torch
 
     raw = path.with_name(path.stem + ".raw.onnx")
@@ -283,7 +290,7 @@ def _export(module, args, path: Path, input_names, output_names, dynamic_axes) -
         warnings.filterwarnings("ignore", message="Exporting aten::index operator")
         torch.onnx.export(module, args, str(raw), input_names=input_names, output_names=output_names,
                           dynamic_axes=dynamic_axes, opset_version=17, dynamo=False, do_constant_folding=True)
-    _optimise(raw, path)
+    _optimise(raw, path, weights_apart)
     raw.unlink()
     for extra in path.parent.glob(path.stem + ".raw.onnx*"):
         extra.unlink()
@@ -408,7 +415,7 @@ def _export_decoder(llm, path: Path) -> None:
     axes.update({n: {0: "rows", 2: "total"} for n in present_names})
     _export(step, (embeds, positions, prompt_mask, *prompt, *past), path,
             ["inputs_embeds", "position_ids", "prompt_mask", *prompt_names, *past_names],
-            ["logits", *present_names], axes)
+            ["logits", *present_names], axes, weights_apart=True)
 
 
 def _export_mapper(mapper, clap_dim: int, path: Path) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -26,8 +26,11 @@ from .bridge.santa import SantaMemory
 from .clap.base import CLAP, WindowEmbeddings, l2_normalize
 from .config import DEFAULT_MODEL, FORMAT_VERSION, from_dict, read_model_config
 from .decoding import Decoding
-from .model import MATSModel, ModelConfig, Request
-from .tasks import Result, split_tags, trained_tasks
+from .model_config import ModelConfig
+from .tasks import Request, Result, split_tags, trained_tasks
+
+if TYPE_CHECKING:  # torch: imported by the torch runtime only
+    from .model import MATSModel
 
 __all__ = ["MATS", "Item", "Result", "Decoding", "Cancelled", "DEFAULT_MODEL", "read_model_config"]
 
@@ -70,7 +73,7 @@ class MATS:
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike | None = None, device: str | None = None,
                         dtype: str | None = None, clap: CLAP | None = None, threads: int | None = None,
-                        runtime: str = "auto") -> MATS:
+                        runtime: str | None = None) -> MATS:
         """Load a model folder (default: the offline default model shipped with mats).
 
         ``clap``: an already loaded CLAP to use instead of the one the config names (it must embed
@@ -78,13 +81,15 @@ class MATS:
         ``threads``: CPU threads for torch and onnxruntime (default: ``MATS_THREADS`` or the cores
         available to this process; see mats.threads).
         ``runtime``: "torch", "onnx" (ONNX Runtime on the CPU, fp32: :mod:`mats.onnx_engine`; the
-        graphs are exported on first use, see :mod:`mats.onnx_export`) or "auto" (see
-        :func:`mats.runtimes.choose_runtime`)."""
+        graphs are exported on first use, see :mod:`mats.onnx_export`) or "auto": ONNX Runtime on a
+        CPU with fp32 weights, else torch (:func:`mats.runtimes.choose_runtime`). None:
+        ``$MATS_RUNTIME`` or "auto". A model loaded on ONNX Runtime answers; to train it, load it on
+        torch."""
         from . import threads as threads_
         from .bridge.santa import SantaMemory
         from .bridge.shift import SHIFT_FILE, load_shift
         from .clap import load_clap
-        from .runtimes import choose_runtime, load_onnx_model
+        from .runtimes import choose_runtime, default_runtime, load_onnx_model
 
         threads_.configure(threads)
 
@@ -92,11 +97,14 @@ class MATS:
         raw = read_model_config(folder)
         config = from_dict(ModelConfig, raw.get("model"), f"{folder}/config.json: model")
         model = text_encoder = None
+        runtime = runtime or default_runtime()
         if choose_runtime(runtime, device, dtype) == "onnx":
             loaded = load_onnx_model(folder, config, strict=runtime == "onnx")
             if loaded is not None:
                 model, text_encoder = loaded
         if model is None:
+            from .model import MATSModel
+
             model = MATSModel.from_pretrained(folder, device=device, dtype=dtype, config=config)
         if clap is None:
             extra = {"text_encoder": text_encoder} if text_encoder is not None else {}

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 
-__all__ = ["Task", "Result", "EvalTask", "TASKS", "EVAL_TASKS", "get_task", "get_eval_task", "split_tags",
+__all__ = ["Task", "Request", "Result", "EvalTask", "TASKS", "EVAL_TASKS", "get_task", "get_eval_task", "split_tags",
            "command_tasks", "trained_tasks"]
 
 
@@ -32,6 +32,16 @@ def split_tags(text: str) -> list[str]:
         if p and p.lower() not in (s.lower() for s in seen):
             seen[p] = None
     return list(seen)
+
+
+@dataclass
+class Request:
+    """One generation/training item: which task, the instruction (question) and the target answer."""
+
+    task: str
+    instruction: str
+    answer: str | None = None
+    context: str | None = None  # the retrieval hint (retrieval-augmented models only)
 
 
 @dataclass

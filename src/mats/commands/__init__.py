@@ -89,9 +89,10 @@ def add_device(p: argparse.ArgumentParser) -> None:
 
 def add_runtime(p: argparse.ArgumentParser) -> None:
     """Which engine answers (the inference commands and the server)."""
-    p.add_argument("--runtime", choices=("auto", "onnx", "torch"), default="auto",
+    p.add_argument("--runtime", choices=("auto", "onnx", "torch"), default=None,
                    help="onnx: ONNX Runtime on the CPU (fp32, Llama-family LLMs; graphs exported once on first "
-                        "use, see `mats export onnx`); torch: transformers; auto (default): see docs/speed.md")
+                        "use, see `mats export onnx`); torch: transformers (any device, the one that trains); "
+                        "auto: onnx on a CPU with fp32 weights, else torch (default: $MATS_RUNTIME or auto)")
 
 
 def build_parser() -> argparse.ArgumentParser:

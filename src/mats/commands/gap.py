@@ -172,7 +172,8 @@ def _run(args) -> int:
     log.info("wrote %s to %s", files, out)
     if args.model:
         from ..pipeline import MATS
-        m = MATS.from_pretrained(args.model, clap=clap, device=args.device)  # refuses another CLAP
+        # refuses another CLAP; torch, since it writes the folder's weights back
+        m = MATS.from_pretrained(args.model, clap=clap, device=args.device, runtime="torch")
         m.shift = report.shift
         m.save_pretrained(args.model)
         log.info("stored the shift vector in the model folder %s", args.model)

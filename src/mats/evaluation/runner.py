@@ -75,7 +75,7 @@ class EvalConfig:
     metrics: list[str] | None = None      # caption metrics (default: all of caption_metrics)
     device: str | None = None
     dtype: str | None = None              # LLM weights (mats.llm.pick_dtype; default "auto")
-    runtime: str | None = None            # "auto" | "onnx" | "torch" (mats.runtimes; default "auto")
+    runtime: str | None = None            # "auto" | "onnx" | "torch" (None: $MATS_RUNTIME or "auto")
     zero_shot: bool = True
     zero_shot_prompt: str = "the sound of {label}"
     progress: bool = True
