@@ -25,7 +25,7 @@ Decoded candidates are stored under ``OUT/decoded/`` as they finish: an interrup
 where it stopped. Prints the results as JSON, then a Markdown table; with ``--out`` also writes
 ``quality.json``, ``quality.md`` and ``quality.png`` there.
 
-    python benchmarks/quality.py [--model NAME=DIR ...] [--splits dev,test] [--out DIR]
+    python benchmarks/quality.py [--model NAME=DIR ...] [--splits dev,test] [--runtime onnx|torch] [--out DIR]
 """
 
 from __future__ import annotations
@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--dtype", help="LLM weights: fp32, bf16, fast (default: the library's default)")
     ap.add_argument("--device", help="cpu, cuda, ... (default: best available)")
+    ap.add_argument("--runtime", choices=("auto", "onnx", "torch"),
+                    help="inference engine (default: $MATS_RUNTIME or auto: ONNX Runtime on a CPU)")
     ap.add_argument("--threads", type=int, help="CPU threads (default: the cores available)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
@@ -71,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]
     store = Path(args.out) / "decoded" if args.out else None
 
-    loaded = {name: MATS.from_pretrained(folder, device=args.device, dtype=args.dtype, threads=args.threads)
+    loaded = {name: MATS.from_pretrained(folder, device=args.device, dtype=args.dtype, threads=args.threads,
+                                         runtime=args.runtime)
               for name, folder in models.items()}
     first = next(iter(loaded.values()))
     for name, m in loaded.items():
@@ -79,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"model {name} uses another CLAP ({m.clap.fingerprint()}); the models of one table "
                      "must share the CLAP (the audio is embedded once)")
 
-    summary: dict = {"dtype": args.dtype or "default",
+    summary: dict = {"dtype": args.dtype or "default", "runtime": {n: m.runtime for n, m in loaded.items()},
                      "models": {name: {"folder": str(folder), "retrieval_k": loaded[name].model.config.retrieval.k}
                                 for name, folder in models.items()},
                      "clap": first.clap.name, "candidates": CANDIDATES, "splits": {}}
@@ -147,7 +150,7 @@ def _decode(m, ev, name: str, split: str, task: str, bridge: str, args, store: P
     """The 8 best beams per clip, from the store when an earlier run decoded them already."""
     from tqdm import tqdm
 
-    key = f"{name}-{split}-{task}-{bridge}-seed{args.seed}-n{len(ev.items)}"
+    key = f"{name}-{m.runtime}-{split}-{task}-{bridge}-seed{args.seed}-n{len(ev.items)}"
     path = store / f"{key}.json" if store else None
     files = [str(it.file) for it in ev.items]
     if path is not None and path.is_file():

@@ -215,6 +215,22 @@ def test_runtime_choice_is_checked():
     with pytest.raises(ValueError, match="unknown runtime"):
         runtimes.choose_runtime("tensorrt")
     assert runtimes.choose_runtime("auto", "cpu", "bf16") == "torch"  # ONNX Runtime runs fp32 only
+    assert runtimes.choose_runtime("auto", "cpu") == "onnx"
+
+
+def test_auto_without_a_gpu_decides_without_torch(monkeypatch):
+    """With no GPU to find, "auto" picks ONNX Runtime without importing torch to look for one."""
+    from mats.devices import may_have_gpu
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert not may_have_gpu()
+    monkeypatch.setattr("mats.devices.pick_device", lambda device=None: pytest.fail("asked torch for a GPU"))
+    assert runtimes.choose_runtime("auto") == "onnx"
+    monkeypatch.setenv("MATS_RUNTIME", "torch")
+    assert runtimes.choose_runtime(None) == "torch"
+    monkeypatch.setenv("MATS_RUNTIME", "tensorrt")
+    with pytest.raises(ValueError, match="MATS_RUNTIME='tensorrt' is not a runtime"):
+        runtimes.choose_runtime(None)
 
 
 @pytest.mark.slow
@@ -228,6 +244,29 @@ def test_golden_clips_give_the_same_answers_on_onnx_runtime():
     m = MATS.from_pretrained(runtime="onnx")
     assert m.runtime == "onnx"
     assert _golden_outputs(m, [str(folder / f) for f in golden["clips"]]) == golden["float32"]
+
+
+@pytest.mark.slow
+def test_mats_tag_as_typed_imports_neither_torch_nor_transformers():
+    """`python -X importtime -m mats tag CLIP` as a user types it (no --runtime, no MATS_RUNTIME): the
+    default model answers on ONNX Runtime without importing torch or transformers, and says what the
+    torch path says."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import real_sounds_folder
+
+    clip = str(sorted((real_sounds_folder() / "clips").rglob("*.wav"))[0])
+    env = {k: v for k, v in os.environ.items() if k != "MATS_RUNTIME"}
+    p = subprocess.run([sys.executable, "-X", "importtime", "-m", "mats", "tag", clip], env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in p.stderr.splitlines() if line.startswith("import time:")}
+    assert "onnxruntime" in imported and "mats.onnx_engine" in imported
+    assert not {m for m in imported if m.split(".")[0] in ("torch", "transformers", "peft")}
+    torch_path = MATS.from_pretrained(runtime="torch")
+    assert p.stdout.strip() == f"{clip}\t{torch_path.generate(torch_path.embed_audio([clip]), 'tags')[0]}"
 
 
 def test_cli_runtime_and_export_commands(exported, tiny_model, tmp_path, capsys):

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["pick_device", "DTYPES"]
+__all__ = ["pick_device", "may_have_gpu", "DTYPES"]
 
 # The weight dtypes ``MATS.from_pretrained(dtype=...)`` and ``--dtype`` accept; what each means is
 # decided by ``mats.llm.pick_dtype``. Kept here, torch-free, so building the CLI parser imports no torch.
@@ -28,3 +28,18 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def may_have_gpu() -> bool:
+    """False when this machine certainly has no GPU torch could use: no CUDA or ROCm device node, not an
+    Apple-silicon Mac, or ``CUDA_VISIBLE_DEVICES`` empty. Asked before :func:`pick_device` where the
+    answer decides whether torch is needed at all: importing torch just to learn there is no GPU costs a
+    fresh process more than a second."""
+    import os
+    import platform
+
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
+        return False
+    if platform.system() == "Darwin":
+        return platform.machine() == "arm64"  # MPS
+    return any(os.path.exists(p) for p in ("/dev/nvidia0", "/dev/nvidiactl", "/dev/kfd", "/dev/dxg"))

@@ -57,9 +57,9 @@ def choose_runtime(runtime: str | None, device: str | None = None, dtype: str | 
     if runtime == "torch" or not AUTO_PICKS_ONNX or not fp32:
         return "torch"
     if device is None or device == "auto":
-        from .devices import pick_device  # a GPU when one is present: torch
+        from .devices import may_have_gpu, pick_device  # a GPU when one is present: torch
 
-        return "onnx" if pick_device(None).type == "cpu" else "torch"
+        return "onnx" if not may_have_gpu() or pick_device(None).type == "cpu" else "torch"
     return "onnx" if cpu else "torch"
 
 
