@@ -13,12 +13,14 @@ import json
 import os
 import shutil
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from . import store
 from .devices import DTYPES, pick_device
 from .model_config import LoRAConfig
+
+if TYPE_CHECKING:  # torch is imported where a model is loaded: resolve_llm and llm_digest need none
+    import torch
 
 __all__ = ["LoRAConfig", "pick_device", "pick_dtype", "load_llm", "add_lora", "resolve_llm", "merge_lora"]
 
@@ -46,6 +48,8 @@ def pick_dtype(device: torch.device, dtype: str | None = None) -> torch.dtype:
     - "fp32", "bf16", "fp16": as named.
 
     Training asks for its own dtype: see ``MATSModel.from_config``."""
+    import torch
+
     if dtype in (None, "auto"):
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -121,6 +125,7 @@ def _save_dequantised(model, folder: Path) -> None:
 
 def load_llm(spec: str, device: str | torch.device | None = None, dtype: str | None = None):
     """Return (model, tokenizer). Frozen weights, eval mode; the caller adds LoRA if training."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = pick_device(str(device) if device is not None else None)
@@ -230,6 +235,7 @@ def _merge_by_hand(model, lora_folder: Path) -> dict[str, torch.Tensor] | None:
 def merge_lora(model, lora_folder: str | Path, llm_spec: str):
     """Fold the adapter in ``lora_folder`` into ``model`` (a plain LLM from ``load_llm``) in place.
     Uses the on-disk cache when present; peft is imported only for adapters not merged by hand."""
+    import torch
     from safetensors.torch import load_file
 
     lora_folder = Path(lora_folder)
