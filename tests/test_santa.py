@@ -328,7 +328,7 @@ def test_auto_faiss_index_agrees_with_exact_search():
     before = mem.bank.copy()
     exact_idx, exact_sims = mem.retrieve_indices(z, search="exact")
     idx, sims = mem.retrieve_indices(z)  # builds the index: every list probed = exact search
-    assert mem._bank is None and mem._bank_t is None  # the rows now live only in the index
+    assert mem._bank is None  # the rows now live only in the index
     assert np.array_equal(idx, exact_idx)
     np.testing.assert_allclose(sims, exact_sims, atol=1e-5)
     assert np.array_equal(mem.bank, before)  # read back from the index, bit for bit
