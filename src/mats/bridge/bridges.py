@@ -38,6 +38,7 @@ import sys
 
 import numpy as np
 
+from .blas import one_blas_thread
 from .config import BRIDGES, DEFAULT_TAU, BridgeConfig, BridgeError, available_bridges
 from .noise import add_noise, l2_normalize
 from .rng import TorchCompatibleGenerator
@@ -79,21 +80,22 @@ def projection(z: np.ndarray, bank: np.ndarray, tau: float = 100.0) -> np.ndarra
     out = np.empty((n, q.shape[1]), dtype=np.float32)
     qstep = max(1, min(n, 4096))
     bstep = max(1, _CHUNK_ELEMS // qstep)
-    for s in range(0, n, qstep):
-        qs = q[s : s + qstep].astype(np.float64)
-        run_max = np.full((qs.shape[0], 1), -np.inf)
-        run_sum = np.zeros((qs.shape[0], 1))
-        run_vec = np.zeros((qs.shape[0], q.shape[1]))
-        for t in range(0, m, bstep):
-            bt = b[t : t + bstep].astype(np.float64)
-            logits = tau * (qs @ bt.T)
-            new_max = np.maximum(run_max, logits.max(1, keepdims=True))
-            scale = np.exp(run_max - new_max)
-            e = np.exp(logits - new_max)
-            run_sum = run_sum * scale + e.sum(1, keepdims=True)
-            run_vec = run_vec * scale + e @ bt
-            run_max = new_max
-        out[s : s + qstep] = l2_normalize(run_vec / run_sum)
+    with one_blas_thread():  # small products: see mats.bridge.blas
+        for s in range(0, n, qstep):
+            qs = q[s : s + qstep].astype(np.float64)
+            run_max = np.full((qs.shape[0], 1), -np.inf)
+            run_sum = np.zeros((qs.shape[0], 1))
+            run_vec = np.zeros((qs.shape[0], q.shape[1]))
+            for t in range(0, m, bstep):
+                bt = b[t : t + bstep].astype(np.float64)
+                logits = tau * (qs @ bt.T)
+                new_max = np.maximum(run_max, logits.max(1, keepdims=True))
+                scale = np.exp(run_max - new_max)
+                e = np.exp(logits - new_max)
+                run_sum = run_sum * scale + e.sum(1, keepdims=True)
+                run_vec = run_vec * scale + e @ bt
+                run_max = new_max
+            out[s : s + qstep] = l2_normalize(run_vec / run_sum)
     return out
 
 

@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .blas import one_blas_thread
 from .config import NOISE_KINDS, PAPER_NOISE_VARIANCE, PAPER_SANTA, SEARCH_MODES
 from .noise import add_noise, l2_normalize
 
@@ -275,7 +276,7 @@ def _nearest_centroid(x: np.ndarray, c: np.ndarray) -> np.ndarray:
 def _top_k(sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` largest of each row, best first (ties: lower column first): (columns, values)."""
     m = sims.shape[1]
-    cand = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < m else np.broadcast_to(np.arange(m), sims.shape)
+    cand = np.argpartition(sims, m - k, axis=1)[:, m - k:] if k < m else np.broadcast_to(np.arange(m), sims.shape)
     vals = np.take_along_axis(sims, cand, 1)
     order = np.lexsort((cand, -vals), axis=1)  # last key first: value descending, then column
     cols = np.take_along_axis(cand, order, 1)
@@ -457,7 +458,8 @@ class SantaMemory:
         """Index of the nearest centroid (Euclidean) for each query row."""
         q, back = _to_query(z)
         self._check_dim(q)
-        return back(_nearest_centroid(l2_normalize(q), self.centroids))
+        with one_blas_thread():
+            return back(_nearest_centroid(l2_normalize(q), self.centroids))
 
     def _check_dim(self, q: np.ndarray) -> None:
         if q.ndim != 2 or q.shape[1] != self.dim:
@@ -485,6 +487,10 @@ class SantaMemory:
         return self._base
 
     def _search(self, q: np.ndarray, top_l: int, mode: str) -> tuple[np.ndarray, np.ndarray]:
+        with one_blas_thread():
+            return self._search_gated(q, top_l, mode)
+
+    def _search_gated(self, q: np.ndarray, top_l: int, mode: str) -> tuple[np.ndarray, np.ndarray]:
         if not self.gated:
             return self._search_all(q, top_l, mode)
         idx, sims = self._base_view()._search_all(q, top_l, mode)
@@ -659,8 +665,9 @@ class SantaMemory:
             qs, ent = q[s : s + step], self.entries(idx[s : s + step])  # [n, L, D]
             if var > 0.0:
                 ent = add_noise(ent.reshape(-1, d), var, kind, generator).reshape(ent.shape)
-            w = _softmax(np.float32(tau) * (ent @ qs[:, :, None])[:, :, 0])
-            mix = (w[:, None, :] @ ent)[:, 0, :]
+            with one_blas_thread():
+                w = _softmax(np.float32(tau) * (ent @ qs[:, :, None])[:, :, 0])
+                mix = (w[:, None, :] @ ent)[:, 0, :]
             out[s : s + step] = l2_normalize(np.float32(1.0 - lam) * qs + np.float32(lam) * mix)
         return back(out)
 
