@@ -42,11 +42,10 @@ class TorchCompatibleGenerator:
 
     def __init__(self, seed: int = 0):
         self.seed = int(seed)
-        # torch's mt19937 keeps the low 32 bits of the seed and seeds with init_genrand, as RandomState
-        # does; its state moves to a bare MT19937, whose random_raw hands out the words fastest
-        key = np.random.RandomState(self.seed & 0xFFFFFFFF).get_state(legacy=False)["state"]
-        self._mt = np.random.MT19937()
-        self._mt.state = {"bit_generator": "MT19937", "state": key}
+        # torch's mt19937 keeps the low 32 bits of the seed and seeds with init_genrand: RandomState.seed's
+        # legacy seeding, applied here to a bare MT19937 (whose random_raw hands out the words fastest)
+        self._mt = np.random.MT19937(0)
+        np.random.RandomState(self._mt).seed(self.seed & 0xFFFFFFFF)
         self._cached_normal: float | None = None  # torch's next_double_normal_sample
 
     def _words(self, n: int) -> np.ndarray:
