@@ -165,3 +165,60 @@ def test_torch_input_accepted(queries):
     out = apply_bridge(torch.from_numpy(queries), BridgeConfig(name="none"))
     assert isinstance(out, np.ndarray)
     np.testing.assert_allclose(out, queries, atol=1e-7)
+
+
+TORCH_FREE = r"""
+import sys
+import numpy as np
+from mats.bridge.bridges import BRIDGES, apply_bridge
+from mats.bridge.retrieval import retrieve_texts
+from mats.bridge.santa import SantaMemory
+from mats.config import DEFAULT_MODEL
+
+mem = SantaMemory.load(DEFAULT_MODEL / "santa")
+q = (mem.bank[:6] + 0.05 * np.random.default_rng(0).standard_normal((6, mem.dim))).astype(np.float32)
+shift = np.full(mem.dim, 0.01, np.float32)
+outs = {name: apply_bridge(q, name, memory=mem, shift=shift, seed=1) for name in BRIDGES}
+assert all(o.shape == q.shape and np.isfinite(o).all() for o in outs.values())
+for mode in ("cluster", "exact", "ivf", "auto"):
+    idx, sims = mem.retrieve_indices(q, top_l=8, search=mode)
+    ent, _ = mem.retrieve(q[0], top_l=8, search=mode)
+    assert idx.shape == (6, 8) and ent.shape == (8, mem.dim)
+    mem.apply(q, search=mode)
+assert mem.entries(idx).shape == (6, 8, mem.dim)
+c = mem.nearest_cluster(q)
+in_cluster = mem.retrieve_indices(q, top_l=8, search="cluster")[0]
+assert all(set(row) <= set(mem.members(int(k))) for row, k in zip(in_cluster, c))
+assert mem.cluster_sizes.sum() == mem.num_entries
+grown = mem.with_texts(q[:2], ["a new text", "another new text"], recluster=False, gate_margin=0.0)
+grown.apply(q)
+assert retrieve_texts(grown, q, 4)[0]
+print("loaded:", sorted(m for m in ("torch", "transformers") if m in sys.modules))
+"""
+
+
+def test_inference_side_runs_without_torch(repo_root):
+    """Every bridge, every search mode and the gate of added texts on the default model's memory, in a
+    fresh process: neither torch nor transformers gets imported (issue 22: a tag on ONNX Runtime)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(repo_root / "src")}
+    out = subprocess.run([sys.executable, "-c", TORCH_FREE], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "loaded: []"
+
+
+def test_importing_the_bridge_modules_loads_no_torch(repo_root):
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys, mats.bridge.bridges, mats.bridge.santa, mats.bridge.noise, mats.bridge.retrieval, "
+            "mats.bridge.rng; print('torch' in sys.modules)")
+    env = {**os.environ, "PYTHONPATH": str(repo_root / "src")}
+    out = subprocess.run([sys.executable, "-X", "importtime", "-c", code], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "False"
+    assert not [ln for ln in out.stderr.splitlines() if ln.rsplit("|", 1)[-1].strip().split(".")[0] == "torch"]

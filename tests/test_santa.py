@@ -1,5 +1,6 @@
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -328,7 +329,7 @@ def test_auto_faiss_index_agrees_with_exact_search():
     before = mem.bank.copy()
     exact_idx, exact_sims = mem.retrieve_indices(z, search="exact")
     idx, sims = mem.retrieve_indices(z)  # builds the index: every list probed = exact search
-    assert mem._bank is None and mem._bank_t is None  # the rows now live only in the index
+    assert mem._bank is None  # the rows now live only in the index
     assert np.array_equal(idx, exact_idx)
     np.testing.assert_allclose(sims, exact_sims, atol=1e-5)
     assert np.array_equal(mem.bank, before)  # read back from the index, bit for bit
@@ -352,3 +353,49 @@ def test_faiss_kmeans_for_large_banks(monkeypatch):
     assert c.shape[0] <= 10 and np.bincount(a).min() > 0
     d = ((x[:, None, :] - c[None]) ** 2).sum(-1)
     assert np.array_equal(a, d.argmin(1))
+
+
+# ------------------------------------------------------------------------------------------------
+# the shipped default memory: the numpy search and step give what the torch implementation gave
+# ------------------------------------------------------------------------------------------------
+# tests/data/santa_default_torch.npz was recorded with the torch implementation (commit 11a6937, before
+# the search and the Santa step moved to numpy) on the queries below: bank indices of every search
+# (exact equality: same rows, same order) and 16 rows of apply_bridge(q, "santa", seed=0).
+TORCH_RECORD = Path(__file__).parent / "data" / "santa_default_torch.npz"
+
+
+def _default_memory_and_queries():
+    from mats.config import DEFAULT_MODEL
+
+    mem = SantaMemory.load(DEFAULT_MODEL / "santa")
+    rng = np.random.default_rng(0)
+    bank = mem.bank
+    near = bank[rng.choice(len(bank), 48, replace=False)] + rng.normal(0, 0.06, (48, 384)).astype(np.float32)
+    q = np.concatenate([near, rng.normal(size=(16, 384)).astype(np.float32)]).astype(np.float32)
+    added = (bank[rng.choice(len(bank), 40, replace=False)] + rng.normal(0, 0.05, (40, 384))).astype(np.float32)
+    gated = mem.with_texts(added, [f"added {i}" for i in range(40)], recluster=False, gate_margin=0.0)
+    return mem, gated, q
+
+
+def test_default_memory_search_and_step_match_the_torch_implementation():
+    from mats.bridge import apply_bridge
+
+    want = np.load(TORCH_RECORD)
+    mem, gated, q = _default_memory_and_queries()
+    assert gated.gated and len(set(want["idx_gated_cluster"].ravel()) - set(range(mem.num_entries))) > 0
+    for mode in ("cluster", "exact", "ivf"):
+        np.testing.assert_array_equal(mem.retrieve_indices(q, top_l=32, search=mode)[0], want[f"idx_{mode}"],
+                                      err_msg=mode)
+    np.testing.assert_array_equal(gated.retrieve_indices(q, top_l=32, search="cluster")[0], want["idx_gated_cluster"])
+    out = apply_bridge(q, "santa", memory=mem, seed=0)
+    # measured 3.0e-8: float32 rounding of the same products, and of the noise (rng.py)
+    assert np.abs(out[want["rows"]] - want["santa_seed0_rows"]).max() <= 1e-6
+
+
+def test_torch_generator_and_its_numpy_twin_give_the_same_santa_step():
+    from mats.bridge.rng import TorchCompatibleGenerator
+
+    mem, _, q = _default_memory_and_queries()
+    a = mem.apply(q, generator=torch.Generator().manual_seed(3))
+    b = mem.apply(q, generator=TorchCompatibleGenerator(3))
+    assert np.abs(a - b).max() <= 1e-6 and not np.allclose(a, mem.apply(q, generator=TorchCompatibleGenerator(4)))

@@ -4,7 +4,12 @@
 * :mod:`.santa` — Santa's clustered memory bank and the retrieval/mixing step;
 * :mod:`.config` — :class:`BridgeConfig`: a bridge by name, its defaults resolved from the model's memory;
 * :mod:`.bridges` — every inference bridge (none, noise, santa, nearest, projection, shift) applied;
-* :mod:`.shift` — the 'shift' bridge's vector on disk.
+* :mod:`.shift` — the 'shift' bridge's vector on disk;
+* :mod:`.rng` — :class:`TorchCompatibleGenerator`: the seeded noise of inference without torch;
+* :mod:`.blas` — one BLAS thread for the bridge's small products.
+
+Inference (every bridge, Santa's search and step) imports no torch; k-means (building a memory) and
+noise on torch tensors (training) import it when called.
 """
 
 # Imported lazily: the CLI reads mats.bridge.config (names and defaults) without loading torch.
@@ -14,7 +19,7 @@ _WHERE = {
     "apply_bridge": "bridges", "projection": "bridges",
     "add_noise": "noise", "sample_noise": "noise",
     "SEARCH_MODES": "config", "SantaConfig": "santa", "SantaMemory": "santa", "kmeans": "santa",
-    "load_shift": "shift", "save_shift": "shift",
+    "load_shift": "shift", "save_shift": "shift", "TorchCompatibleGenerator": "rng",
 }
 
 
@@ -42,4 +47,5 @@ __all__ = [
     "kmeans",
     "load_shift",
     "save_shift",
+    "TorchCompatibleGenerator",
 ]

@@ -26,16 +26,22 @@ the mapper. Select one by name (``BridgeConfig.name``):
     ``normalise(normalise(z) + shift)``, where ``shift = mean(text) - mean(audio)`` is the modality-gap
     vector measured by the gap diagnostic (given by the caller).
 
-All bridges are deterministic for a fixed ``seed`` (a fresh ``torch.Generator`` seeded per call).
+All bridges are deterministic for a fixed ``seed``: the noise comes from a fresh
+:class:`~mats.bridge.rng.TorchCompatibleGenerator` seeded per call (numpy; the draws of a CPU
+``torch.Generator`` of that seed, so answers recorded before inference left torch do not move).
+Nothing here imports torch; torch tensors are accepted as input.
 """
 
 from __future__ import annotations
 
-import numpy as np
-import torch
+import sys
 
+import numpy as np
+
+from .blas import one_blas_thread
 from .config import BRIDGES, DEFAULT_TAU, BridgeConfig, BridgeError, available_bridges
 from .noise import add_noise, l2_normalize
+from .rng import TorchCompatibleGenerator
 from .santa import SantaMemory
 
 __all__ = ["BRIDGES", "DEFAULT_TAU", "BridgeConfig", "BridgeError", "apply_bridge", "available_bridges",
@@ -45,7 +51,8 @@ _CHUNK_ELEMS = 1 << 24
 
 
 def _as_array(z) -> np.ndarray:
-    if isinstance(z, torch.Tensor):
+    torch = sys.modules.get("torch")  # a tensor exists only once its caller has loaded torch
+    if torch is not None and isinstance(z, torch.Tensor):
         z = z.detach().to("cpu", torch.float32).numpy()
     z = np.asarray(z, dtype=np.float32)
     if z.ndim != 2:
@@ -67,28 +74,29 @@ def _need_memory(memory: SantaMemory | None, name: str, dim: int) -> SantaMemory
 def projection(z: np.ndarray, bank: np.ndarray, tau: float = 100.0) -> np.ndarray:
     """``normalise(sum_i softmax_i(tau * <z, m_i>) m_i)`` over all rows of ``bank``, streamed in chunks
     (online softmax: running max, running normaliser, running weighted sum). Returns float32 [N, D]."""
-    q = torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32))
-    b = torch.from_numpy(np.ascontiguousarray(bank, dtype=np.float32))
+    q = np.ascontiguousarray(z, dtype=np.float32)
+    b = np.ascontiguousarray(bank, dtype=np.float32)
     n, m = q.shape[0], b.shape[0]
-    out = torch.empty(n, q.shape[1], dtype=torch.float32)
+    out = np.empty((n, q.shape[1]), dtype=np.float32)
     qstep = max(1, min(n, 4096))
     bstep = max(1, _CHUNK_ELEMS // qstep)
-    for s in range(0, n, qstep):
-        qs = q[s : s + qstep].double()
-        run_max = torch.full((qs.shape[0], 1), -float("inf"), dtype=torch.float64)
-        run_sum = torch.zeros(qs.shape[0], 1, dtype=torch.float64)
-        run_vec = torch.zeros(qs.shape[0], q.shape[1], dtype=torch.float64)
-        for t in range(0, m, bstep):
-            bt = b[t : t + bstep].double()
-            logits = tau * (qs @ bt.T)
-            new_max = torch.maximum(run_max, logits.max(1, keepdim=True).values)
-            scale = torch.exp(run_max - new_max)
-            e = torch.exp(logits - new_max)
-            run_sum = run_sum * scale + e.sum(1, keepdim=True)
-            run_vec = run_vec * scale + e @ bt
-            run_max = new_max
-        out[s : s + qstep] = l2_normalize(run_vec / run_sum).float()
-    return out.numpy()
+    with one_blas_thread():  # small products: see mats.bridge.blas
+        for s in range(0, n, qstep):
+            qs = q[s : s + qstep].astype(np.float64)
+            run_max = np.full((qs.shape[0], 1), -np.inf)
+            run_sum = np.zeros((qs.shape[0], 1))
+            run_vec = np.zeros((qs.shape[0], q.shape[1]))
+            for t in range(0, m, bstep):
+                bt = b[t : t + bstep].astype(np.float64)
+                logits = tau * (qs @ bt.T)
+                new_max = np.maximum(run_max, logits.max(1, keepdims=True))
+                scale = np.exp(run_max - new_max)
+                e = np.exp(logits - new_max)
+                run_sum = run_sum * scale + e.sum(1, keepdims=True)
+                run_vec = run_vec * scale + e @ bt
+                run_max = new_max
+            out[s : s + qstep] = l2_normalize(run_vec / run_sum)
+    return out
 
 
 def apply_bridge(
@@ -101,7 +109,7 @@ def apply_bridge(
     """Apply the bridge ``config.name`` to audio embeddings ``z`` ([N, D]); returns float32 unit rows.
 
     ``memory`` is required by santa / nearest / projection, ``shift`` ([D]) by shift. Noise draws
-    (noise, santa) come from a ``torch.Generator`` seeded with ``seed`` for this call.
+    (noise, santa) come from a :class:`TorchCompatibleGenerator` seeded with ``seed`` for this call.
     """
     if isinstance(config, str):
         config = BridgeConfig(name=config)
@@ -109,13 +117,13 @@ def apply_bridge(
     z = _as_array(z)
     n, d = z.shape
     q = l2_normalize(z).astype(np.float32)
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = TorchCompatibleGenerator(int(seed))
     name = config.name
 
     if name == "none":
         out = q
     elif name == "noise":
-        out = add_noise(torch.from_numpy(q), config.noise_variance, config.noise_kind, gen).numpy()
+        out = add_noise(q, config.noise_variance, config.noise_kind, gen)
     elif name == "santa":
         mem = _need_memory(memory, name, d)
         out = mem.apply(q, generator=gen, lam=config.lam, tau=config.tau, noise_variance=config.noise_variance,
@@ -131,9 +139,10 @@ def apply_bridge(
             out = projection(q, mem.bank, tau)
         else:
             idx, sims = mem.retrieve_indices(q, top_l=config.projection_top_l, search=config.search)
-            w = torch.softmax(tau * torch.from_numpy(np.asarray(sims, dtype=np.float64)), dim=1)
-            ent = torch.from_numpy(mem.bank[idx]).double()
-            out = l2_normalize(torch.einsum("nl,nld->nd", w, ent)).float().numpy()
+            logits = tau * np.asarray(sims, dtype=np.float64)
+            w = np.exp(logits - logits.max(1, keepdims=True))
+            w /= w.sum(1, keepdims=True)
+            out = l2_normalize((w[:, None, :] @ mem.entries(idx).astype(np.float64))[:, 0, :])
     elif name == "shift":
         if shift is None:
             raise BridgeError("bridge 'shift' needs the gap vector shift = mean(text) - mean(audio) "

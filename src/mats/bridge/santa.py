@@ -28,7 +28,9 @@ Search modes (``SantaConfig.search``):
 
 Banks above ``FAISS_KMEANS_MIN_ROWS`` rows are clustered with ``faiss.Kmeans`` (same contract:
 seeded, nearest-centre assignments, no empty clusters); smaller ones, the shipped default's among
-them, with the torch implementation below, whose results they were built with.
+them, with the torch implementation below, whose results they were built with. k-means is training
+time: it imports torch when called. Everything a loaded memory does (search, the Santa step,
+``with_texts(recluster=False)``) runs in numpy, so inference never imports torch.
 
 The memory is saved as ``santa.safetensors`` (bank, centroids, assignments) + ``santa.json`` (config);
 nothing is ever pickled.
@@ -40,15 +42,20 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
+from .blas import one_blas_thread
 from .config import NOISE_KINDS, PAPER_NOISE_VARIANCE, PAPER_SANTA, SEARCH_MODES
 from .noise import add_noise, l2_normalize
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["SEARCH_MODES", "KMEANS_INITS", "SantaConfig", "SantaMemory", "kmeans"]
 
@@ -126,7 +133,10 @@ class SantaConfig:
 # k-means
 # --------------------------------------------------------------------------------------------------
 def _nearest_centroid_t(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """argmin_k ||x - c_k||^2 for each row of ``x`` (float32, chunked); ties go to the lower index."""
+    """k-means' nearest centre (torch, as the shipped memories were built): argmin_k ||x - c_k||^2 for each
+    row of ``x`` (float32, chunked); ties go to the lower index."""
+    import torch
+
     cn = (c * c).sum(1)
     out = torch.empty(x.shape[0], dtype=torch.long)
     step = max(1, _CHUNK_ELEMS // max(1, c.shape[0]))
@@ -141,6 +151,8 @@ def _kmeans_pp(x: torch.Tensor, k: int, rng: np.random.Generator) -> torch.Tenso
 
     Each step reads all candidate rows once, so on large inputs the candidates are a seeded subsample
     of ``_PP_CANDIDATES_PER_CLUSTER * k`` rows (the Lloyd iterations still use every row)."""
+    import torch
+
     if x.shape[0] > _PP_CANDIDATES_PER_CLUSTER * k:
         sub = np.sort(rng.choice(x.shape[0], _PP_CANDIDATES_PER_CLUSTER * k, replace=False))
         x = x[torch.from_numpy(sub)]
@@ -181,7 +193,11 @@ def kmeans(
     the nearest returned centre.
 
     Returns ``(centroids [K', D] float32, assignments [M] int64)`` with ``K' <= k``.
+
+    Training time only: this imports torch (search and the Santa step do not).
     """
+    import torch
+
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.ndim != 2 or x.shape[0] == 0:
         raise ValueError(f"k-means needs a non-empty [M, D] array, got shape {x.shape}")
@@ -225,6 +241,7 @@ def kmeans(
 def _faiss_kmeans(x: np.ndarray, k: int, iters: int, seed: int, max_points: int | None):
     """faiss.Kmeans (k-means++-free random init, seeded) with the same contract as ``kmeans``."""
     import faiss
+    import torch
 
     from ..threads import num_threads
 
@@ -243,42 +260,71 @@ def _faiss_kmeans(x: np.ndarray, k: int, iters: int, seed: int, max_points: int 
 
 
 # --------------------------------------------------------------------------------------------------
+# search helpers (numpy: inference never needs torch)
+# --------------------------------------------------------------------------------------------------
+def _nearest_centroid(x: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """argmin_k ||x - c_k||^2 for each row of ``x`` (float32, chunked); ties go to the lower index."""
+    cn = np.einsum("kd,kd->k", c, c)
+    out = np.empty(x.shape[0], dtype=np.int64)
+    step = max(1, _CHUNK_ELEMS // max(1, c.shape[0]))
+    for s in range(0, x.shape[0], step):
+        d = cn[None, :] - 2.0 * (x[s : s + step] @ c.T)  # ||x||^2 is constant per row
+        out[s : s + step] = d.argmin(1)
+    return out
+
+
+def _top_k(sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` largest of each row, best first (ties: lower column first): (columns, values)."""
+    m = sims.shape[1]
+    cand = np.argpartition(sims, m - k, axis=1)[:, m - k:] if k < m else np.broadcast_to(np.arange(m), sims.shape)
+    vals = np.take_along_axis(sims, cand, 1)
+    order = np.lexsort((cand, -vals), axis=1)  # last key first: value descending, then column
+    cols = np.take_along_axis(cand, order, 1)
+    return cols.astype(np.int64), np.take_along_axis(vals, order, 1)
+
+
+def _pad_cyclic(idx: np.ndarray, sims: np.ndarray, n_valid: np.ndarray, length: int):
+    """Repeat the first ``n_valid[i]`` ranked entries of each row cyclically up to ``length``."""
+    rep = np.arange(length)[None, :] % np.maximum(n_valid, 1)[:, None]
+    return np.take_along_axis(idx, rep, 1), np.take_along_axis(sims, rep, 1)
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _to_query(z):
+    """-> (float32 numpy [N, D], function restoring the caller's type/shape/dtype/device).
+
+    torch tensors are accepted (and given back) without this module importing torch: a tensor can only
+    exist once its caller has loaded torch."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(z, torch.Tensor):
+        t = z.detach()
+        squeeze = t.ndim == 1
+        dev, dt = z.device, z.dtype
+        arr = t.to(device="cpu", dtype=torch.float32).numpy()
+
+        def back(y: np.ndarray):
+            y = torch.from_numpy(np.ascontiguousarray(y[0] if squeeze else y))
+            return y.to(device=dev, dtype=dt if (dt.is_floating_point and y.dtype.is_floating_point) else y.dtype)
+
+        return np.ascontiguousarray(arr[None] if squeeze else arr), back
+    arr = np.asarray(z)
+    squeeze = arr.ndim == 1
+    dt = arr.dtype if np.issubdtype(arr.dtype, np.floating) else np.dtype(np.float32)
+
+    def back_np(y: np.ndarray) -> np.ndarray:
+        y = y[0] if squeeze else y
+        return y.astype(dt, copy=False) if np.issubdtype(y.dtype, np.floating) else y
+
+    return np.ascontiguousarray(arr[None] if squeeze else arr, dtype=np.float32), back_np
+
+
+# --------------------------------------------------------------------------------------------------
 # the memory
 # --------------------------------------------------------------------------------------------------
-def _to_query(z):
-    """-> (float32 CPU tensor [N, D], function restoring the caller's type/shape/device)."""
-    squeeze = False
-    if isinstance(z, torch.Tensor):
-        t = z.detach()
-        if t.ndim == 1:
-            t, squeeze = t[None], True
-        dev, dt = z.device, z.dtype
-        t = t.to(device="cpu", dtype=torch.float32)
-
-        def back(y: torch.Tensor) -> torch.Tensor:
-            y = y[0] if squeeze else y
-            return y.to(device=dev, dtype=dt if dt.is_floating_point else y.dtype)
-
-        return t, back
-    arr = np.asarray(z)
-    if arr.ndim == 1:
-        arr, squeeze = arr[None], True
-    dt = arr.dtype if np.issubdtype(arr.dtype, np.floating) else np.dtype(np.float32)
-    t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
-
-    def back_np(y: torch.Tensor) -> np.ndarray:
-        y = y[0] if squeeze else y
-        return y.numpy().astype(dt if y.dtype.is_floating_point else y.numpy().dtype, copy=False)
-
-    return t, back_np
-
-
-def _pad_cyclic(idx: torch.Tensor, sims: torch.Tensor, n_valid: torch.Tensor, length: int):
-    """Repeat the first ``n_valid[i]`` ranked entries of each row cyclically up to ``length``."""
-    rep = torch.arange(length)[None, :] % n_valid.clamp_min(1)[:, None]
-    return idx.gather(1, rep), sims.gather(1, rep)
-
-
 class SantaMemory:
     """A clustered bank of L2-normalised text embeddings and Santa retrieval/mixing over it."""
 
@@ -305,13 +351,9 @@ class SantaMemory:
             raise ValueError(f"gate_from {self.config.gate_from} lies beyond the bank's {bank.shape[0]} rows")
         self._bank, self.centroids, self.assignments = bank, centroids, assignments
         self._shape = bank.shape
-        self._bank_t = torch.from_numpy(bank)  # None once the rows live in the "auto" index
-        self._auto = None
-        self._cent_t = torch.from_numpy(centroids)
-        a = torch.from_numpy(assignments)
-        self._order = torch.argsort(a, stable=True)  # bank rows grouped by cluster, in bank order
-        counts = torch.bincount(a, minlength=k)
-        self._offsets = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])
+        self._auto = None  # once set, the "auto" faiss index holds the rows and self._bank is None
+        self._order = np.argsort(assignments, kind="stable")  # bank rows grouped by cluster, in bank order
+        self._offsets = np.concatenate([[0], np.cumsum(np.bincount(assignments, minlength=k))]).astype(np.int64)
         self._ivf = None
         self._base = None  # the gate's view of the base rows (built on first use)
 
@@ -322,19 +364,13 @@ class SantaMemory:
             return self._auto[0].reconstruct_n(0, self.num_entries)
         return self._bank
 
-    def _rows(self, idx: torch.Tensor) -> torch.Tensor:
-        """Bank rows ``[*idx.shape, D]`` for row indices of any shape."""
-        if self._bank_t is not None:
-            return self._bank_t[idx]
-        flat = np.ascontiguousarray(idx.reshape(-1).numpy(), dtype=np.int64)
-        return torch.from_numpy(self._auto[0].reconstruct_batch(flat)).reshape(*idx.shape, self.dim)
-
     def entries(self, idx) -> np.ndarray:
         """Bank rows ``[*idx.shape, D]`` (clean unit vectors) for row indices of any shape."""
-        return self._rows(torch.as_tensor(np.asarray(idx, np.int64))).numpy()
-
-    def _bank_tensor(self) -> torch.Tensor:
-        return self._bank_t if self._bank_t is not None else torch.from_numpy(self.bank)
+        idx = np.asarray(idx, np.int64)
+        if self._bank is not None:
+            return self._bank[idx]
+        flat = np.ascontiguousarray(idx.reshape(-1))
+        return self._auto[0].reconstruct_batch(flat).reshape(*idx.shape, self.dim)
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
@@ -387,8 +423,8 @@ class SantaMemory:
                                             int(self.config.seed), self.config.kmeans_max_points,
                                             self.config.kmeans_init)
         else:
-            new = torch.from_numpy(np.ascontiguousarray(bank[self.num_entries:]))
-            extra = _nearest_centroid_t(new, self._cent_t).numpy() if len(new) else np.zeros(0, np.int64)
+            new = np.ascontiguousarray(bank[self.num_entries:])
+            extra = _nearest_centroid(new, self.centroids) if len(new) else np.zeros(0, np.int64)
             centroids, assignments = self.centroids, np.concatenate([self.assignments, extra.astype(np.int64)])
         config = dataclasses.replace(self.config)
         if gate_margin is not None:
@@ -412,19 +448,20 @@ class SantaMemory:
 
     @property
     def cluster_sizes(self) -> np.ndarray:
-        return (self._offsets[1:] - self._offsets[:-1]).numpy()
+        return self._offsets[1:] - self._offsets[:-1]
 
     def members(self, cluster: int) -> np.ndarray:
         """Bank row indices of one cluster (ascending)."""
-        return self._order[self._offsets[cluster] : self._offsets[cluster + 1]].numpy()
+        return self._order[self._offsets[cluster] : self._offsets[cluster + 1]]
 
     def nearest_cluster(self, z):
         """Index of the nearest centroid (Euclidean) for each query row."""
         q, back = _to_query(z)
         self._check_dim(q)
-        return back(_nearest_centroid_t(l2_normalize(q), self._cent_t))
+        with one_blas_thread():
+            return back(_nearest_centroid(l2_normalize(q), self.centroids))
 
-    def _check_dim(self, q: torch.Tensor) -> None:
+    def _check_dim(self, q: np.ndarray) -> None:
         if q.ndim != 2 or q.shape[1] != self.dim:
             raise ValueError(f"queries must be [N, {self.dim}], got shape {tuple(q.shape)}")
 
@@ -449,22 +486,26 @@ class SantaMemory:
                                      self.texts[:g] if self.texts is not None else None)
         return self._base
 
-    def _search(self, q: torch.Tensor, top_l: int, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def _search(self, q: np.ndarray, top_l: int, mode: str) -> tuple[np.ndarray, np.ndarray]:
+        with one_blas_thread():
+            return self._search_gated(q, top_l, mode)
+
+    def _search_gated(self, q: np.ndarray, top_l: int, mode: str) -> tuple[np.ndarray, np.ndarray]:
         if not self.gated:
             return self._search_all(q, top_l, mode)
         idx, sims = self._base_view()._search_all(q, top_l, mode)
         g = int(self.config.gate_from)
-        added = self._rows(torch.arange(g, self.num_entries))
-        best = torch.empty(q.shape[0], dtype=torch.float32)
+        added = self.entries(np.arange(g, self.num_entries))
+        best = np.empty(q.shape[0], dtype=np.float32)
         step = max(1, _CHUNK_ELEMS // added.shape[0])
         for s in range(0, q.shape[0], step):
-            best[s : s + step] = (q[s : s + step] @ added.T).max(1).values
-        opened = torch.nonzero(best >= sims[:, 0] + float(self.config.gate_margin)).flatten()
-        if opened.numel():
+            best[s : s + step] = (q[s : s + step] @ added.T).max(1)
+        opened = np.flatnonzero(best >= sims[:, 0] + np.float32(self.config.gate_margin))
+        if opened.size:
             idx[opened], sims[opened] = self._search_all(q[opened], top_l, mode)
         return idx, sims
 
-    def _search_all(self, q: torch.Tensor, top_l: int, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def _search_all(self, q: np.ndarray, top_l: int, mode: str) -> tuple[np.ndarray, np.ndarray]:
         if mode == "cluster":
             return self._search_cluster(q, top_l)
         if mode == "exact":
@@ -477,35 +518,33 @@ class SantaMemory:
             return self._search_auto(q, top_l)
         raise ValueError(f"unknown Santa search mode {mode!r}; choose one of {SEARCH_MODES}")
 
-    def _search_exact(self, q: torch.Tensor, top_l: int):
+    def _search_exact(self, q: np.ndarray, top_l: int):
         n, m = q.shape[0], self.num_entries
         k = min(top_l, m)
-        idx = torch.empty(n, top_l, dtype=torch.long)
-        sims = torch.empty(n, top_l, dtype=torch.float32)
+        idx = np.empty((n, top_l), dtype=np.int64)
+        sims = np.empty((n, top_l), dtype=np.float32)
         step = max(1, _CHUNK_ELEMS // m)
-        bank = self._bank_tensor()
+        bank = self.bank
         for s in range(0, n, step):
-            sv, si = (q[s : s + step] @ bank.T).topk(k, dim=1)
-            nv = torch.full((si.shape[0],), k, dtype=torch.long)
-            idx[s : s + step], sims[s : s + step] = _pad_cyclic(si, sv, nv, top_l)
+            si, sv = _top_k(q[s : s + step] @ bank.T, k)
+            idx[s : s + step], sims[s : s + step] = _pad_cyclic(si, sv, np.full(len(si), k), top_l)
         return idx, sims
 
-    def _search_cluster(self, q: torch.Tensor, top_l: int):
+    def _search_cluster(self, q: np.ndarray, top_l: int):
         n = q.shape[0]
-        idx = torch.empty(n, top_l, dtype=torch.long)
-        sims = torch.empty(n, top_l, dtype=torch.float32)
-        cl = _nearest_centroid_t(q, self._cent_t)
-        for c in torch.unique(cl).tolist():  # one block per distinct cluster in the batch
-            rows = torch.nonzero(cl == c).flatten()
-            members = self._order[self._offsets[c] : self._offsets[c + 1]]
-            entries = self._rows(members)
-            k = min(top_l, members.numel())
-            step = max(1, _CHUNK_ELEMS // max(1, members.numel()))
-            for s in range(0, rows.numel(), step):
+        idx = np.empty((n, top_l), dtype=np.int64)
+        sims = np.empty((n, top_l), dtype=np.float32)
+        cl = _nearest_centroid(q, self.centroids)
+        for c in np.unique(cl):  # one block per distinct cluster in the batch
+            rows = np.flatnonzero(cl == c)
+            members = self.members(int(c))
+            entries = self.entries(members)
+            k = min(top_l, members.size)
+            step = max(1, _CHUNK_ELEMS // max(1, members.size))
+            for s in range(0, rows.size, step):
                 r = rows[s : s + step]
-                sv, sj = (q[r] @ entries.T).topk(k, dim=1)
-                nv = torch.full((r.numel(),), k, dtype=torch.long)
-                pj, ps = _pad_cyclic(sj, sv, nv, top_l)
+                sj, sv = _top_k(q[r] @ entries.T, k)
+                pj, ps = _pad_cyclic(sj, sv, np.full(r.size, k), top_l)
                 idx[r], sims[r] = members[pj], ps
         return idx, sims
 
@@ -524,16 +563,19 @@ class SantaMemory:
             self._ivf = (index, quantizer)
         return self._ivf[0]
 
-    def _search_ivf(self, q: torch.Tensor, top_l: int):
-        index = self._ivf_index()
-        index.nprobe = int(min(self.config.ivf_nprobe, self.num_clusters))
-        dist, ids = index.search(np.ascontiguousarray(q.numpy(), dtype=np.float32), int(top_l))
-        ids_t = torch.from_numpy(ids.astype(np.int64))
-        sims_t = torch.from_numpy(dist.astype(np.float32))
-        nv = (ids_t >= 0).sum(1)  # faiss pads with -1 after the valid (sorted) results
+    @staticmethod
+    def _faiss_search(index, q: np.ndarray, top_l: int):
+        dist, ids = index.search(np.ascontiguousarray(q, dtype=np.float32), int(top_l))
+        ids = ids.astype(np.int64)
+        nv = (ids >= 0).sum(1)  # faiss pads with -1 after the valid (sorted) results
         if bool((nv == 0).any()):  # pragma: no cover - the probed lists are never all empty
             raise RuntimeError("IVF search returned no neighbours")
-        return _pad_cyclic(ids_t, sims_t, nv, top_l)
+        return _pad_cyclic(ids, dist.astype(np.float32), nv, top_l)
+
+    def _search_ivf(self, q: np.ndarray, top_l: int):
+        index = self._ivf_index()
+        index.nprobe = int(min(self.config.ivf_nprobe, self.num_clusters))
+        return self._faiss_search(index, q, top_l)
 
     def _auto_index(self):
         """faiss IVF over the bank with its own lists; afterwards the index is the only copy."""
@@ -555,28 +597,22 @@ class SantaMemory:
             index.add(self._bank)
             index.set_direct_map_type(faiss.DirectMap.Array)  # rows read back by id
             self._auto = (index, quantizer)
-            self._bank, self._bank_t = None, None
+            self._bank = None
         return self._auto[0]
 
-    def _search_auto(self, q: torch.Tensor, top_l: int):
+    def _search_auto(self, q: np.ndarray, top_l: int):
         index = self._auto_index()
         index.nprobe = int(min(self.config.auto_nprobe, index.nlist))
-        dist, ids = index.search(np.ascontiguousarray(q.numpy(), dtype=np.float32), int(top_l))
-        ids_t = torch.from_numpy(ids.astype(np.int64))
-        nv = (ids_t >= 0).sum(1)
-        if bool((nv == 0).any()):  # pragma: no cover - probed lists are never all empty
-            raise RuntimeError("IVF search returned no neighbours")
-        return _pad_cyclic(ids_t, torch.from_numpy(dist.astype(np.float32)), nv, top_l)
+        return self._faiss_search(index, q, top_l)
 
     def retrieve_indices(self, z, top_l: int | None = None, search: str | None = None):
         """Bank row indices ``[N, L]`` (int64) and inner products ``[N, L]`` of the retrieved entries,
-        ranked by inner product (padded cyclically when fewer than ``L`` are available)."""
+        ranked by inner product (padded cyclically when fewer than ``L`` are available); ties between
+        equal inner products go to the lower bank row. Same type as ``z`` (numpy or torch)."""
         q, back = _to_query(z)
         self._check_dim(q)
         idx, sims = self._search(l2_normalize(q), int(top_l or self.config.top_l), search or self.config.search)
-        if isinstance(z, torch.Tensor):
-            return idx.to(z.device) if z.ndim == 2 else idx[0].to(z.device), back(sims)
-        return (idx.numpy() if np.asarray(z).ndim == 2 else idx[0].numpy()), back(sims)
+        return back(idx), back(sims)
 
     def retrieve(self, z, top_l: int | None = None, search: str | None = None):
         """``(entries [N, L, D], sims [N, L])`` for queries ``z`` [N, D] (clean entries, no noise).
@@ -585,13 +621,13 @@ class SantaMemory:
         q, back = _to_query(z)
         self._check_dim(q)
         idx, sims = self._search(l2_normalize(q), int(top_l or self.config.top_l), search or self.config.search)
-        return back(self._rows(idx)), back(sims)
+        return back(self.entries(idx)), back(sims)
 
     # -- the Santa step ----------------------------------------------------------------------
     def apply(
         self,
         z,
-        generator: torch.Generator | None = None,
+        generator=None,
         lam: float | None = None,
         tau: float | None = None,
         noise_variance: float | None = None,
@@ -603,8 +639,10 @@ class SantaMemory:
 
         Keyword overrides (``lam``, ``tau``, ``noise_variance``, ``top_l``, ``search``, ``noise_kind``)
         replace the config values for this call (for sweeps; :class:`~mats.bridge.config.BridgeConfig`
-        resolves them). ``generator`` makes the entry noise reproducible
-        (``None``: torch's global RNG).
+        resolves them). ``generator`` makes the entry noise reproducible: a
+        :class:`~mats.bridge.rng.TorchCompatibleGenerator` (what ``apply_bridge`` passes; no torch) or a
+        ``torch.Generator`` (the same draws, by torch); ``None``: unseeded (see :func:`add_noise`).
+        The computation runs in numpy, float32, for numpy and torch inputs alike.
         """
         cfg = self.config
         lam = float(cfg.lam if lam is None else lam)
@@ -619,16 +657,18 @@ class SantaMemory:
         if lam == 0.0:
             return back(q)
         idx, _ = self._search(q, top_l, mode)
-        out = torch.empty_like(q)
+        out = np.empty_like(q)
         d = self.dim
+        # the chunk size fixes how the noise is drawn (one randn per chunk): keep it, or seeds move
         step = max(1, _CHUNK_ELEMS // (top_l * d))
         for s in range(0, q.shape[0], step):
-            qs, ent = q[s : s + step], self._rows(idx[s : s + step])  # [n, L, D]
+            qs, ent = q[s : s + step], self.entries(idx[s : s + step])  # [n, L, D]
             if var > 0.0:
                 ent = add_noise(ent.reshape(-1, d), var, kind, generator).reshape(ent.shape)
-            w = torch.softmax(tau * torch.einsum("nd,nld->nl", qs, ent), dim=1)
-            mix = torch.einsum("nl,nld->nd", w, ent)
-            out[s : s + step] = l2_normalize((1.0 - lam) * qs + lam * mix)
+            with one_blas_thread():
+                w = _softmax(np.float32(tau) * (ent @ qs[:, :, None])[:, :, 0])
+                mix = (w[:, None, :] @ ent)[:, 0, :]
+            out[s : s + step] = l2_normalize(np.float32(1.0 - lam) * qs + np.float32(lam) * mix)
         return back(out)
 
     __call__ = apply
