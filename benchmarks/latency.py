@@ -59,7 +59,8 @@ run, alternated (which runtime goes first changes clip by clip and repeat by rep
 * ``greedy_step``: ms per decoded token of one row (greedy), beside the matmul floor of one row on the
   same weights (torch's kernels and OpenBLAS: :func:`llm_matmul_ms`) and the bandwidth floor;
 * ``fresh_tag_s``: fresh ``mats tag FILE`` per runtime and as a user types it (``default``: no
-  ``--runtime``, no ``MATS_RUNTIME``) beside a bare ``python -c "import torch"``, and whether
+  ``--runtime``, no ``MATS_RUNTIME``) beside a bare ``python -c "import torch"`` (all with Python's
+  bytecode cache on, as after a ``pip install``, whatever ``PYTHONDONTWRITEBYTECODE`` says), and whether
   ``-X importtime`` of the default run lists torch / transformers; ``fresh_tag_phases``: where such a
   run spends its time per runtime (imports, model load, audio + CLAP, decoding);
 * ``peak_rss_mb``: the peak resident memory of a fresh process that loads the model and captions the
@@ -244,8 +245,9 @@ def fresh_tag_phases(clip: Path, model: str | None, repeats: int, runtime: str =
     runs = []
     for _ in range(repeats):
         t = time.perf_counter()
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}  # as in runtime_rows
         out = subprocess.run([sys.executable, "-c", FRESH_TAG_PHASES, str(clip), model or "", runtime],
-                             check=True, capture_output=True, text=True)
+                             check=True, capture_output=True, text=True, env=env)
         total = time.perf_counter() - t
         row = json.loads(out.stdout.strip().splitlines()[-1])
         row["process_total_s"] = total
@@ -576,12 +578,19 @@ def runtime_rows(args, clips: list[Path]) -> dict:
     fresh_rows = {"import_torch": [], "torch": [], "onnx": [], "default": []}
     cmds = {"import_torch": py + ["-c", "import torch"], "torch": tag + ["--runtime", "torch"],
             "onnx": tag + ["--runtime", "onnx"], "default": tag}
+    # As after any `pip install` (which compiles the modules): bytecode cached, each command run once
+    # first to write it, so a sandbox's PYTHONDONTWRITEBYTECODE does not make mats compile its sources
+    # in every process while torch's were compiled at install.
+    as_installed = {"MATS_RUNTIME": None, "PYTHONDONTWRITEBYTECODE": None}
+    for n in fresh_rows:
+        fresh(cmds[n], 1, env=as_installed)
     for i in range(args.repeats):
         for n in (list(fresh_rows) if i % 2 == 0 else list(fresh_rows)[::-1]):
-            fresh_rows[n].append(fresh(cmds[n], 1, env={"MATS_RUNTIME": None})["median"])
+            fresh_rows[n].append(fresh(cmds[n], 1, env=as_installed)["median"])
     phases = {n: fresh_tag_phases(clips[0], args.model, args.repeats, n) for n in names}
+    env = {k: v for k, v in os.environ.items() if k not in as_installed}
     p = subprocess.run(py + ["-X", "importtime", "-m", "mats.cli", "tag", str(clips[0])] + model_args,
-                       capture_output=True, text=True, env={k: v for k, v in os.environ.items() if k != "MATS_RUNTIME"})
+                       capture_output=True, text=True, env=env)
     imported = {line.rsplit("|", 1)[-1].strip() for line in p.stderr.splitlines() if line.startswith("import time:")}
     memory = {}
     for n in names:

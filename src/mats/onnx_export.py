@@ -8,8 +8,7 @@ What is exported:
   and each row's generated tokens (see :func:`decoder_module`); ``logits [rows, V]`` of the last
   position and the generated part with the new positions appended come out. The same graph is the
   prefill of one clip and every decode step. Llama-family LLMs only (RMSNorm, rotary positions,
-  grouped-query attention, gated SiLU MLP): others stay on torch (:class:`Unsupported`). Its weights
-  are in ``decoder.onnx.data`` beside it, which ONNX Runtime maps into memory rather than copying;
+  grouped-query attention, gated SiLU MLP): others stay on torch (:class:`Unsupported`);
 - ``embeddings.npy``: the LLM's input embedding table (the prompt's token embeddings are looked up in
   numpy, so the decoder takes embeddings, as the torch path does);
 - ``mapper.onnx``: CLAP embedding [B, clap_dim] -> prefix [B, prefix_length, H];
@@ -21,10 +20,12 @@ What is exported:
 
 Graph optimisation is part of the export: each graph is written as ONNX Runtime's extended-level
 optimised form (constant folding, redundant node elimination, the fusions that hold on every CPU), so a
-session loads it without re-optimising. The exports live in ``$MATS_HOME/onnx-cache/<key>/``, keyed by
-the content of the LLM, the adapter and the mapper (like the merged LoRA), written through a folder
-name no other writer uses and moved into place whole; ``mats export onnx --out DIR`` writes the same
-files anywhere (a model folder's ``onnx/`` is used before the cache).
+session loads it without re-optimising, and its weights in ``<graph>.onnx.data`` beside it, which a
+session maps into memory rather than copying out of the graph. The exports live in
+``$MATS_HOME/onnx-cache/<key>/``, keyed by the content of the LLM, the adapter and the mapper (like the
+merged LoRA), written through a folder name no other writer uses and moved into place whole;
+``mats export onnx --out DIR`` writes the same files anywhere (a model folder's ``onnx/`` is used
+before the cache).
 
 This module needs torch and transformers (it exports from the torch modules); the inference side never
 imports it.
@@ -46,7 +47,7 @@ __all__ = ["EXPORT_VERSION", "Unsupported", "DamagedExport", "export_key", "expo
            "check_export", "supported_llm", "decoder_module"]
 
 # bump when the graphs, the manifest or the key change, so that old exports are not read
-EXPORT_VERSION = "3"  # 3: the decoder's weights in decoder.onnx.data
+EXPORT_VERSION = "3"  # 3: each graph's weights in <graph>.onnx.data
 MANIFEST = "manifest.json"
 _CONTENT = "\x00mats-user-content\x00"  # stands for the user turn while the chat template is rendered
 
@@ -207,10 +208,10 @@ def _write_all(model, config, out: Path, key: str) -> dict:
         np.save(out / "embeddings.npy", np.ascontiguousarray(emb))
         files["embeddings.npy"] = None
         _export_mapper(model.mapper, config.mapper.clap_dim, out / "mapper.onnx")
-        files["mapper.onnx"] = None
+        files["mapper.onnx"] = files["mapper.onnx.data"] = None
         if config.clap in ("yamnet-minilm", "default"):
             _export_minilm(out / "minilm.onnx", out / "minilm-tokenizer.json")
-            files["minilm.onnx"] = files["minilm-tokenizer.json"] = None
+            files["minilm.onnx"] = files["minilm.onnx.data"] = files["minilm-tokenizer.json"] = None
     tokenizer = model.tokenizer
     tokenizer.backend_tokenizer.save(str(out / "tokenizer.json"))
     files["tokenizer.json"] = None
@@ -263,23 +264,22 @@ def render_with(template: dict, task: str, instruction: str, context: str | None
 
 # -- the graphs --------------------------------------------------------------------------------------
 
-def _optimise(src: Path, dst: Path, weights_apart: bool = False) -> None:
-    """Save ONNX Runtime's extended-level optimised graph (the level whose result holds on any CPU).
-    ``weights_apart``: the weights go to ``<dst>.data`` beside the graph, which ONNX Runtime maps into
-    memory instead of parsing and copying them out of the graph's protobuf: the decoder's session then
-    starts in a fraction of the time (docs/speed.md, "ONNX Runtime")."""
+def _optimise(src: Path, dst: Path) -> None:
+    """Save ONNX Runtime's extended-level optimised graph (the level whose result holds on any CPU), its
+    weights in ``<dst>.data`` beside it: ONNX Runtime maps that file into memory instead of parsing and
+    copying the weights out of the graph's protobuf, so a session starts in a fraction of the time
+    (docs/speed.md, "ONNX Runtime")."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     so.optimized_model_filepath = str(dst)
-    if weights_apart:
-        so.add_session_config_entry("session.optimized_model_external_initializers_file_name", dst.name + ".data")
-        so.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
+    so.add_session_config_entry("session.optimized_model_external_initializers_file_name", dst.name + ".data")
+    so.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
     ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
 
 
-def _export(module, args, path: Path, input_names, output_names, dynamic_axes, weights_apart: bool = False) -> None:
+def _export(module, args, path: Path, input_names, output_names, dynamic_axes) -> None:
     import torch
 
     raw = path.with_name(path.stem + ".raw.onnx")
@@ -290,7 +290,7 @@ def _export(module, args, path: Path, input_names, output_names, dynamic_axes, w
         warnings.filterwarnings("ignore", message="Exporting aten::index operator")
         torch.onnx.export(module, args, str(raw), input_names=input_names, output_names=output_names,
                           dynamic_axes=dynamic_axes, opset_version=17, dynamo=False, do_constant_folding=True)
-    _optimise(raw, path, weights_apart)
+    _optimise(raw, path)
     raw.unlink()
     for extra in path.parent.glob(path.stem + ".raw.onnx*"):
         extra.unlink()
@@ -415,7 +415,7 @@ def _export_decoder(llm, path: Path) -> None:
     axes.update({n: {0: "rows", 2: "total"} for n in present_names})
     _export(step, (embeds, positions, prompt_mask, *prompt, *past), path,
             ["inputs_embeds", "position_ids", "prompt_mask", *prompt_names, *past_names],
-            ["logits", *present_names], axes, weights_apart=True)
+            ["logits", *present_names], axes)
 
 
 def _export_mapper(mapper, clap_dim: int, path: Path) -> None:
