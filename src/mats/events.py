@@ -68,14 +68,15 @@ MIN_SILENCE = 2.0  # seconds: shorter pauses (between a drum's hits, say) belong
 # the frames either side differ most (a CLAP without frames: as "windows"); "windows" where short windows
 # either side differ most, every quarter hop; "grid" keeps the hop grid. On the dev recordings of
 # benchmarks/long_audio.py --boundaries, frames place more boundaries within +-1 s than windows, which
-# place more than the grid (docs/tasks.md, "Events"; benchmarks/results/long_audio_boundaries_dev.json).
-# Tried and not kept: a pause (silent run of 0.3 or 1 s) in reach taking the cut (a repeated clip's own
-# pauses drew it away: fewer events bounded on dev).
+# place more than the grid (docs/default-model.md, "Long recordings";
+# benchmarks/results/long_audio_boundaries_dev.json).
+# Tried and not kept (18 dev recordings, reach 1 hop): a pause (a silent run of 0.3 or 1 s) in reach
+# taking the cut: 58 or 70 % of events bounded against 72 % without (a repeated clip's own pauses draw it).
 REFINERS = ("frames", "windows", "grid")
 REFINE = "frames"
-REFINE_SPAN = 2.0  # seconds either side of a cut that the refinement compares (1.5 and 3 s: the same on dev)
+REFINE_SPAN = 2.0  # seconds either side of a cut that the refinement compares (1.5 or 3 s: the same on dev)
 # Hops either side of the grid's change point searched: the 10 s windows place a change up to ~1.5 s off
-# when one sound dominates them (1.5 bounds more dev events than 1, as many as 2).
+# when one sound dominates them (36 dev recordings: 1.5 bounds more events than 1, about as many as 2).
 REFINE_REACH = 1.5
 # Streaming: audio is cut into events a page at a time; the page's last event (if shorter than CARRY_SECONDS)
 # is analysed again with the next page. Memory is a page of audio (300 s at 16 kHz: 19 MB) whatever the length.
