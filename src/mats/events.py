@@ -291,7 +291,7 @@ def _refine_windows(embed: _Embedder, t: int, lo: int, hi: int, a: int, b: int, 
     sr = embed.clap.sample_rate
     span = max(min_len, int(round(REFINE_SPAN * sr)))
     step = max(1, hop // 4)
-    cands = [c for c in range(t - (t - lo) // step * step, hi + 1, step)]
+    cands = list(range(t - (t - lo) // step * step, hi + 1, step))  # on t's quarter-hop grid
     if not cands:
         return t
     spans = [(max(a, c - span), c) for c in cands] + [(c, min(b, c + span)) for c in cands]
