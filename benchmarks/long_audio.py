@@ -29,6 +29,8 @@ holds ~700 events, 10+ min of decoding on 2 shared cores); the JSON says so per 
     python benchmarks/long_audio.py [--n 18] [--splits dev test] [--lengths 60 600 7200]
                                     [--out benchmarks/results/long_audio.json] [--plot FILE.png]
     python benchmarks/long_audio.py --sweep 0.15 0.2 0.25 0.3 0.35   # choose mats.events.THRESHOLD on dev
+    python benchmarks/long_audio.py --boundaries [--refine frames windows grid] [--sweep 0.2 0.25] [--split dev]
+                                    # boundaries only, no decoding: choose mats.events.REFINE on dev
     python benchmarks/long_audio.py --batch-memory 8 2               # choose mats.events.ANSWER_BATCH
 """
 
@@ -341,10 +343,11 @@ def plot(rows, out: str) -> None:
     fig.savefig(out, dpi=100)
 
 
-def sweep(thresholds, split: str, n: int, seed: int) -> list[dict]:
-    """Boundaries only (no decoding) of the ``split``'s recordings (the very ones ``quality`` builds) at
-    each change threshold of mats.events: recall (true boundaries found), events with both boundaries,
-    false boundaries and their F1 (2 found / (2 found + missed + false), the rule of events_threshold.py)."""
+def boundaries(thresholds, refiners, split: str, n: int, seed: int) -> list[dict]:
+    """Boundaries only (no decoding) of the ``split``'s recordings (the very ones ``quality`` builds) for
+    each change threshold and refinement of mats.events: recall (true boundaries found), events with both
+    boundaries, false boundaries and their F1 (2 found / (2 found + missed + false), the rule of
+    events_threshold.py), the median distance from a found boundary to the nearest cut, and seconds spent."""
     from events_threshold import CachedCLAP
 
     from mats.clap.default import DefaultCLAP
@@ -355,24 +358,33 @@ def sweep(thresholds, split: str, n: int, seed: int) -> list[dict]:
     rng = np.random.default_rng(seed)
     recordings = [build(clips, EVENT_COUNTS[i % len(EVENT_COUNTS)], sr, rng, quiet=i % 3 == 2) for i in range(n)]
     rows = []
-    for th in thresholds:
-        total = found = bounded = events = false = sounds = 0
-        for wave, truth in recordings:
-            ev = detect_events(clap, wave, threshold=th)
-            duration = wave.size / sr
-            bounds = sorted({round(b, 3) for t in truth for b in (t["start"], t["end"])} - {0.0, round(duration, 3)})
-            cuts = [e.start for e in ev[1:]]
-            near = {b: any(abs(c - b) <= TOL for c in cuts) for b in bounds}
-            total, found = total + len(bounds), found + sum(near.values())
-            bounded += sum(near.get(round(t["start"], 3), True) and near.get(round(t["end"], 3), True) for t in truth)
-            events += len(truth)
-            false += sum(not any(abs(c - b) <= TOL for b in bounds) for c in cuts)
-            sounds += sum(e.kind == "sound" for e in ev)
-        rows.append({"threshold": th, "boundary_accuracy": round(found / total, 3),
-                     "events_with_both_boundaries": round(bounded / events, 3), "false_boundaries": false,
-                     "f1": round(2 * found / (2 * found + (total - found) + false), 3),
-                     "detected_sound_events_per_true_event": round(sounds / events, 3)})
-        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    for refine in refiners:
+        for th in thresholds:
+            total = found = bounded = events = false = sounds = 0
+            errors: list[float] = []
+            t0 = time.perf_counter()
+            for wave, truth in recordings:
+                ev = detect_events(clap, wave, threshold=th, refine=refine)
+                duration = wave.size / sr
+                bounds = sorted({round(b, 3) for t in truth for b in (t["start"], t["end"])}
+                                - {0.0, round(duration, 3)})
+                cuts = [e.start for e in ev[1:]]
+                dist = {b: min((abs(c - b) for c in cuts), default=np.inf) for b in bounds}
+                near = {b: d <= TOL for b, d in dist.items()}
+                errors += [d for d in dist.values() if d <= TOL]
+                total, found = total + len(bounds), found + sum(near.values())
+                bounded += sum(near.get(round(t["start"], 3), True) and near.get(round(t["end"], 3), True)
+                               for t in truth)
+                events += len(truth)
+                false += sum(not any(abs(c - b) <= TOL for b in bounds) for c in cuts)
+                sounds += sum(e.kind == "sound" for e in ev)
+            rows.append({"refine": refine, "threshold": th, "boundary_accuracy": round(found / total, 3),
+                         "events_with_both_boundaries": round(bounded / events, 3), "false_boundaries": false,
+                         "f1": round(2 * found / (2 * found + (total - found) + false), 3),
+                         "median_error_seconds": round(float(np.median(errors)), 3) if errors else None,
+                         "detected_sound_events_per_true_event": round(sounds / events, 3),
+                         "seconds": round(time.perf_counter() - t0, 1)})
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     return rows
 
 
@@ -386,6 +398,10 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=21)
     ap.add_argument("--sweep", nargs="*", type=float,
                     help="only sweep these change thresholds on dev (boundaries, no decoding), to choose one")
+    ap.add_argument("--boundaries", action="store_true",
+                    help="only detect events (no decoding) and score their boundaries, per --refine and --sweep")
+    ap.add_argument("--refine", nargs="*", help="refinements of the change points to compare (default: the library's)")
+    ap.add_argument("--split", default="dev", help="the split of --boundaries (tune on dev)")
     ap.add_argument("--batch-memory", nargs="*", type=int,
                     help="only measure the decoder's peak RSS answering 16 test clips at these batch sizes")
     ap.add_argument("--show", action="store_true", help="print each recording's answers (stderr)")
@@ -395,13 +411,17 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.batch_memory:
         return emit({"benchmark": "long_audio --batch-memory", "rows": batch_memory(args.batch_memory)}, args.out)
-    if args.sweep:
-        return emit({"benchmark": "long_audio --sweep", "split": "dev", "recordings": args.n, "seed": args.seed,
-                     "tolerance_seconds": TOL, "sweep": sweep(args.sweep, "dev", args.n, args.seed)}, args.out)
-    from mats.events import ANSWER_BATCH, THRESHOLD
+    from mats.events import ANSWER_BATCH, REFINE, THRESHOLD
+    if args.sweep or args.boundaries:
+        split = args.split if args.boundaries else "dev"
+        refiners = args.refine or [REFINE]
+        rows = boundaries(args.sweep or [THRESHOLD], refiners, split, args.n, args.seed)
+        name = "long_audio --boundaries" if args.boundaries else "long_audio --sweep"
+        return emit({"benchmark": name, "split": split, "recordings": args.n, "seed": args.seed,
+                     "tolerance_seconds": TOL, "sweep": rows}, args.out)
     from mats.pipeline import MATS
     result = {"benchmark": "long_audio", "seed": args.seed, "decoding": "caption (the task's defaults)",
-              "tolerance_seconds": TOL, "threshold": THRESHOLD,
+              "tolerance_seconds": TOL, "threshold": THRESHOLD, "refine": REFINE,
               "answer_batch": ANSWER_BATCH, "quality": {}, "speed": []}
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         if args.splits:

@@ -201,6 +201,57 @@ def test_a_change_without_silence_between_is_found(model, tmp_path):
     assert np.dot(events[0].embedding, events[1].embedding) < 1 - 0.3  # they hear different things
 
 
+def _back_to_back(clips, sr: int, first: float, second: float) -> np.ndarray:
+    """Two real clips, each repeated to its length (peak 0.5), the second right after the first."""
+    from mats.audio import load_audio
+    parts = []
+    for clip, secs in zip(clips, (first, second), strict=True):
+        x = load_audio(clip, sr)
+        n = int(round(secs * sr))
+        parts.append(0.5 * np.tile(x, -(-n // x.size))[:n] / float(np.abs(x).max()))
+    return np.concatenate(parts).astype(np.float32)
+
+
+def test_change_points_land_on_the_claps_frames_not_the_hop_grid(model, tmp_path):
+    """Back to back, cut 7.3 s in (off the 1 s hop grid): the refined boundary is within 0.5 s of the
+    true one for every pair, where the grid's own change point is more than 0.5 s off for some."""
+    from mats.events import detect_events
+    sr = model.clap.sample_rate
+    clips = real_clips(tmp_path, 4)  # sheep, cow, a telephone, applause (or any four real clips)
+    grid_off = []
+    for i, j in [(0, 3), (2, 3), (3, 0)]:
+        wave = _back_to_back([clips[i], clips[j]], sr, 7.3, 8.0)
+        refined = detect_events(model.clap, wave)
+        assert [e.kind for e in refined] == ["sound", "sound"], [(e.start, e.kind) for e in refined]
+        assert abs(refined[1].start - 7.3) <= 0.5, (clips[i].name, clips[j].name, refined[1].start)
+        grid = detect_events(model.clap, wave, refine="grid")
+        grid_off.append(min(abs(e.start - 7.3) for e in grid[1:]))
+    assert max(grid_off) > 0.5, grid_off  # the pairs are ones where the refinement has work to do
+
+
+class _NoFrames:
+    """The default CLAP seen through the bare CLAP interface: no frame scores (as a backend without them)."""
+
+    def __init__(self, clap):
+        self._clap = clap
+
+    def __getattr__(self, name):
+        if name == "patch_scores":
+            raise AttributeError(name)
+        return getattr(self._clap, name)
+
+
+def test_a_clap_without_frames_refines_with_short_windows(model, tmp_path):
+    from mats.events import detect_events
+    wave = _back_to_back([real_clips(tmp_path, 4)[i] for i in (2, 3)], model.clap.sample_rate, 7.3, 8.0)
+    bare = detect_events(_NoFrames(model.clap), wave)
+    windows = detect_events(model.clap, wave, refine="windows")
+    assert [(e.start, e.end) for e in bare] == [(e.start, e.end) for e in windows]
+    assert abs(bare[1].start - 7.3) <= 1.0
+    with pytest.raises(ValueError, match="refine must be one of frames, windows, grid"):
+        detect_events(model.clap, wave, refine="exact")
+
+
 def test_cli_text_out_file_and_unreadable(monkeypatch, model, recording, tmp_path):
     path = str(recording[0])
     rc, out, _ = _cli(monkeypatch, model, ["caption", path, "--events", "--min-event", "1.5"])

@@ -10,7 +10,10 @@ and, for sounds, an embedding that the model answers like any clip:
 2. **Change points** inside each sounding stretch: at every ``hop`` seconds ``t`` the CLAP embeds the
    window that ends at ``t`` and the one that starts at ``t`` (the CLAP's window length, shortened to
    what the stretch holds on either side but never below ``min_event``); where their cosine distance is
-   a local maximum above ``threshold``, a new event starts.
+   a local maximum above ``threshold``, a new event starts. The change point is then placed more
+   finely than the hop grid (``refine``, :data:`REFINE`): within ``REFINE_REACH`` hops, at the boundary
+   between the CLAP's own frames (the default CLAP's YAMNet patches, 0.48 s apart) where the frames
+   before it and after it differ most; a CLAP without frames compares short windows either side instead.
 3. **Events**: each stretch between change points is embedded as windows of the CLAP's length every
    ``hop`` seconds (cut from that stretch only); the event's embedding is the L2-normalised mean of its
    windows, its confidence the mean cosine of those windows to that mean. Adjacent sound events whose
@@ -39,8 +42,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .decoding import Decoding
 
 __all__ = ["Event", "Events", "detect_events", "answer_events", "summarize", "check_hop", "to_srt", "to_vtt",
-           "DEFAULT_HOP", "DEFAULT_MIN_EVENT", "THRESHOLD", "SILENCE_DB", "SILENCE_FRAME", "PAGE_SECONDS",
-           "CARRY_SECONDS", "ANSWER_BATCH"]
+           "DEFAULT_HOP", "DEFAULT_MIN_EVENT", "THRESHOLD", "REFINE", "REFINERS", "SILENCE_DB", "SILENCE_FRAME",
+           "PAGE_SECONDS", "CARRY_SECONDS", "ANSWER_BATCH"]
 
 DEFAULT_HOP = 1.0  # seconds between window starts (and between candidate change points)
 DEFAULT_MIN_EVENT = 1.0  # seconds: no change point or silence cuts a shorter event (a short sound
@@ -49,15 +52,32 @@ DEFAULT_MIN_EVENT = 1.0  # seconds: no change point or silence cuts a shorter ev
 # which neighbours merge): the best boundary F1 on recordings built from the dev packages of the real
 # sound split only. First chosen (0.3) on three clips joined or 3 s apart (benchmarks/events_threshold.py);
 # then 0.25 on the issue's layout, 2-5 events joined, cross-faded or apart, some across 20-40 s of quiet
-# (benchmarks/long_audio.py --sweep; benchmarks/results/long_audio_threshold_dev.json).
-THRESHOLD = 0.25
+# (benchmarks/long_audio.py --sweep; benchmarks/results/long_audio_threshold_dev.json); then 0.15 once
+# change points are placed on the CLAP's frames (REFINE): F1 0.90-0.91 from 0.1 to 0.15 on 36 dev
+# recordings, 0.89 at 0.2, 0.87 at 0.25; the top of that plateau, because a dev event repeats one clip
+# and real sounds vary more within an event (benchmarks/long_audio.py --boundaries;
+# benchmarks/results/long_audio_boundaries_dev.json).
+THRESHOLD = 0.15
 # The window of a CLAP known without loading it (DefaultCLAP.clip_seconds), so that the CLI refuses a bad
 # --hop before the model loads; other CLAPs are checked once loaded.
 CLAP_WINDOWS = {"yamnet-minilm": 10.0, "default": 10.0}
 SILENCE_DB = -50.0  # RMS in dBFS below which a frame is silent
 SILENCE_FRAME = 0.1  # seconds per RMS frame
 MIN_SILENCE = 2.0  # seconds: shorter pauses (between a drum's hits, say) belong to the sound around them
-REFINE_SPAN = 2.0  # seconds either side of a cut when it is placed more finely
+# Placing a change point found on the hop grid more finely: "frames" at the CLAP's frame boundary where
+# the frames either side differ most (a CLAP without frames: as "windows"); "windows" where short windows
+# either side differ most, every quarter hop; "grid" keeps the hop grid. On the dev recordings of
+# benchmarks/long_audio.py --boundaries, frames place more boundaries within +-1 s than windows, which
+# place more than the grid (docs/default-model.md, "Long recordings";
+# benchmarks/results/long_audio_boundaries_dev.json).
+# Tried and not kept (18 dev recordings, reach 1 hop): a pause (a silent run of 0.3 or 1 s) in reach
+# taking the cut: 58 or 70 % of events bounded against 72 % without (a repeated clip's own pauses draw it).
+REFINERS = ("frames", "windows", "grid")
+REFINE = "frames"
+REFINE_SPAN = 2.0  # seconds either side of a cut that the refinement compares (1.5 or 3 s: the same on dev)
+# Hops either side of the grid's change point searched: the 10 s windows place a change up to ~1.5 s off
+# when one sound dominates them (36 dev recordings: 1.5 bounds more events than 1, about as many as 2).
+REFINE_REACH = 1.5
 # Streaming: audio is cut into events a page at a time; the page's last event (if shorter than CARRY_SECONDS)
 # is analysed again with the next page. Memory is a page of audio (300 s at 16 kHz: 19 MB) whatever the length.
 PAGE_SECONDS = 300.0
@@ -187,7 +207,7 @@ def _windows(a: int, b: int, clip: int, hop: int) -> list[tuple[int, int]]:
 
 
 def _change_points(embed: _Embedder, a: int, b: int, clip: int, hop: int, min_len: int,
-                   threshold: float) -> list[int]:
+                   threshold: float, refine: str = REFINE) -> list[int]:
     """Sample positions inside [a, b) where the window before and the window after differ most."""
     times = []
     spans: list[tuple[int, int]] = []
@@ -211,20 +231,67 @@ def _change_points(embed: _Embedder, a: int, b: int, clip: int, hop: int, min_le
             continue
         cuts.append(t)
     out: list[int] = []
-    for t in sorted(_refine(embed, t, a, b, hop, min_len) for t in cuts):
+    for t in sorted(_refine(embed, t, a, b, hop, min_len, refine) for t in cuts):
         if t - (out[-1] if out else a) >= min_len and b - t >= min_len:
             out.append(t)
     return out
 
 
-def _refine(embed: _Embedder, t: int, a: int, b: int, hop: int, min_len: int) -> int:
-    """The cut near ``t`` (within one hop either side, in quarter hops) where short windows either
-    side (``REFINE_SPAN`` seconds, at least ``min_len``) differ most: long windows place a change late
-    or early when one of the two sounds dominates the CLAP's window."""
+def _refine(embed: _Embedder, t: int, a: int, b: int, hop: int, min_len: int, refine: str) -> int:
+    """The cut near ``t``, a change point on the hop grid, placed more precisely within ``REFINE_REACH``
+    hops either side (``refine``: see :data:`REFINERS`)."""
+    if refine == "grid":
+        return t
+    reach = int(round(REFINE_REACH * hop))
+    lo, hi = max(a + min_len, t - reach), min(b - min_len, t + reach)
+    if lo > hi:
+        return t
+    if refine == "frames" and _has_frames(embed.clap):
+        return _refine_frames(embed, t, lo, hi, a, b)
+    return _refine_windows(embed, t, lo, hi, a, b, hop, min_len)
+
+
+def _has_frames(clap) -> bool:
+    """Whether the CLAP scores frames of its window: the default CLAP's ``patch_scores`` (YAMNet patches
+    of 0.96 s every 0.48 s, at YAMNet's rate)."""
+    from .clap.yamnet import SAMPLE_RATE
+    return callable(getattr(clap, "patch_scores", None)) and clap.sample_rate == SAMPLE_RATE
+
+
+def _refine_frames(embed: _Embedder, t: int, lo: int, hi: int, a: int, b: int) -> int:
+    """The frame boundary between ``lo`` and ``hi`` where the CLAP's frames in ``REFINE_SPAN`` s before it
+    and those after it differ most: cosine distance of their mean class scores. Frames are the YAMNet
+    patches of the audio around the cut (0.96 s every 0.48 s); the patch that straddles a candidate is
+    left out, so neither side hears the other sound. The raw scores, not the CLAP's embedding of them:
+    its sharpened top-5 weights are as far apart at several candidates, and the first of such ties
+    placed cuts early (fewer events bounded on dev)."""
+    from .clap.yamnet import HOP, PATCH_HOP
+    clap, o, sr = embed.clap, embed.offset, embed.clap.sample_rate
+    step = PATCH_HOP * HOP  # samples between patch starts; a patch is two steps long (and 15 ms)
+    span = max(2, int(round(REFINE_SPAN * sr / step)))  # patches each side
+    r0 = max(a, lo - span * step - step)
+    r1 = min(b, hi + (span + 1) * step)
+    whole = max(0, (r1 - r0 - 2 * step) // step + 1)  # patches fully inside [r0, r1) (the rest is padding)
+    scores = clap.patch_scores(embed.wave[r0 - o:r1 - o])[0][:whole]
+    best, best_d = t, -1.0
+    for k in range(-(-(lo - r0) // step), (hi - r0) // step + 1):
+        left, right = slice(max(0, k - 1 - span), max(0, k - 1)), slice(k, min(whole, k + span))
+        if left.stop - left.start < 1 or right.stop - right.start < 1:
+            continue
+        d = 1.0 - float(l2_normalize(scores[left].mean(0)) @ l2_normalize(scores[right].mean(0)))
+        if d > best_d + 1e-9:
+            best, best_d = r0 + k * step, d
+    return best
+
+
+def _refine_windows(embed: _Embedder, t: int, lo: int, hi: int, a: int, b: int, hop: int, min_len: int) -> int:
+    """The cut between ``lo`` and ``hi`` (in quarter hops) where short windows either side (``REFINE_SPAN``
+    seconds, at least ``min_len``) differ most: long windows place a change late or early when one of the
+    two sounds dominates the CLAP's window. For a CLAP without frames."""
     sr = embed.clap.sample_rate
     span = max(min_len, int(round(REFINE_SPAN * sr)))
     step = max(1, hop // 4)
-    cands = [c for c in range(t - hop, t + hop + 1, step) if c - a >= min_len and b - c >= min_len]
+    cands = list(range(t - (t - lo) // step * step, hi + 1, step))  # on t's quarter-hop grid
     if not cands:
         return t
     spans = [(max(a, c - span), c) for c in cands] + [(c, min(b, c + span)) for c in cands]
@@ -252,7 +319,8 @@ class Events(list):
 def detect_events(clap: CLAP, audio, hop: float | None = None, min_event: float | None = None,
                   threshold: float = THRESHOLD, silence_db: float = SILENCE_DB,
                   max_decoded_samples: int | None = None, max_seconds: float | None = None,
-                  page_seconds: float = PAGE_SECONDS, check: Callable[[], None] | None = None) -> Events:
+                  page_seconds: float = PAGE_SECONDS, check: Callable[[], None] | None = None,
+                  refine: str = REFINE) -> Events:
     """The events of one recording (a path, a waveform at the CLAP's rate, or ``(waveform, sr)``), in
     order, covering it from 0 to its end. Raises on unreadable audio or a bad ``hop``/``min_event``
     (None: :data:`DEFAULT_HOP` / :data:`DEFAULT_MIN_EVENT`).
@@ -265,17 +333,20 @@ def detect_events(clap: CLAP, audio, hop: float | None = None, min_event: float 
     that is cut where a page ends joins its neighbour when they hear the same thing (as neighbours
     merge inside a page). A truncated file gives the events before the damage; see :class:`Events`.
     ``check`` is called before each block of audio is analysed: an exception from it stops the work
-    there (a server's client that went away: :meth:`mats.pipeline.MATS.events`)."""
+    there (a server's client that went away: :meth:`mats.pipeline.MATS.events`). ``refine``: how a change
+    point found on the hop grid is placed (:data:`REFINERS`)."""
     from .audio import stream_audio
     hop = check_hop(DEFAULT_HOP if hop is None else hop, clap.clip_seconds)
     min_event = _check_min_event(DEFAULT_MIN_EVENT if min_event is None else min_event)
     if not page_seconds > CARRY_SECONDS:
         raise ValueError(f"page_seconds must be more than CARRY_SECONDS ({CARRY_SECONDS:g}), got {page_seconds:g}")
+    if refine not in REFINERS:
+        raise ValueError(f"refine must be one of {', '.join(REFINERS)}, got {refine!r}")
     sr = clap.sample_rate
     stream = stream_audio(audio, sr, max_seconds=max_seconds, max_decoded_samples=max_decoded_samples)
     page, carry = int(round(page_seconds * sr)), int(round(CARRY_SECONDS * sr))
     opts = dict(clip=clap.clip_samples, hop=max(1, int(round(hop * sr))), min_len=max(1, int(round(min_event * sr))),
-                min_event=min_event, threshold=threshold, silence_db=silence_db)
+                min_event=min_event, threshold=threshold, silence_db=silence_db, refine=refine)
     embed = _Embedder(clap, np.zeros(0, np.float32))
     out = Events()
     held: list[np.ndarray] = []  # audio from embed.offset on, not yet cut into final events
@@ -312,7 +383,7 @@ def detect_events(clap: CLAP, audio, hop: float | None = None, min_event: float 
 
 
 def _page_events(embed: _Embedder, clip: int, hop: int, min_len: int, min_event: float, threshold: float,
-                 silence_db: float) -> list[Event]:
+                 silence_db: float, refine: str) -> list[Event]:
     """The events of the audio ``embed`` holds (times in seconds of the recording)."""
     sr, o = embed.clap.sample_rate, embed.offset
     events: list[Event] = []
@@ -321,7 +392,7 @@ def _page_events(embed: _Embedder, clip: int, hop: int, min_len: int, min_event:
         if silent:
             events.append(Event(a / sr, b / sr, "silence"))
             continue
-        bounds = [a, *_change_points(embed, a, b, clip, hop, min_len, threshold), b]
+        bounds = [a, *_change_points(embed, a, b, clip, hop, min_len, threshold, refine), b]
         parts = [_event(embed, s, e, clip, hop, sr) for s, e in zip(bounds[:-1], bounds[1:], strict=True)]
         merged = [parts[0]]
         for ev in parts[1:]:  # neighbours that hear the same thing are one event
