@@ -164,7 +164,9 @@ def test_page_captions_a_real_clip(browser, site, clips, tmp_path):
 
     # events: three real sounds with silence between, uploaded slowly enough to show its progress
     Select(browser.find_element(By.ID, "task")).select_by_value("/v1/caption")
-    recording, spans = three_events([clips[0], clips[2], clips[3]], tmp_path / "three-events.wav", 44100)
+    # sheep, cow, phone: applause tiled to 7 s has a swell that the frame-placed change points cut as a
+    # fourth event; what the cuts are worth is measured by benchmarks/long_audio.py, here the page is
+    recording, spans = three_events([clips[0], clips[1], clips[2]], tmp_path / "three-events.wav", 44100)
     browser.find_element(By.ID, "file").send_keys(str(recording))
     events_toggle = browser.find_element(By.ID, "events")
     assert not events_toggle.is_selected()
