@@ -121,8 +121,8 @@ def test_deterministic(tag_run, eval_set, tiny_model, mats_tiny, tmp_path):
 def test_onnx_runtime_gives_the_torch_runs_predictions(tag_run, eval_set, tiny_model, tmp_path, monkeypatch):
     """`mats eval --runtime onnx` loads the model on ONNX Runtime, says so in results.json, and scores the
     very predictions of the torch run (the same tokens: tests/test_onnx.py)."""
-    from mats import onnx_export
     from mats.evaluation.runner import evaluate
+    from mats.onnx import export as onnx_export
 
     # the tiny model is new at every run: its export goes to the test's folder, not the user's cache
     monkeypatch.setattr(onnx_export, "cache_dir", lambda key: tmp_path / "onnx-cache" / key)

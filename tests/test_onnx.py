@@ -1,4 +1,4 @@
-"""The ONNX Runtime path (mats.onnx_export, mats.onnx_engine, mats.onnx_decoding, mats.runtimes).
+"""The ONNX Runtime path (mats.onnx.export, mats.onnx.engine, mats.onnx.decoding, mats.runtimes).
 
 The tiny Llama of tests/tiny.py for the plumbing (its graphs against the torch modules, the KV cache,
 beams against transformers' generate, the cache of exports), the real default model for the golden clips.
@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from mats import onnx_export, runtimes
+from mats import runtimes
+from mats.onnx import export as onnx_export
 from mats.pipeline import MATS
 
 TOL = 1e-4
@@ -77,7 +78,7 @@ def test_the_prefill_graph_matches_the_torch_llm(pair):
 def test_kv_cache_steps_match_a_full_forward(pair):
     """Two clips with prompts of different lengths (left-padded, shared by 2 beams each), three steps
     in which the beams swap: every row's logits equal HF's full forward over that row's whole sequence."""
-    from mats.onnx_engine import _BatchState
+    from mats.onnx.engine import _BatchState
 
     torch_m, onnx_m = pair
     llm, engine = torch_m.model.llm, onnx_m.model
@@ -263,7 +264,7 @@ def test_mats_tag_as_typed_imports_neither_torch_nor_transformers():
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
     imported = {line.rsplit("|", 1)[-1].strip() for line in p.stderr.splitlines() if line.startswith("import time:")}
-    assert "onnxruntime" in imported and "mats.onnx_engine" in imported
+    assert "onnxruntime" in imported and "mats.onnx.engine" in imported
     assert not {m for m in imported if m.split(".")[0] in ("torch", "transformers", "peft")}
     torch_path = MATS.from_pretrained(runtime="torch")
     assert p.stdout.strip() == f"{clip}\t{torch_path.generate(torch_path.embed_audio([clip]), 'tags')[0]}"

@@ -80,8 +80,8 @@ class MATS:
         into the same space: same dimension, and the same fingerprint when the folder records one).
         ``threads``: CPU threads for torch and onnxruntime (default: ``MATS_THREADS`` or the cores
         available to this process; see mats.threads).
-        ``runtime``: "torch", "onnx" (ONNX Runtime on the CPU, fp32: :mod:`mats.onnx_engine`; the
-        graphs are exported on first use, see :mod:`mats.onnx_export`) or "auto": ONNX Runtime on a
+        ``runtime``: "torch", "onnx" (ONNX Runtime on the CPU, fp32: :mod:`mats.onnx.engine`; the
+        graphs are exported on first use, see :mod:`mats.onnx.export`) or "auto": ONNX Runtime on a
         CPU with fp32 weights, else torch (:func:`mats.runtimes.choose_runtime`). None:
         ``$MATS_RUNTIME`` or "auto". A model loaded on ONNX Runtime answers; to train it, load it on
         torch."""

@@ -1,8 +1,8 @@
-"""Which engine runs inference: torch (transformers' ``generate``) or ONNX Runtime (:mod:`mats.onnx_engine`).
+"""Which engine runs inference: torch (transformers' ``generate``) or ONNX Runtime (:mod:`mats.onnx.engine`).
 
 - ``"torch"``: every device and dtype; the only one that trains.
 - ``"onnx"``: the CPU, fp32 weights, Llama-family LLMs; graphs exported once on first use
-  (:mod:`mats.onnx_export`). A model it cannot serve is refused in one line.
+  (:mod:`mats.onnx.export`). A model it cannot serve is refused in one line.
 - ``"auto"`` (default): ONNX Runtime on a CPU with fp32 weights, torch on a GPU or with other weights.
   Where it picks ONNX Runtime and the model cannot be served that way, one line on stderr says so and
   torch answers.
@@ -67,8 +67,8 @@ def load_onnx_model(folder, config, strict: bool):
     """(OnnxModel, OnnxTextEncoder or None) for a model folder, exporting its graphs first if needed;
     None where the ONNX path cannot serve it and ``strict`` is False (a note on stderr says why).
     ``strict`` (runtime "onnx"): that is a one-line ValueError instead."""
-    from .onnx_engine import OnnxModel, OnnxTextEncoder
-    from .onnx_export import Unsupported, ensure_exported, supported_llm
+    from .onnx.engine import OnnxModel, OnnxTextEncoder
+    from .onnx.export import Unsupported, ensure_exported, supported_llm
 
     why = supported_llm(config.llm)
     try:

@@ -89,7 +89,7 @@ class DefaultCLAP(CLAP):
         self.top_patches, self.short_clip = int(top_patches), short_clip
         self.tagger = YAMNet(yamnet_path, num_threads=num_threads)
         # text_encoder: the same MiniLM already loaded elsewhere (the ONNX Runtime path's,
-        # mats.onnx_engine.OnnxTextEncoder); by default the torch one
+        # mats.onnx.engine.OnnxTextEncoder); by default the torch one
         if text_encoder is None:
             from .minilm import MiniLMTextEncoder
             text_encoder = MiniLMTextEncoder(minilm_path, device=self.device)

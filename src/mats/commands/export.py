@@ -1,4 +1,4 @@
-"""`mats export onnx`: a model folder as ONNX Runtime graphs (mats.onnx_export)."""
+"""`mats export onnx`: a model folder as ONNX Runtime graphs (mats.onnx.export)."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
 
 def _run(args) -> int:
     from ..config import DEFAULT_MODEL, from_dict, read_model_config
-    from ..model import ModelConfig
-    from ..onnx_export import Unsupported, ensure_exported, supported_llm
+    from ..model_config import ModelConfig
+    from ..onnx.export import Unsupported, ensure_exported, supported_llm
 
     folder = Path(args.model) if args.model else DEFAULT_MODEL
     raw = read_model_config(folder)

@@ -1,5 +1,5 @@
 """Exporting a model folder to ONNX Runtime graphs, once, for the torch-free inference path
-(:mod:`mats.onnx_engine`).
+(:mod:`mats.onnx.engine`).
 
 What is exported:
 
@@ -41,7 +41,7 @@ import time
 import warnings
 from pathlib import Path
 
-from . import store
+from .. import store
 
 __all__ = ["EXPORT_VERSION", "Unsupported", "DamagedExport", "export_key", "export_model", "ensure_exported",
            "check_export", "supported_llm", "decoder_module"]
@@ -68,7 +68,7 @@ class DamagedExport(ValueError):
 def export_key(folder: Path, llm_spec: str) -> str:
     """Content key of a model folder's export: the LLM's weights and config, the adapter and the mapper
     (by content, never by path: another model at the same path gets another key)."""
-    from .llm import llm_digest, resolve_llm
+    from ..llm import llm_digest, resolve_llm
 
     folder = Path(folder)
     h = hashlib.sha256(f"mats-onnx v{EXPORT_VERSION}\0".encode())
@@ -135,8 +135,8 @@ def ensure_exported(folder: Path, llm_spec: str, out: Path | None = None, note=N
 
 def export_model(folder: Path, out: Path, key: str | None = None) -> dict:
     """Export the model folder ``folder`` into ``out`` (replaced whole, atomically). Returns the manifest."""
-    from .config import from_dict, read_model_config
-    from .model import MATSModel, ModelConfig
+    from ..config import from_dict, read_model_config
+    from ..model import MATSModel, ModelConfig
 
     folder, out = Path(folder), Path(out)
     raw = read_model_config(folder)
@@ -167,7 +167,7 @@ def _complete(out: Path, key: str) -> bool:
 def supported_llm(llm_spec: str) -> str | None:
     """Why the ONNX path cannot serve the LLM ``llm_spec``, read from its config.json without loading it;
     None when it can or when that is only known once it is loaded (a GGUF file not yet de-quantised)."""
-    from .llm import resolve_llm
+    from ..llm import resolve_llm
 
     folder, gguf = resolve_llm(llm_spec)
     config = folder / "config.json" if gguf is None else None
@@ -235,7 +235,7 @@ def _prompt_template(tokenizer, config) -> dict:
     """The rendered prompt around the user turn, split at it, so the engine substitutes the user turn
     (task tag, instruction, hint) into plain strings. Checked on two different turns: a template
     that rewrites the turn's text cannot be split this way and is refused."""
-    from .prompts import AUDIO_PLACEHOLDER, render_prompt, user_turn
+    from ..prompts import AUDIO_PLACEHOLDER, render_prompt, user_turn
 
     before, after = render_prompt(tokenizer, "caption", _CONTENT, config.prompt_style, config.system_prompt)
     text = before + AUDIO_PLACEHOLDER + after
@@ -255,7 +255,7 @@ def _prompt_template(tokenizer, config) -> dict:
 def render_with(template: dict, task: str, instruction: str, context: str | None) -> tuple[str, str]:
     """Text before and after the audio prefix (what :func:`mats.prompts.render_prompt` gives), from an
     export's split template. Imports nothing heavy (the engine calls it)."""
-    from .prompts import AUDIO_PLACEHOLDER, user_turn
+    from ..prompts import AUDIO_PLACEHOLDER, user_turn
 
     text = template["head"] + user_turn(task, instruction, context) + template["tail"]
     before, _, after = text.partition(AUDIO_PLACEHOLDER)

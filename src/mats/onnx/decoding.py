@@ -1,7 +1,7 @@
 """Greedy and beam search in numpy, step for step as transformers' ``generate`` decodes (version 5's
 vectorised beam search), around any function that gives the next-token logits.
 
-The engine (:mod:`mats.onnx_engine`) calls :func:`beam_search` / :func:`greedy` with its ONNX Runtime
+The engine (:mod:`mats.onnx.engine`) calls :func:`beam_search` / :func:`greedy` with its ONNX Runtime
 decoder; the rules are transformers' (``GenerationMixin._beam_search`` and ``_sample``, the repetition
 penalty, n-gram blocking and minimum-length processors), so the same logits give the same tokens:
 

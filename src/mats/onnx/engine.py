@@ -7,8 +7,8 @@ use it unchanged. A clip's prompt (the text around the audio prefix and the retr
 embeddings) is prefilled once, alone: no padding, so the prompt's KV cache and first logits of a clip
 do not depend on its batch. The clips' prompt caches are then left-padded into one batch and shared by
 each clip's beams (never copied per beam nor reordered: copying them at every step was a third of a
-batch's decoding time), and the batch is decoded a token per step (:mod:`mats.onnx_decoding`). The graphs come from
-:mod:`mats.onnx_export`.
+batch's decoding time), and the batch is decoded a token per step (:mod:`mats.onnx.decoding`). The graphs come from
+:mod:`mats.onnx.export`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .onnx_decoding import Processors, beam_search, greedy
+from .decoding import Processors, beam_search, greedy
 
 __all__ = ["OnnxModel", "OnnxTextEncoder", "Tokenizer", "session"]
 
@@ -28,7 +28,7 @@ def session(path: Path, threads: int | None = None):
     """An ONNX Runtime CPU session of an exported (already optimised) graph."""
     import onnxruntime as ort
 
-    from .threads import num_threads
+    from ..threads import num_threads
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads or num_threads()
@@ -115,7 +115,7 @@ class OnnxModel:
     # -- prompts ----------------------------------------------------------------------------------
     def prompt_ids(self, task: str, instruction: str, context: str | None = None) -> tuple[list[int], list[int]]:
         """Token ids before and after the audio prefix (as :meth:`MATSModel.prompt_ids`)."""
-        from .onnx_export import render_with
+        from .export import render_with
 
         key = (task, instruction, context)
         if key not in self._prompt_cache:
@@ -128,7 +128,7 @@ class OnnxModel:
     # -- the decoder ------------------------------------------------------------------------------
     def _run(self, embeds: np.ndarray, positions: np.ndarray, prompt_mask: np.ndarray, prompt: list[np.ndarray],
              past: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        """One pass of the decoder graph (layout: :func:`mats.onnx_export.decoder_module`)."""
+        """One pass of the decoder graph (layout: :func:`mats.onnx.export.decoder_module`)."""
         feed = {"inputs_embeds": embeds, "position_ids": positions, "prompt_mask": prompt_mask}
         feed.update(zip(self.prompt_names, prompt, strict=True))
         feed.update(zip(self.past_names, past, strict=True))
@@ -152,7 +152,7 @@ class OnnxModel:
                  length_penalty: float = 1.0) -> list[str]:
         """The answers, stripped (``num_return_sequences`` per request, best first), as
         :meth:`mats.model.MATSModel.generate` gives them."""
-        from .tasks import get_task
+        from ..tasks import get_task
 
         z = np.ascontiguousarray(np.asarray(clap_embeddings, np.float32))
         if len(z) != len(requests):
@@ -252,7 +252,7 @@ class OnnxTextEncoder:
         return f"minilm-onnx|max_length={self.max_length}|{self._digest}"
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        from .clap.base import encode_texts_batched
+        from ..clap.base import encode_texts_batched
 
         def encode_batch(texts_: list[str]) -> np.ndarray:
             enc = self.tokenizer.encode_batch(texts_)
