@@ -76,3 +76,28 @@ def train_env(tmp_path_factory, tiny_llm):
     root = tmp_path_factory.mktemp("train")
     return {"root": root, "llm": tiny_llm, "corpus": write_corpus(root / "corpus"),
             "cache": root / "embeddings"}
+
+
+# The HTTP API over a test module's own ``model`` fixture (tests/test_serve_*.py), in-process.
+@pytest.fixture(scope="module")
+def app(model):
+    from mats.server import Settings, create_app
+
+    return create_app(model, Settings(batch_window_ms=5))
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    from fastapi.testclient import TestClient
+
+    with TestClient(app) as c:
+        yield c
+
+
+@pytest.fixture
+def settings(app):
+    """The live settings of the module's app; any change a test makes is undone after it."""
+    s = app.state.settings
+    saved = dict(s.__dict__)
+    yield s
+    s.__dict__.update(saved)

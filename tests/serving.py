@@ -147,3 +147,15 @@ def upload(client, endpoint: str, clip: Path, **fields):
     (booleans as the page sends them)."""
     return client.post(f"/v1/{endpoint}", files={"file": (clip.name, clip.read_bytes(), "audio/wav")},
                        data={k: str(v).lower() if isinstance(v, bool) else v for k, v in fields.items()})
+
+
+def refusal(r, status: int, *words: str) -> str:
+    """The API's refusal: ``status``, a body of exactly ``error`` and ``status``, the error one line
+    holding each of ``words``. Returns the error."""
+    assert r.status_code == status, (r.status_code, r.text)
+    body = r.json()
+    assert body == {"error": body["error"], "status": status}
+    assert "\n" not in body["error"]  # one line
+    for w in words:
+        assert w in body["error"], body["error"]
+    return body["error"]

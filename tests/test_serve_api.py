@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from mats.server import Settings, create_app
 from mats.server.guard import PATH_REFUSED
-from serving import default_model, long_clip, real_clips, upload
+from serving import default_model, long_clip, real_clips, refusal, upload
 
 
 @pytest.fixture(scope="module")
@@ -34,38 +34,10 @@ def long(tmp_path_factory, clips):
     return long_clip(clips[0], tmp_path_factory.mktemp("serve-long") / "long.wav", 22)
 
 
-@pytest.fixture(scope="module")
-def app(model):
-    return create_app(model, Settings(batch_window_ms=5))
-
-
-@pytest.fixture(scope="module")
-def client(app):
-    with TestClient(app) as c:
-        yield c
-
-
-@pytest.fixture
-def settings(app):
-    """The live settings of the module's app; any change a test makes is undone after it."""
-    s = app.state.settings
-    saved = dict(s.__dict__)
-    yield s
-    s.__dict__.update(saved)
-
-
 def as_json(client, endpoint, clip, **fields):
     return client.post(f"/v1/{endpoint}", json={"audio": base64.b64encode(clip.read_bytes()).decode(),
                                                  "filename": clip.name, **fields})
 
-
-def refusal(r, status, *words):
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert set(body) == {"error", "status"} and body["status"] == status
-    for w in words:
-        assert w in body["error"], body["error"]
-    return body["error"]
 
 
 # -- what is served ------------------------------------------------------------------------------

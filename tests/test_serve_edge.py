@@ -24,7 +24,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from mats.server import Settings, create_app
-from serving import LoopbackServer, default_model
+from serving import LoopbackServer, default_model, refusal
 
 KEY = "s3cret-key"
 
@@ -39,14 +39,6 @@ def served_model():
 def stub_app(**settings):
     return create_app(served_model(), Settings(batch_window_ms=1, **settings))
 
-
-def refusal(r, status, *words):
-    assert r.status_code == status, (r.status_code, r.text)
-    body = r.json()
-    assert body == {"error": body["error"], "status": status}
-    for w in words:
-        assert w in body["error"], body["error"]
-    return body["error"]
 
 
 def bearer(key: str) -> dict:

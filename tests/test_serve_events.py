@@ -6,10 +6,8 @@ from __future__ import annotations
 import base64
 
 import pytest
-from fastapi.testclient import TestClient
 
-from mats.server import Settings, create_app
-from serving import default_model, real_clips, three_events, upload
+from serving import default_model, real_clips, refusal, three_events, upload
 
 
 @pytest.fixture(scope="module")
@@ -22,35 +20,6 @@ def recording(tmp_path_factory, model):
     folder = tmp_path_factory.mktemp("serve-events")
     return three_events(real_clips(folder / "clips", 3), folder / "three-events.wav", model.clap.sample_rate)
 
-
-@pytest.fixture(scope="module")
-def app(model):
-    return create_app(model, Settings(batch_window_ms=5))
-
-
-@pytest.fixture(scope="module")
-def client(app):
-    with TestClient(app) as c:
-        yield c
-
-
-@pytest.fixture
-def settings(app):
-    """The live settings of the module's app; any change a test makes is undone after it."""
-    s = app.state.settings
-    saved = dict(s.__dict__)
-    yield s
-    s.__dict__.update(saved)
-
-
-def refusal(r, status, *words):
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert set(body) == {"error", "status"} and body["status"] == status
-    assert "\n" not in body["error"]  # one line
-    for w in words:
-        assert w in body["error"], body["error"]
-    return body["error"]
 
 
 def _as_served(events) -> list[dict]:
