@@ -401,3 +401,6 @@ def test_resampler_is_scipys_resample_poly(sr_in, sr_out, n):
     assert ours.shape == theirs.shape
     assert np.abs(ours - theirs).max() <= 1e-12 * max(1.0, np.abs(theirs).max())
     np.testing.assert_array_equal(resample(x, sr_in, sr_out), theirs.astype(np.float32))
+    for up, down in ((0, 1), (2, -1), (4, 2), (1.5, 1)):
+        with pytest.raises(ValueError, match="coprime positive integer factors"):
+            resample_poly(x, up, down)

@@ -208,6 +208,9 @@ def resample_poly(x: np.ndarray, up: int, down: int) -> np.ndarray:
     Output ``o`` is the filter centred on up-sampled position ``n = o * down + half_len``: it reads
     ``x[n // up - t] * h[n % up + t * up]``. Outputs ``up`` apart share the phase ``n % up`` and read
     ``down`` samples further on, so each phase is one strided matrix-vector product."""
+    if int(up) != up or int(down) != down or up < 1 or down < 1 or math.gcd(int(up), int(down)) != 1:
+        raise ValueError(f"resample_poly needs coprime positive integer factors, got up={up!r}, down={down!r}")
+    up, down = int(up), int(down)
     n_out = -(-len(x) * up // down)
     rows, half_len = _polyphase_filter(up, down)
     taps = rows.shape[1]
